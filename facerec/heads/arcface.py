@@ -1,0 +1,49 @@
+"""ArcFace: additive angular margin (Deng et al., CVPR 2019)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from facerec.heads.base import MarginHead
+from facerec.heads.registry import register_head
+
+
+@register_head("arcface")
+class ArcFaceHead(MarginHead):
+    """Target logit ``s·cos(θ_y + m)``.
+
+    Where ``θ_y + m > π`` the target logit would stop decreasing with θ; there the monotonic
+    fallback ``cos θ_y − m·sin m`` is used (insightface's ``th``/``mm``). With ``easy_margin``
+    the margin applies only where ``cos θ_y > 0``.
+
+    Args:
+        embedding_size: E.
+        num_classes: C.
+        scale: s (default 64).
+        margin: m in radians (default 0.5).
+        easy_margin: Apply the margin only to positive target cosines.
+    """
+
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        scale: float = 64.0,
+        margin: float = 0.5,
+        easy_margin: bool = False,
+    ) -> None:
+        super().__init__(embedding_size, num_classes, scale)
+        self.margin = margin
+        self.easy_margin = easy_margin
+
+    def target_logit(self, cos_target: Tensor) -> Tensor:
+        """``cos(θ + m)`` with the fallback past ``π − m``; finite gradients at ``cos = ±1``."""
+        sin_target = torch.sqrt((1.0 - cos_target * cos_target).clamp_min(1e-12))
+        with_margin = cos_target * math.cos(self.margin) - sin_target * math.sin(self.margin)
+        if self.easy_margin:
+            return torch.where(cos_target > 0, with_margin, cos_target)
+        past_pi = cos_target <= math.cos(math.pi - self.margin)
+        return torch.where(past_pi, cos_target - math.sin(self.margin) * self.margin, with_margin)

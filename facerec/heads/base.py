@@ -1,0 +1,79 @@
+"""Shared machinery for classification heads.
+
+Every head maps ``(embeddings (B, E), labels (B,))`` to a :class:`HeadOutput`. Margin heads share
+:class:`MarginHead`: a normalised linear layer gives cosines (B, C), a hook modifies the target
+class's cosine, the result is scaled and fed to cross-entropy. Margin math and the cross-entropy
+run in float32 (or float64 when the inputs are float64) whatever the surrounding autocast.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class HeadOutput:
+    """What a head returns.
+
+    Attributes:
+        loss: Scalar, mean over the batch, everything the head contributes.
+        logits: (B, C) scaled logits the cross-entropy saw (margin applied to the target class).
+    """
+
+    loss: Tensor
+    logits: Tensor
+
+
+def full_precision(x: Tensor) -> Tensor:
+    """Casts to float32 unless the tensor is already float32 or float64."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+class MarginHead(nn.Module, ABC):
+    """Normalised linear layer → target-cosine hook → scale → cross-entropy.
+
+    Subclasses implement :meth:`target_logit`, which maps the target class's cosine to the
+    modified (unscaled) target logit.
+
+    Args:
+        embedding_size: E, the embedding dimension.
+        num_classes: C, the number of identities.
+        scale: s, the logit scale.
+    """
+
+    def __init__(self, embedding_size: int, num_classes: int, scale: float) -> None:
+        super().__init__()
+        self.embedding_size = embedding_size
+        self.num_classes = num_classes
+        self.scale = scale
+        self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
+        nn.init.normal_(self.weight, std=0.01)
+
+    @abstractmethod
+    def target_logit(self, cos_target: Tensor) -> Tensor:
+        """Maps target cosines (B,) to modified target logits before scaling (B,)."""
+
+    def cosines(self, embeddings: Tensor) -> Tensor:
+        """Cosine similarity of each embedding to each class centre, (B, C), clamped to [-1, 1]."""
+        x = F.normalize(full_precision(embeddings), dim=1)
+        w = F.normalize(full_precision(self.weight), dim=1).to(x.dtype)
+        return (x @ w.T).clamp(-1.0, 1.0)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> HeadOutput:
+        """Computes the margin cross-entropy.
+
+        Args:
+            embeddings: (B, E) features, any float dtype.
+            labels: (B,) int64 class indices in [0, C).
+        """
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            cos = self.cosines(embeddings)
+            index = labels.view(-1, 1)
+            target = self.target_logit(cos.gather(1, index).squeeze(1))
+            logits = cos.scatter(1, index, target.unsqueeze(1).to(cos.dtype)) * self.scale
+            return HeadOutput(loss=F.cross_entropy(logits, labels), logits=logits)

@@ -1,0 +1,99 @@
+"""Embedding necks: map a backbone's features to an ``embedding_size`` vector."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class LinearNeck(nn.Module):
+    """insightface's output layer: BN → Dropout → flatten → FC → BN1d.
+
+    Works on the un-pooled feature map, so it keeps spatial information. A (C, H, W) map and a
+    (N, C) token sequence are both normalised per channel. The final BN1d has its scale frozen at
+    1, as in insightface.
+
+    Args:
+        feature_shape: Per-sample shape of ``backbone.forward_features``, (C, H, W) or (N, C).
+        embedding_size: E.
+        dropout: Dropout probability before the FC layer.
+    """
+
+    uses_pooled_features = False
+
+    def __init__(self, feature_shape: tuple[int, ...], embedding_size: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.tokens = len(feature_shape) == 2
+        channels = feature_shape[-1] if self.tokens else feature_shape[0]
+        self.bn = nn.BatchNorm1d(channels, eps=1e-5)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(math.prod(feature_shape), embedding_size)
+        self.features = nn.BatchNorm1d(embedding_size, eps=1e-5)
+        nn.init.constant_(self.features.weight, 1.0)
+        self.features.weight.requires_grad = False
+
+    def forward(self, features: Tensor) -> Tensor:
+        """(B, C, H, W) or (B, N, C) → (B, E)."""
+        x = features.transpose(1, 2) if self.tokens else features.flatten(2)
+        x = self.dropout(self.bn(x))
+        x = x.transpose(1, 2) if self.tokens else x
+        return self.features(self.fc(x.flatten(1)))
+
+
+class PoolFCNeck(nn.Module):
+    """Backbone's own global pooling → FC → BN1d.
+
+    Args:
+        feature_shape: Per-sample shape of the pooled features, (C,).
+        embedding_size: E.
+        dropout: Dropout probability before the FC layer.
+    """
+
+    uses_pooled_features = True
+
+    def __init__(self, feature_shape: tuple[int, ...], embedding_size: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(feature_shape[0], embedding_size)
+        self.features = nn.BatchNorm1d(embedding_size, eps=1e-5)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """(B, C) → (B, E)."""
+        return self.features(self.fc(self.dropout(features)))
+
+
+class EmbeddingNet(nn.Module):
+    """Backbone + neck: images (B, 3, H, W) → embeddings (B, E). What eval and export use.
+
+    Args:
+        backbone: A timm model built with ``num_classes=0``.
+        neck: Neck factory taking ``feature_shape`` and ``embedding_size``.
+        embedding_size: E.
+        input_size: (H, W) of the input images; used once to probe the feature shape.
+    """
+
+    def __init__(self, backbone: nn.Module, neck, embedding_size: int, input_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.embedding_size = embedding_size
+        self.pooled = neck.func.uses_pooled_features if hasattr(neck, "func") else neck.uses_pooled_features
+        self.neck = neck(feature_shape=self._feature_shape(tuple(input_size)), embedding_size=embedding_size)
+
+    @torch.no_grad()
+    def _feature_shape(self, input_size: tuple[int, int]) -> tuple[int, ...]:
+        was_training = self.backbone.training
+        self.backbone.eval()
+        features = self.features(torch.zeros(1, 3, *input_size))
+        self.backbone.train(was_training)
+        return tuple(features.shape[1:])
+
+    def features(self, images: Tensor) -> Tensor:
+        """Backbone features as the neck expects them (pooled or not)."""
+        features = self.backbone.forward_features(images)
+        return self.backbone.forward_head(features, pre_logits=True) if self.pooled else features
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) → (B, E) un-normalised embeddings."""
+        return self.neck(self.features(images))
