@@ -1,6 +1,6 @@
 """Backbones, necks and the embedding network."""
 
 from facerec.models.backbone import create_backbone
-from facerec.models.necks import EmbeddingNet, LinearNeck, PoolFCNeck
+from facerec.models.necks import EmbeddingNet, LinearNeck, PoolFCNeck, build_embedding_net
 
-__all__ = ["EmbeddingNet", "LinearNeck", "PoolFCNeck", "create_backbone"]
+__all__ = ["EmbeddingNet", "LinearNeck", "PoolFCNeck", "build_embedding_net", "create_backbone"]

@@ -32,7 +32,7 @@ def create_backbone(
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
         raise ValueError(
             f"unknown backbone {name!r}: not in timm's registry. "
-            "List the choices with `python -c \"import facerec, timm; print(timm.list_models())\"`."
+            'List the choices with `python -c "import facerec, timm; print(timm.list_models())"`.'
         )
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from hydra.utils import instantiate
 from torch import Tensor, nn
 
 
@@ -78,7 +79,7 @@ class EmbeddingNet(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.embedding_size = embedding_size
-        self.pooled = neck.func.uses_pooled_features if hasattr(neck, "func") else neck.uses_pooled_features
+        self.pooled = getattr(neck, "func", neck).uses_pooled_features
         self.neck = neck(feature_shape=self._feature_shape(tuple(input_size)), embedding_size=embedding_size)
 
     @torch.no_grad()
@@ -97,3 +98,17 @@ class EmbeddingNet(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) → (B, E) un-normalised embeddings."""
         return self.neck(self.features(images))
+
+
+def build_embedding_net(
+    backbone: dict, neck: dict, embedding_size: int, input_size: tuple[int, int]
+) -> EmbeddingNet:
+    """Builds backbone + neck from their config dicts (``conf/backbone``, ``conf/neck``).
+
+    Args:
+        backbone: Config with ``_target_`` (e.g. :func:`facerec.models.create_backbone`).
+        neck: Config with ``_target_`` naming a neck class; built with ``_partial_``.
+        embedding_size: E.
+        input_size: (H, W) of the input images.
+    """
+    return EmbeddingNet(instantiate(backbone), instantiate(neck, _partial_=True), embedding_size, input_size)
