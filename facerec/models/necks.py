@@ -100,9 +100,7 @@ class EmbeddingNet(nn.Module):
         return self.neck(self.features(images))
 
 
-def build_embedding_net(
-    backbone: dict, neck: dict, embedding_size: int, input_size: tuple[int, int]
-) -> EmbeddingNet:
+def build_embedding_net(backbone: dict, neck: dict, embedding_size: int, input_size: tuple[int, int]) -> EmbeddingNet:
     """Builds backbone + neck from their config dicts (``conf/backbone``, ``conf/neck``).
 
     Args:

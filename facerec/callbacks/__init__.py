@@ -1,0 +1,5 @@
+"""Lightning callbacks."""
+
+from facerec.callbacks.verification import VerificationCallback
+
+__all__ = ["VerificationCallback"]

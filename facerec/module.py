@@ -1,0 +1,135 @@
+"""The LightningModule: embedding network (timm backbone + neck) and a pluggable head."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from facerec.models import build_embedding_net
+
+
+def _plain(config: Mapping | None) -> dict | None:
+    """A config as a plain dict, so checkpoints hold only primitive hyperparameters."""
+    if isinstance(config, DictConfig):
+        return OmegaConf.to_container(config, resolve=True)
+    return None if config is None else dict(config)
+
+
+class FaceRecognitionModule(L.LightningModule):
+    """Images → embeddings, trained by a classification head over identities.
+
+    Every part is a config dict with ``_target_`` (the ``conf/`` groups of the same names), kept in
+    the checkpoint's hyperparameters, so :meth:`load_from_checkpoint` rebuilds the model from the
+    checkpoint alone.
+
+    Args:
+        backbone: ``conf/backbone`` config.
+        neck: ``conf/neck`` config.
+        head: ``conf/head`` config; built with ``embedding_size`` and ``num_classes``.
+        optimizer: ``conf/optimizer`` config; instantiated with ``params``.
+        scheduler: ``conf/scheduler`` config (a :class:`~facerec.optim.WarmupDecay`), or None.
+        num_classes: Number of training identities.
+        embedding_size: E.
+        input_size: (H, W) of the input images.
+        class_names: Identity names in label order (saved with the model).
+        flip_test: At evaluation, sum the embeddings of the image and its mirror image.
+        compile: Wrap the backbone in ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        backbone: Mapping,
+        neck: Mapping,
+        head: Mapping,
+        optimizer: Mapping,
+        scheduler: Mapping | None,
+        num_classes: int,
+        embedding_size: int = 512,
+        input_size: tuple[int, int] = (112, 112),
+        class_names: list[str] | None = None,
+        flip_test: bool = True,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        self.save_hyperparameters(
+            {
+                "backbone": _plain(backbone),
+                "neck": _plain(neck),
+                "head": _plain(head),
+                "optimizer": _plain(optimizer),
+                "scheduler": _plain(scheduler),
+                "num_classes": int(num_classes),
+                "embedding_size": int(embedding_size),
+                "input_size": [int(s) for s in input_size],
+                "class_names": list(class_names) if class_names is not None else None,
+                "flip_test": bool(flip_test),
+                "compile": bool(compile),
+            }
+        )
+        self.net = build_embedding_net(self.hparams.backbone, self.hparams.neck, embedding_size, tuple(input_size))
+        if compile:
+            self.net.backbone = torch.compile(self.net.backbone)
+        self.head = instantiate(self.hparams.head, embedding_size=embedding_size, num_classes=num_classes)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) images in [-1, 1] → (B, E) un-normalised embeddings."""
+        return self.net(images)
+
+    def embed(self, images: Tensor) -> Tensor:
+        """Evaluation embeddings: with ``flip_test``, ``net(x) + net(mirror(x))``. (B, E)."""
+        embeddings = self.net(images)
+        if self.hparams.flip_test:
+            embeddings = embeddings + self.net(images.flip(3))
+        return embeddings
+
+    def on_fit_start(self) -> None:
+        """Refuses training data whose identity count differs from the head's."""
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and datamodule.num_classes != self.hparams.num_classes:
+            raise ValueError(
+                f"the head has {self.hparams.num_classes} classes but the training data has "
+                f"{datamodule.num_classes} identities; to fine-tune on new identities, start a new run "
+                "with backbone weights only instead of resuming this checkpoint"
+            )
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        output = self.head(self.net(images), labels)
+        accuracy = (output.logits.argmax(dim=1) == labels).float().mean()
+        self.log("train/loss", output.loss, prog_bar=True)
+        self.log("train/acc", accuracy, prog_bar=True)
+        return output.loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Lets heads with non-gradient state (center loss' paper rule) update after the step."""
+        update = getattr(self.head, "update_after_step", None)
+        if update is not None:
+            update()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """Embeds a batch of verification images; the verification callback scores them."""
+        images, index = batch
+        return {"embeddings": self.embed(images).float(), "index": index}
+
+    def configure_optimizers(self) -> dict:
+        """The configured optimizer over net + head, with a per-step LR schedule."""
+        head_groups = getattr(self.head, "param_groups", None)
+        groups = [{"params": list(self.net.parameters())}]
+        groups += head_groups() if head_groups else [{"params": list(self.head.parameters())}]
+        groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+        optimizer = instantiate(self.hparams.optimizer, _partial_=True)([g for g in groups if g["params"]])
+        if self.hparams.scheduler is None:
+            return {"optimizer": optimizer}
+        total_steps = self.trainer.estimated_stepping_batches
+        steps_per_epoch = max(self.trainer.num_training_batches // self.trainer.accumulate_grad_batches, 1)
+        factor = instantiate(self.hparams.scheduler, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,116 @@
+"""The importable tasks behind ``train.py`` and ``eval.py``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from facerec.callbacks import VerificationCallback
+from facerec.eval.baseline import raw_pixel_metrics
+from facerec.module import FaceRecognitionModule
+
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS = ("accuracy", "accuracy_std", "best_threshold", "auc", "eer", "tar@far=1e-3", "tar@far=1e-4")
+
+
+def instantiate_all(group: DictConfig | None) -> list:
+    """Instantiates every entry of a ``name: {_target_: ...}`` config group (``None`` → [])."""
+    return [instantiate(entry) for entry in (group or {}).values() if entry is not None]
+
+
+def verification_callback(trainer: L.Trainer) -> VerificationCallback:
+    """The trainer's verification callback."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, VerificationCallback):
+            return callback
+    raise ValueError("no VerificationCallback configured: add callbacks.verification")
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    """Verification metrics as an aligned text table, one row per set."""
+    header = ["set", *TABLE_COLUMNS]
+    rows = [
+        [name] + [f"{metrics.get(key, math.nan):.4f}" for key in TABLE_COLUMNS] for name, metrics in results.items()
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
+    return "\n".join([lines[0], "  ".join("-" * width for width in widths), *lines[1:]])
+
+
+@rank_zero_only
+def report(results: dict[str, dict[str, float]], metrics_file: str | None, title: str) -> None:
+    """Prints the table and writes the metrics as JSON (rank zero only)."""
+    print(f"\n{title}\n{format_table(results)}\n", flush=True)
+    if metrics_file:
+        Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(metrics_file).write_text(json.dumps(results, indent=2, sort_keys=True))
+        log.info("metrics written to %s", metrics_file)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Trains a model as configured, evaluates its verification sets and reports them.
+
+    Returns:
+        The value of ``cfg.monitor`` after training (for Hydra sweepers), or None if unset.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    class_names = datamodule.class_names
+    model = instantiate(cfg.model, num_classes=len(class_names), class_names=class_names, _recursive_=False)
+    trainer = instantiate(
+        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger"))
+    )
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    _write_classes(Path(cfg.paths.output_dir) / "classes.json", class_names)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    verification = verification_callback(trainer)
+    if datamodule.val_sets and verification.evaluated_at_step != trainer.global_step:
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+    results = dict(verification.results)
+    if cfg.report_baseline:
+        for val_set in datamodule.val_sets:
+            results[f"{val_set.name} (raw pixels)"] = raw_pixel_metrics(val_set, datamodule.image_size)
+    report(results, cfg.metrics_file, "Verification on held-out identities")
+    monitored = trainer.callback_metrics.get(cfg.monitor) if cfg.monitor else None
+    return None if monitored is None else float(monitored)
+
+
+@rank_zero_only
+def _write_classes(path: Path, class_names: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(class_names))
+
+
+def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Evaluates a checkpoint on the configured verification sets; no training data is read.
+
+    Returns:
+        ``{set name: metrics}``, also printed and written to ``cfg.metrics_file``.
+    """
+    if not cfg.ckpt_path:
+        raise ValueError("eval.py needs a checkpoint: python eval.py ckpt_path=/path/to/model.ckpt")
+    ckpt_path = Path(cfg.ckpt_path)
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
+    model = FaceRecognitionModule.load_from_checkpoint(ckpt_path, map_location="cpu", flip_test=cfg.flip_test)
+    datamodule = instantiate(cfg.data, root=None, image_size=model.hparams.input_size)
+    if not datamodule.val_set_paths:
+        raise ValueError("no verification sets configured: add data.val_sets.<name>.pairs and .images")
+    trainer = instantiate(
+        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger"))
+    )
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    results = verification_callback(trainer).results
+    report(results, cfg.metrics_file, f"Verification of {ckpt_path}")
+    return results

@@ -1,0 +1,22 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import run_dir, run_script
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """One synthetic-data cache shared by the whole session."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, data_dir) -> Path:
+    """Run directory of one ``experiment=smoke`` training run, shared by the tests that read it."""
+    log_dir = tmp_path_factory.mktemp("smoke_logs")
+    run_script("train.py", "experiment=smoke", log_dir=log_dir, data_dir=data_dir)
+    return run_dir(log_dir)

@@ -1,0 +1,47 @@
+"""Helpers for tests that run the real entry points on tiny composed configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def run_script(script: str, *overrides: str, log_dir: Path, data_dir: Path, timeout: int = 300):
+    """Runs ``python <script> <overrides>`` from the repo root with logs and data under tmp dirs.
+
+    Returns:
+        The completed process; fails the test with its output if it exited non-zero.
+    """
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, script, f"paths.log_dir={log_dir}", f"paths.data_dir={data_dir}", *overrides]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(command)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def run_dir(log_dir: Path, task: str = "train") -> Path:
+    """The single run directory a task wrote under ``log_dir``."""
+    runs = sorted((log_dir / task / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def read_metrics(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def shared_file(relative: str) -> Path:
+    """A file under ``../shared/data``; skips the test when it is absent."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the real reference data lives in ../shared/data beside the repo")
+    return path

@@ -1,0 +1,96 @@
+"""Identity folders, pairs files, verification sets and the datamodule's errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import shared_file
+
+from facerec.data import FaceDataModule, load_pairs_set
+from facerec.data.decode import CorruptImageError, encode_jpeg
+from facerec.data.folder import IdentityFolderDataset, scan_identity_folder
+from facerec.data.pairs import read_pairs
+
+
+def write_image(path, value=128, size=8):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_jpeg(np.full((size, size, 3), value, np.uint8)))
+
+
+@pytest.fixture
+def identity_folder(tmp_path):
+    root = tmp_path / "train"
+    write_image(root / "bob" / "1.jpg")
+    write_image(root / "bob" / "nested" / "2.JPG")
+    write_image(root / "alice" / "a.jpg", 10)
+    (root / "alice" / "notes.txt").write_text("not an image")
+    (root / "carol").mkdir()
+    return root
+
+
+def test_labels_come_from_sorted_folders_and_junk_is_skipped(identity_folder):
+    index = scan_identity_folder(identity_folder)
+    assert index.class_names == ["alice", "bob"]
+    assert index.labels == [0, 1, 1]
+    assert index.empty_identities == ["carol"]
+    assert [p.name for p in index.skipped_files] == ["notes.txt"]
+    assert index.summary() == "2 identities, 3 images; skipped 1 empty identity folders and 1 non-image files"
+
+
+def test_missing_or_empty_training_folder_is_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="training folder not found"):
+        scan_identity_folder(tmp_path / "nope")
+    (tmp_path / "empty" / "someone").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no images found under"):
+        scan_identity_folder(tmp_path / "empty")
+
+
+def test_corrupt_image_names_the_file_or_is_replaced(identity_folder):
+    (identity_folder / "bob" / "1.jpg").write_bytes(b"garbage")
+    with pytest.raises(CorruptImageError, match="bob/1.jpg"):
+        IdentityFolderDataset(identity_folder)[1]
+    image, label = IdentityFolderDataset(identity_folder, skip_corrupt=True)[1]
+    assert label == 1 and image.shape == (8, 8, 3)
+
+
+def test_lfw_pairs_file_keeps_fold_order():
+    pairs = read_pairs(shared_file("lfw_protocol/pairs.txt"))
+    assert len(pairs) == 6000
+    assert pairs.issame[:300] == [True] * 300 and pairs.issame[300:600] == [False] * 300
+    assert pairs.left[0] == "Abel_Pacheco/Abel_Pacheco_0001.jpg"
+    assert read_pairs(shared_file("lfw_protocol/pairsDevTest.txt")).issame.count(True) == 500
+
+
+def test_malformed_pairs_file_names_the_line(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("1\t1\nbob\t1\t2\nbob\tx\n")
+    with pytest.raises(ValueError, match=r"pairs.txt:3: malformed pair line"):
+        read_pairs(path)
+    path.write_text("1\t2\nbob\t1\t2\nbob\t1\tann\t2\n")
+    with pytest.raises(ValueError, match="promises 4 pairs, found 2"):
+        read_pairs(path)
+
+
+def test_missing_pair_image_is_an_error_naming_the_file(tmp_path):
+    (tmp_path / "pairs.txt").write_text("1\t1\nbob\t1\t2\nbob\t1\tann\t1\n")
+    write_image(tmp_path / "images" / "bob" / "bob_0001.jpg")
+    write_image(tmp_path / "images" / "bob" / "bob_0002.jpg")
+    with pytest.raises(FileNotFoundError, match=r"1 of 3 images .* missing \(e.g. .*ann/ann_0001.jpg\)"):
+        load_pairs_set("lfw", tmp_path / "pairs.txt", tmp_path / "images")
+    write_image(tmp_path / "images" / "ann" / "ann_0001.jpg")
+    val_set = load_pairs_set("lfw", tmp_path / "pairs.txt", tmp_path / "images")
+    assert val_set.pairs.tolist() == [[0, 1], [0, 2]] and val_set.issame.tolist() == [True, False]
+
+
+def test_datamodule_batches_and_classes(identity_folder):
+    datamodule = FaceDataModule(root=str(identity_folder), image_size=(16, 16), batch_size=2, num_workers=0)
+    assert datamodule.num_classes == 2
+    datamodule.setup("fit")
+    images, labels = next(iter(datamodule.train_dataloader()))
+    assert images.shape == (2, 3, 16, 16) and images.min() >= -1 and images.max() <= 1
+    assert labels.dtype.is_floating_point is False
+
+
+def test_training_without_root_is_explained():
+    with pytest.raises(ValueError, match="training needs data.root"):
+        FaceDataModule(root=None).setup("fit")

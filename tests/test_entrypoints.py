@@ -1,0 +1,56 @@
+"""The real entry points, run as subprocesses on tiny composed configs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import REPO, read_metrics, run_dir, run_script
+from hydra import compose, initialize_config_dir
+
+
+def test_train_writes_checkpoint_metrics_and_classes(smoke_run):
+    assert (smoke_run / "checkpoints" / "last.ckpt").is_file()
+    metrics = read_metrics(smoke_run / "metrics.json")
+    assert set(metrics) == {"synthetic"}
+    assert 0.0 <= metrics["synthetic"]["accuracy"] <= 1.0
+    assert json.loads((smoke_run / "classes.json").read_text()) == [f"id{i:05d}" for i in range(8)]
+    checkpoint = torch.load(smoke_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["hyper_parameters"]["class_names"] == [f"id{i:05d}" for i in range(8)]
+
+
+def test_eval_reproduces_the_training_callback_exactly(smoke_run, data_dir, tmp_path):
+    metrics_file = tmp_path / "eval.json"
+    result = run_script(
+        "eval.py",
+        "data=synthetic_mini",
+        f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}",
+        f"metrics_file={metrics_file}",
+        log_dir=tmp_path / "logs",
+        data_dir=data_dir,
+    )
+    assert "accuracy" in result.stdout
+    assert read_metrics(metrics_file) == read_metrics(smoke_run / "metrics.json")
+
+
+def test_eval_default_metrics_file_is_in_the_run_dir(smoke_run, data_dir, tmp_path):
+    run_script(
+        "eval.py",
+        "data=synthetic_mini",
+        f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}",
+        log_dir=tmp_path,
+        data_dir=data_dir,
+    )
+    assert read_metrics(run_dir(tmp_path, "eval") / "metrics.json") == read_metrics(smoke_run / "metrics.json")
+
+
+@pytest.mark.parametrize("config", ["train", "eval"])
+def test_quickstart_and_defaults_compose(config):
+    overrides = ["experiment=quickstart"] if config == "train" else ["ckpt_path=x.ckpt"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name=config, overrides=overrides)
+    assert cfg.data._target_ == "facerec.data.FaceDataModule"
+    if config == "train":
+        assert cfg.monitor == "val/synthetic/accuracy"
+        assert cfg.model.backbone.name == "mobilenetv3_small_050"
