@@ -14,15 +14,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def run_script(script: str, *overrides: str, log_dir: Path, data_dir: Path, timeout: int = 300):
+def run_script(
+    script: str, *overrides: str, log_dir: Path, data_dir: Path, timeout: int = 300, env: dict | None = None
+):
     """Runs ``python <script> <overrides>`` from the repo root with logs and data under tmp dirs.
 
     Returns:
         The completed process; fails the test with its output if it exited non-zero.
     """
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     command = [sys.executable, script, f"paths.log_dir={log_dir}", f"paths.data_dir={data_dir}", *overrides]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     if result.returncode != 0:
         pytest.fail(f"{' '.join(command)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result

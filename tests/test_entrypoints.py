@@ -54,3 +54,36 @@ def test_quickstart_and_defaults_compose(config):
     if config == "train":
         assert cfg.monitor == "val/synthetic/accuracy"
         assert cfg.model.backbone.name == "mobilenetv3_small_050"
+
+
+def test_softmax_head_trains_end_to_end(data_dir, tmp_path):
+    run_script(
+        "train.py", "experiment=smoke", "head=softmax", "trainer.max_epochs=1", log_dir=tmp_path, data_dir=data_dir
+    )
+    assert (run_dir(tmp_path) / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_wandb_runs_offline_without_account_or_prompt(data_dir, tmp_path):
+    env = {"WANDB_API_KEY": "", "WANDB_MODE": "", "HOME": str(tmp_path / "home")}
+    run_script(
+        "train.py", "experiment=smoke", "logger=wandb", "trainer.max_epochs=1",
+        log_dir=tmp_path, data_dir=data_dir, env=env, timeout=240,
+    )  # fmt: skip
+    offline_runs = list((run_dir(tmp_path) / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1 and any(offline_runs[0].glob("*.wandb"))
+
+
+def test_two_process_ddp_matches_single_process_evaluation(data_dir, tmp_path):
+    run_script(
+        "train.py", "experiment=smoke", "trainer=ddp_sim", "trainer.max_epochs=1",
+        log_dir=tmp_path / "logs", data_dir=data_dir, timeout=400,
+    )  # fmt: skip
+    run = run_dir(tmp_path / "logs")
+    run_script(
+        "eval.py", "data=synthetic_mini", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        f"metrics_file={tmp_path / 'single.json'}", log_dir=tmp_path / "eval", data_dir=data_dir,
+    )  # fmt: skip
+    distributed, single = read_metrics(run / "metrics.json"), read_metrics(tmp_path / "single.json")
+    assert distributed.keys() == single.keys()
+    for key, value in single["synthetic"].items():
+        assert distributed["synthetic"][key] == pytest.approx(value, abs=1e-6), key

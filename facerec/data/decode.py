@@ -1,0 +1,62 @@
+"""The one image decode path: every source (folders, .rec, .bin) goes through here.
+
+Images are returned as RGB ``uint8`` arrays of shape (H, W, 3); grayscale becomes 3 channels and
+an alpha channel is dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp")
+
+
+class CorruptImageError(ValueError):
+    """An image that cannot be decoded; the message names its source."""
+
+
+def decode_image(data: bytes | np.ndarray, source: str = "<bytes>") -> np.ndarray:
+    """Decodes an encoded image (JPEG, PNG, ...) to RGB uint8 (H, W, 3).
+
+    Args:
+        data: The encoded file contents.
+        source: Where the bytes came from, for the error message (a path, ``file.rec@offset``).
+
+    Raises:
+        CorruptImageError: If the bytes are not a decodable image.
+    """
+    buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data.reshape(-1)
+    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    if image is None:
+        raise CorruptImageError(f"cannot decode image {source} ({buffer.size} bytes): corrupt or not an image")
+    if image.dtype != np.uint8:
+        image = cv2.convertScaleAbs(image, alpha=255.0 / max(float(image.max()), 1.0))
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Reads and decodes an image file to RGB uint8 (H, W, 3).
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        CorruptImageError: If it cannot be decoded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    return decode_image(path.read_bytes(), source=str(path))
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+    """Encodes an RGB uint8 (H, W, 3) image as JPEG bytes."""
+    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buffer.tobytes()
