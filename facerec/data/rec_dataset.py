@@ -1,9 +1,9 @@
 """A training dataset over an MXNet ``train.rec`` / ``train.idx`` pair (insightface or im2rec).
 
-insightface layout: record 0 is a header (``flag > 0``) whose label ``(a, b)`` says that keys
+insightface layout: record 0 is a header (``flag > 0``, no payload) whose label ``(a, b)`` says that keys
 ``1 .. a-1`` are images and keys ``a .. b-1`` are identity records (label = that identity's image
 key range); identity records are not images. Without such a header (plain ``im2rec`` files) every
-key is an image. The class of an image is its first label.
+key is an image (also with ``im2rec --pack-label``). The class of an image is its first label.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class RecordDataset:
 
     def _image_keys(self) -> tuple[list[int], int]:
         if 0 in self.reader.offsets:
-            header = self.reader.read_header(0)
-            if header.flag > 0:
+            header, payload = unpack(self.reader.read(0), self.reader.source(0))
+            if header.flag > 0 and not payload:
                 first_identity, end = (int(value) for value in header.label[:2])
                 missing = sorted(set(range(1, first_identity)) - set(self.reader.offsets))
                 if missing:

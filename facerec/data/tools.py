@@ -17,7 +17,7 @@ from pathlib import Path
 from facerec.data.decode import IMAGE_EXTENSIONS, CorruptImageError, decode_image, encode_jpeg, read_image
 from facerec.data.pairs import write_pairs
 from facerec.data.rec_dataset import RecordDataset
-from facerec.data.recordio import IRHeader, RecordWriter, pack, unpack
+from facerec.data.recordio import IRHeader, RecordIOError, RecordWriter, pack, unpack
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def _check_rec(path: Path) -> CheckReport:
     for index in range(len(dataset)):
         try:
             image, _ = dataset[index]
-        except CorruptImageError as error:
+        except (CorruptImageError, RecordIOError) as error:
             report.corrupt.append(str(error))
         else:
             report.sizes[image.shape[:2]] += 1

@@ -59,6 +59,12 @@ def test_plain_im2rec_file(tmp_path):
     assert dataset[3][0].shape == (8, 6, 3)
 
 
+def test_im2rec_pack_label_file(tmp_path):
+    records = {key: (IRHeader(0, [key % 2, 0.5], key, 0), jpeg(key)) for key in range(3)}
+    dataset = RecordDataset(write_rec(tmp_path / "r", records))
+    assert len(dataset) == 3 and dataset.labels == [0, 1, 0]
+
+
 def test_corrupt_image_raises_with_source(tmp_path):
     root = insightface_rec(tmp_path / "r", [(0, jpeg(10)), (0, b"garbage")], classes=1)
     with pytest.raises(CorruptImageError, match=r"cannot decode image .*train\.rec@\d+ \(7 bytes\)"):

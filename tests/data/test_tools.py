@@ -129,9 +129,13 @@ def test_check_rec(tmp_path, capsys):
     with RecordWriter(tmp_path / "bad" / "train.rec") as writer:
         writer.write(0, pack(IRHeader(0, 0, 0, 0), encode_jpeg(image(1))))
         writer.write(1, pack(IRHeader(0, 1, 1, 0), b"garbage"))
+        writer.write(2, pack(IRHeader(0, 1, 2, 0), encode_jpeg(image(2))))
+    data = (tmp_path / "bad" / "train.rec").read_bytes()
+    (tmp_path / "bad" / "train.rec").write_bytes(data[:-40])
     report = check(tmp_path / "bad")
-    assert report.images_per_identity == [1, 1] and len(report.corrupt) == 1
-    assert re.search(r"train\.rec@\d+", report.corrupt[0])
+    assert report.images_per_identity == [1, 2] and len(report.corrupt) == 2
+    assert re.search(r"cannot decode image .*train\.rec@\d+", report.corrupt[0])
+    assert re.search(r"train\.rec@\d+: truncated record", report.corrupt[1])
 
 
 def test_cli_bad_input_exit_code(tmp_path, capsys):
