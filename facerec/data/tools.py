@@ -264,8 +264,9 @@ def make_pairs(
 ) -> None:
     """Writes a balanced LFW-style ``pairs.txt`` for the held-out identities in ``root``.
 
-    Identities are shuffled and dealt to folds (so folds are identity-disjoint, as in LFW); every
-    fold gets ``pairs_per_fold`` distinct same-identity pairs, then as many different-identity pairs.
+    Identities are shuffled and dealt to folds, largest first, each to the fold with the fewest
+    possible same-identity pairs so far (folds are identity-disjoint, as in LFW); every fold gets
+    ``pairs_per_fold`` distinct same-identity pairs, then as many different-identity pairs.
 
     Raises:
         ValueError: If a file does not follow ``NAME/NAME_%04d.jpg``, or a fold has too few
@@ -277,10 +278,15 @@ def make_pairs(
     rng = random.Random(seed)
     names = sorted(name for name in numbers if numbers[name])
     rng.shuffle(names)
-    names.sort(key=lambda name: len(numbers[name]) < 2)
+    names.sort(key=lambda name: -len(numbers[name]))
+    fold_members: list[list[str]] = [[] for _ in range(folds)]
+    fold_capacity = [0] * folds
+    for name in names:
+        fold = min(range(folds), key=lambda index: (fold_capacity[index], len(fold_members[index])))
+        fold_members[fold].append(name)
+        fold_capacity[fold] += len(numbers[name]) * (len(numbers[name]) - 1) // 2
     blocks = []
-    for fold in range(folds):
-        members = names[fold::folds]
+    for fold, members in enumerate(fold_members):
         multi = [name for name in members if len(numbers[name]) > 1]
         sizes = [len(numbers[name]) for name in members]
         where = f"{root}: fold {fold + 1} of {folds} ({len(members)} identities, {sum(sizes)} images)"
