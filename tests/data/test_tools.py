@@ -203,3 +203,9 @@ def test_make_pairs_too_few_pairs(tmp_path):
         make_pairs(root, tmp_path / "pairs.txt", folds=1, pairs_per_fold=3)
     with pytest.raises(ValueError, match=r"folds and pairs per fold must be positive, got 0 and 300"):
         make_pairs(root, tmp_path / "pairs.txt", folds=0)
+
+
+def test_make_pairs_balances_folds_by_capacity(tmp_path):
+    root = lfw_folder(tmp_path / "lfw", {f"P{index:02d}": 2 + index % 6 for index in range(60)})
+    make_pairs(root, tmp_path / "pairs.txt", folds=10, pairs_per_fold=50)
+    assert len(read_pairs(tmp_path / "pairs.txt")) == 1000
