@@ -60,7 +60,7 @@ def scan_identity_folder(root: str | Path) -> IdentityFolder:
     folders = sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith("."))
     if not folders:
         raise ValueError(f"{root}: no identity sub-folders (expected ROOT/IDENTITY/IMAGE files)")
-    non_images = sorted(path for path in root.iterdir() if path.is_file())
+    non_images = sorted(path for path in root.iterdir() if path.is_file() and not path.name.startswith("."))
     images = []
     for folder in folders:
         files = sorted(path for path in folder.rglob("*") if path.is_file() and not path.name.startswith("."))
