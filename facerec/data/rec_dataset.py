@@ -63,7 +63,7 @@ class RecordDataset:
         if 0 in self.reader.offsets:
             header, payload = unpack(self.reader.read(0), self.reader.source(0))
             if header.flag > 0 and not payload:
-                first_identity, end = (int(value) for value in header.label[:2])
+                first_identity, end = int(header.label[0]), int(header.label[-1])
                 missing = sorted(set(range(1, first_identity)) - set(self.reader.offsets))
                 if missing:
                     raise ValueError(

@@ -52,6 +52,12 @@ def test_identity_records_are_not_images_and_count_classes(tmp_path):
     assert dataset[1] == (20, 1)
 
 
+def test_header_with_a_single_label(tmp_path):
+    root = write_rec(tmp_path / "r", {0: (IRHeader(0, [2], 0, 0), b""), 1: (IRHeader(0, 3, 1, 0), jpeg(1))})
+    dataset = RecordDataset(root)
+    assert len(dataset) == 1 and dataset.num_classes == 4
+
+
 def test_plain_im2rec_file(tmp_path):
     root = write_rec(tmp_path / "r", {key: (IRHeader(0, key % 2, key, 0), jpeg(key)) for key in range(4)})
     dataset = RecordDataset(root)
