@@ -1,0 +1,76 @@
+"""``python -m facerec.data``: dataset tools (check, folder2rec, rec2folder, make-pairs)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from facerec.data import tools
+
+
+def _check(args: argparse.Namespace) -> int:
+    report = tools.check(args.dir)
+    print(report.format())
+    return 1 if report.corrupt else 0
+
+
+def _folder2rec(args: argparse.Namespace) -> int:
+    images, identities = tools.folder_to_rec(args.src, args.dst)
+    print(f"wrote {args.dst}/train.rec and train.idx: {images} images, {identities} identities")
+    return 0
+
+
+def _rec2folder(args: argparse.Namespace) -> int:
+    images, identities = tools.rec_to_folder(args.src, args.dst)
+    print(f"wrote {args.dst}: {images} images in {identities} identity folders")
+    return 0
+
+
+def _make_pairs(args: argparse.Namespace) -> int:
+    tools.make_pairs(args.dir, args.out, args.folds, args.pairs_per_fold, args.seed)
+    count = args.pairs_per_fold
+    print(f"wrote {args.out}: {args.folds} folds of {count} same + {count} different pairs")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser; each sub-command stores its handler in ``run``."""
+    parser = argparse.ArgumentParser(prog="python -m facerec.data", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    check = commands.add_parser("check", help="scan an identity folder or a folder with train.rec")
+    check.add_argument("dir")
+    check.set_defaults(run=_check)
+    to_rec = commands.add_parser(
+        "folder2rec", help="identity folder -> insightface DST/train.rec + train.idx"
+    )
+    to_rec.add_argument("src")
+    to_rec.add_argument("dst")
+    to_rec.set_defaults(run=_folder2rec)
+    to_folder = commands.add_parser("rec2folder", help="SRC/train.rec -> identity folder DST/CLASS/KEY.jpg")
+    to_folder.add_argument("src")
+    to_folder.add_argument("dst")
+    to_folder.set_defaults(run=_rec2folder)
+    pairs = commands.add_parser("make-pairs", help="balanced LFW-style pairs.txt from held-out identities")
+    pairs.add_argument("dir", help="identity folder with LFW names NAME/NAME_%%04d.jpg")
+    pairs.add_argument("out", help="pairs.txt to write")
+    pairs.add_argument("--folds", type=int, default=10)
+    pairs.add_argument("--pairs-per-fold", type=int, default=300)
+    pairs.add_argument("--seed", type=int, default=0)
+    pairs.set_defaults(run=_make_pairs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one command; returns the exit code (2 with a message on stderr for bad input)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        return args.run(args)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,313 @@
+"""Dataset tools behind ``python -m facerec.data``: check, folder2rec, rec2folder, make-pairs.
+
+Identity folders have one sub-folder per identity with image files (``IMAGE_EXTENSIONS``) at any
+depth below it; class labels are the indices of the sorted sub-folder names.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facerec.data.decode import IMAGE_EXTENSIONS, CorruptImageError, decode_image, encode_jpeg, read_image
+from facerec.data.pairs import write_pairs
+from facerec.data.rec_dataset import RecordDataset
+from facerec.data.recordio import IRHeader, RecordIOError, RecordWriter, pack, unpack
+
+logger = logging.getLogger(__name__)
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class IdentityFolder:
+    """The files of an identity folder.
+
+    Attributes:
+        root: The scanned folder.
+        names: Identity (sub-folder) names, sorted; the class label is the index.
+        images: Per identity, its image files, sorted.
+        non_images: Files that are not images, or that lie directly in ``root``.
+    """
+
+    root: Path
+    names: list[str]
+    images: list[list[Path]]
+    non_images: list[Path]
+
+    @property
+    def empty(self) -> list[str]:
+        """Identities without any image."""
+        return [name for name, files in zip(self.names, self.images, strict=True) if not files]
+
+
+def scan_identity_folder(root: str | Path) -> IdentityFolder:
+    """Lists the identities and image files of an identity folder (hidden entries are skipped).
+
+    Raises:
+        FileNotFoundError: If ``root`` is not a directory.
+        ValueError: If it has no identity sub-folders.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"identity folder not found: {root}")
+    folders = sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith("."))
+    if not folders:
+        raise ValueError(f"{root}: no identity sub-folders (expected ROOT/IDENTITY/IMAGE files)")
+    non_images = sorted(path for path in root.iterdir() if path.is_file() and not path.name.startswith("."))
+    images = []
+    for folder in folders:
+        files = sorted(path for path in folder.rglob("*") if path.is_file() and not path.name.startswith("."))
+        images.append([path for path in files if path.suffix.lower() in IMAGE_EXTENSIONS])
+        non_images += [path for path in files if path.suffix.lower() not in IMAGE_EXTENSIONS]
+    return IdentityFolder(root, [folder.name for folder in folders], images, non_images)
+
+
+@dataclass
+class CheckReport:
+    """What ``check`` found in a dataset.
+
+    Attributes:
+        path: The checked folder.
+        kind: ``"identity folder"`` or ``"train.rec"``.
+        images_per_identity: Image count of every identity.
+        empty: Identities without images.
+        non_images: Files that are not images (identity folders only).
+        corrupt: One message (with the file or ``file.rec@offset``) per unreadable image.
+        sizes: Histogram of decoded image sizes ``(height, width)``.
+    """
+
+    path: Path
+    kind: str
+    images_per_identity: list[int]
+    empty: list[str]
+    non_images: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    sizes: Counter[tuple[int, int]] = field(default_factory=Counter)
+
+    def format(self) -> str:
+        """A human-readable summary."""
+        counts = self.images_per_identity
+        lines = [
+            f"{self.path} ({self.kind})",
+            f"identities: {len(counts)}",
+            f"images: {sum(counts)} (per identity: min {min(counts, default=0)}, "
+            f"max {max(counts, default=0)})",
+            "image sizes (HxW): " + ", ".join(f"{h}x{w}: {n}" for (h, w), n in self.sizes.most_common()),
+        ]
+        for title, items in (
+            ("empty identities", self.empty),
+            ("non-image files", self.non_images),
+            ("corrupt or unreadable images", self.corrupt),
+        ):
+            lines.append(f"{title}: {len(items)}")
+            lines += [f"  {item}" for item in items]
+        return "\n".join(lines)
+
+
+def check(path: str | Path) -> CheckReport:
+    """Decodes every image of an identity folder, or of ``path/train.rec`` when it exists.
+
+    Raises:
+        FileNotFoundError: If ``path`` is neither.
+    """
+    path = Path(path)
+    if (path / "train.rec").is_file():
+        return _check_rec(path)
+    folder = scan_identity_folder(path)
+    report = CheckReport(
+        path,
+        "identity folder",
+        [len(files) for files in folder.images],
+        folder.empty,
+        [str(p) for p in folder.non_images],
+    )
+    for image_path in (image_path for files in folder.images for image_path in files):
+        try:
+            image = read_image(image_path)
+        except (CorruptImageError, OSError) as error:
+            report.corrupt.append(str(error))
+        else:
+            report.sizes[image.shape[:2]] += 1
+    return report
+
+
+def _check_rec(path: Path) -> CheckReport:
+    dataset = RecordDataset(path)
+    counts = Counter(dataset.labels)
+    per_identity = [counts[label] for label in range(dataset.num_classes)]
+    empty = [name for name, count in zip(dataset.class_names, per_identity, strict=True) if not count]
+    report = CheckReport(path, "train.rec", per_identity, empty)
+    for index in range(len(dataset)):
+        try:
+            image, _ = dataset[index]
+        except (CorruptImageError, RecordIOError) as error:
+            report.corrupt.append(str(error))
+        else:
+            report.sizes[image.shape[:2]] += 1
+    return report
+
+
+def _jpeg_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    image = decode_image(data, source=str(path))
+    return data if data.startswith(_JPEG_MAGIC) else encode_jpeg(image)
+
+
+def folder_to_rec(src: str | Path, dst: str | Path) -> tuple[int, int]:
+    """Packs an identity folder into an insightface ``dst/train.rec`` + ``dst/train.idx``.
+
+    Layout: record 0 is the header ``IRHeader(flag=2, label=[N+1, N+1+C])``; keys ``1..N`` are the
+    images (label = class index, JPEG bytes as-is for JPEG files, re-encoded otherwise); keys
+    ``N+1..N+C`` are identity records with label ``[first image key, end image key)``. Every image is
+    decoded once to make sure the file is valid.
+
+    Returns:
+        The number of images and of identities written.
+
+    Raises:
+        CorruptImageError: If a source image cannot be decoded (run ``check`` first).
+    """
+    folder = scan_identity_folder(src)
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    count, classes = sum(len(files) for files in folder.images), len(folder.names)
+    for name in folder.empty:
+        logger.warning("identity %s has no images: it keeps its label but no record", name)
+    with RecordWriter(dst / "train.rec", dst / "train.idx") as writer:
+        writer.write(0, pack(IRHeader(2, [count + 1, count + 1 + classes], 0, 0), b""))
+        key, ranges = 1, []
+        for label, files in enumerate(folder.images):
+            start = key
+            for path in files:
+                writer.write(key, pack(IRHeader(0, float(label), key, 0), _jpeg_bytes(path)))
+                key += 1
+            ranges.append((start, key))
+        for label, key_range in enumerate(ranges):
+            identity_key = count + 1 + label
+            writer.write(identity_key, pack(IRHeader(2, list(key_range), identity_key, 0), b""))
+    return count, classes
+
+
+def rec_to_folder(src: str | Path, dst: str | Path) -> tuple[int, int]:
+    """Unpacks ``src/train.rec`` into an identity folder ``dst/CLASS/KEY.jpg``.
+
+    Folder and file names are zero-padded class indices and record keys, so sorting them keeps the
+    label and record order (``folder2rec`` on the result gives the same labels). JPEG and PNG
+    payloads are written as-is, other formats re-encoded as JPEG.
+
+    Returns:
+        The number of images and of identities written.
+
+    Raises:
+        CorruptImageError: If a record does not hold a decodable image.
+    """
+    dataset = RecordDataset(src)
+    dst = Path(dst)
+    class_width = len(str(max(dataset.num_classes - 1, 0)))
+    key_width = len(str(max(dataset.keys, default=0)))
+    for label in range(dataset.num_classes):
+        (dst / f"{label:0{class_width}d}").mkdir(parents=True, exist_ok=True)
+    for key, label in zip(dataset.keys, dataset.labels, strict=True):
+        source = dataset.reader.source(key)
+        _, payload = unpack(dataset.reader.read(key), source)
+        image = decode_image(payload, source=source)
+        if payload.startswith(_PNG_MAGIC):
+            name, data = f"{key:0{key_width}d}.png", payload
+        else:
+            name, data = (
+                f"{key:0{key_width}d}.jpg",
+                payload if payload.startswith(_JPEG_MAGIC) else encode_jpeg(image),
+            )
+        (dst / f"{label:0{class_width}d}" / name).write_bytes(data)
+    return len(dataset), dataset.num_classes
+
+
+def _lfw_numbers(folder: IdentityFolder) -> dict[str, list[int]]:
+    numbers = {}
+    for name, files in zip(folder.names, folder.images, strict=True):
+        pattern = re.compile(rf"{re.escape(name)}/{re.escape(name)}_(\d{{4}})\.jpg")
+        numbers[name] = []
+        for path in files:
+            relative = path.relative_to(folder.root).as_posix()
+            match = pattern.fullmatch(relative)
+            if match is None:
+                raise ValueError(
+                    f"{folder.root}: make-pairs needs LFW file names NAME/NAME_%04d.jpg (pairs.txt stores "
+                    f"only the identity name and image number, e.g. {name}/{name}_0001.jpg), "
+                    f"found {relative}; rename the images of each identity to that pattern"
+                )
+            numbers[name].append(int(match.group(1)))
+    return numbers
+
+
+def _draw_unique(rng: random.Random, count: int, capacity: int, draw: Callable[[], tuple], what: str) -> list:
+    if capacity < count:
+        raise ValueError(
+            f"{what}: only {capacity} distinct pairs possible, {count} requested; "
+            "add identities or images, or lower --folds / --pairs-per-fold"
+        )
+    drawn: set[tuple] = set()
+    while len(drawn) < count:
+        drawn.add(draw())
+    return sorted(drawn)
+
+
+def make_pairs(
+    root: str | Path, out: str | Path, folds: int = 10, pairs_per_fold: int = 300, seed: int = 0
+) -> None:
+    """Writes a balanced LFW-style ``pairs.txt`` for the held-out identities in ``root``.
+
+    Identities are shuffled and dealt to folds, largest first, each to the fold with the fewest
+    possible same-identity pairs so far (folds are identity-disjoint, as in LFW); every fold gets
+    ``pairs_per_fold`` distinct same-identity pairs, then as many different-identity pairs.
+
+    Raises:
+        ValueError: If a file does not follow ``NAME/NAME_%04d.jpg``, or a fold has too few
+            identities or images for the requested number of distinct pairs.
+    """
+    if folds < 1 or pairs_per_fold < 1:
+        raise ValueError(f"folds and pairs per fold must be positive, got {folds} and {pairs_per_fold}")
+    numbers = _lfw_numbers(scan_identity_folder(root))
+    rng = random.Random(seed)
+    names = sorted(name for name in numbers if numbers[name])
+    rng.shuffle(names)
+    names.sort(key=lambda name: -len(numbers[name]))
+    fold_members: list[list[str]] = [[] for _ in range(folds)]
+    fold_capacity = [0] * folds
+    for name in names:
+        fold = min(range(folds), key=lambda index: (fold_capacity[index], len(fold_members[index])))
+        fold_members[fold].append(name)
+        fold_capacity[fold] += len(numbers[name]) * (len(numbers[name]) - 1) // 2
+    blocks = []
+    for fold, members in enumerate(fold_members):
+        multi = [name for name in members if len(numbers[name]) > 1]
+        sizes = [len(numbers[name]) for name in members]
+        where = f"{root}: fold {fold + 1} of {folds} ({len(members)} identities, {sum(sizes)} images)"
+
+        def same(multi: list[str] = multi) -> tuple[str, int, int]:
+            name = rng.choice(multi)
+            first, second = sorted(rng.sample(numbers[name], 2))
+            return name, first, second
+
+        def different(members: list[str] = members) -> tuple[str, int, str, int]:
+            first, second = sorted(rng.sample(members, 2))
+            return first, rng.choice(numbers[first]), second, rng.choice(numbers[second])
+
+        same_capacity = sum(size * (size - 1) // 2 for size in sizes)
+        different_capacity = (sum(sizes) ** 2 - sum(size * size for size in sizes)) // 2
+        blocks.append(
+            (
+                _draw_unique(rng, pairs_per_fold, same_capacity, same, f"{where}, same-identity"),
+                _draw_unique(
+                    rng, pairs_per_fold, different_capacity, different, f"{where}, different-identity"
+                ),
+            )
+        )
+    write_pairs(out, blocks)

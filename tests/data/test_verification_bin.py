@@ -1,0 +1,131 @@
+"""insightface .bin verification sets: the real file, Python 2/3 pickles, malicious pickles."""
+
+import builtins
+import codecs
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facerec.data.decode import CorruptImageError, encode_jpeg
+from facerec.data.verification_bin import UnsafePickleError, load_verification_bin, write_verification_bin
+
+SMALL_LFW = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "insightface" / "small_lfw.bin"
+
+
+def jpegs(count: int) -> list[bytes]:
+    rng = np.random.default_rng(0)
+    return [encode_jpeg(rng.integers(0, 255, (16, 12, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+def test_real_small_lfw():
+    if not SMALL_LFW.is_file():
+        pytest.skip(f"real insightface file not available: {SMALL_LFW} is absent")
+    data = load_verification_bin(SMALL_LFW)
+    assert len(data) == 10 and data.issame == [True] * 10
+    assert len(data.images) == 20
+    assert all(image.shape == (112, 112, 3) and image.dtype == np.uint8 for image in data.images)
+
+
+def test_write_and_load_round_trip(tmp_path):
+    buffers = jpegs(4)
+    write_verification_bin(
+        tmp_path / "v.bin", [buffers[0], np.frombuffer(buffers[1], np.uint8), *buffers[2:]], [True, False]
+    )
+    data = load_verification_bin(tmp_path / "v.bin")
+    assert data.issame == [True, False]
+    assert [image.shape for image in data.images] == [(16, 12, 3)] * 4
+
+
+def test_protocol2_pickle_from_python3(tmp_path):
+    (tmp_path / "v.bin").write_bytes(pickle.dumps((jpegs(2), [False]), protocol=2))
+    assert load_verification_bin(tmp_path / "v.bin").issame == [False]
+
+
+def test_python2_pickle(tmp_path):
+    buffers = jpegs(2)
+    strings = b"".join(b"T" + struct.pack("<i", len(buffer)) + buffer for buffer in buffers)
+    data = b"\x80\x02](" + strings + b"e](\x88e\x86."
+    (tmp_path / "v.bin").write_bytes(data)
+    assert load_verification_bin(tmp_path / "v.bin").issame == [True]
+
+
+class Exploit:
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+@pytest.mark.parametrize(
+    ("function", "refused"),
+    [
+        (os.system, r"(posix|nt)\.system"),
+        (builtins.eval, r"builtins\.eval"),
+        (builtins.exec, r"builtins\.exec"),
+    ],
+)
+def test_malicious_pickle_is_refused_and_not_executed(tmp_path, function, refused):
+    marker = tmp_path / "pwned"
+    code = f"touch {marker}" if function is os.system else f"open({str(marker)!r}, 'w').close()"
+    (tmp_path / "evil.bin").write_bytes(pickle.dumps(([Exploit(function, code)], []), protocol=4))
+    with pytest.raises(UnsafePickleError, match=rf"evil\.bin: refused to load global {refused}"):
+        load_verification_bin(tmp_path / "evil.bin")
+    assert not marker.exists()
+    assert issubclass(UnsafePickleError, pickle.UnpicklingError)
+
+
+def test_codecs_encode_only_latin1(tmp_path):
+    (tmp_path / "evil.bin").write_bytes(
+        pickle.dumps((Exploit(codecs.encode, "abc", "rot13"), []), protocol=2)
+    )
+    with pytest.raises(UnsafePickleError, match=r"_codecs\.encode with encoding 'rot13' refused"):
+        load_verification_bin(tmp_path / "evil.bin")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"verification \.bin not found: .*nope\.bin"):
+        load_verification_bin(tmp_path / "nope.bin")
+
+
+def test_not_a_pickle(tmp_path):
+    (tmp_path / "v.bin").write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match=r"v\.bin: not a readable pickle"):
+        load_verification_bin(tmp_path / "v.bin")
+
+
+def test_wrong_structure(tmp_path):
+    (tmp_path / "v.bin").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(
+        ValueError, match=r"v\.bin: expected a pickled \(bins, issame\) pair of lists, got dict"
+    ):
+        load_verification_bin(tmp_path / "v.bin")
+    (tmp_path / "v.bin").write_bytes(pickle.dumps(([b"x"], 3)))
+    with pytest.raises(ValueError, match=r"pair of lists, got tuple of list, int"):
+        load_verification_bin(tmp_path / "v.bin")
+
+
+def test_image_count_mismatch(tmp_path):
+    (tmp_path / "v.bin").write_bytes(pickle.dumps((jpegs(3), [True])))
+    with pytest.raises(ValueError, match=r"v\.bin: 3 images for 1 pairs; expected two images per pair"):
+        load_verification_bin(tmp_path / "v.bin")
+    with pytest.raises(ValueError, match=r"3 images for 1 pairs; expected two images per pair"):
+        write_verification_bin(tmp_path / "w.bin", jpegs(3), [True])
+
+
+def test_wrong_image_type(tmp_path):
+    (tmp_path / "v.bin").write_bytes(pickle.dumps(([b"x", np.zeros(3, np.float32)], [True])))
+    with pytest.raises(
+        ValueError, match=r"v\.bin\[1\]: expected JPEG bytes or a uint8 array, got ndarray float32"
+    ):
+        load_verification_bin(tmp_path / "v.bin")
+
+
+def test_corrupt_image_names_its_index(tmp_path):
+    write_verification_bin(tmp_path / "v.bin", [jpegs(1)[0], b"not a jpeg"], [True])
+    with pytest.raises(CorruptImageError, match=r"v\.bin\[1\]"):
+        load_verification_bin(tmp_path / "v.bin")
