@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+ACOS_EPS = 1e-7
+"""Cosines are clamped to ``[-1 + ACOS_EPS, 1 - ACOS_EPS]`` before ``acos`` (finite gradients)."""
+
 
 @dataclass
 class HeadOutput:
@@ -34,11 +37,16 @@ def full_precision(x: Tensor) -> Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
+def safe_acos(cos: Tensor) -> Tensor:
+    """``acos`` with the input clamped away from ±1, so the gradient stays finite; any shape."""
+    return torch.acos(cos.clamp(-1.0 + ACOS_EPS, 1.0 - ACOS_EPS))
+
+
 class MarginHead(nn.Module, ABC):
     """Normalised linear layer → target-cosine hook → scale → cross-entropy.
 
     Subclasses implement :meth:`target_logit`, which maps the target class's cosine to the
-    modified (unscaled) target logit.
+    modified (unscaled) target logit. Class centres live in ``weight``, shape (C, E).
 
     Args:
         embedding_size: E, the embedding dimension.
@@ -55,11 +63,16 @@ class MarginHead(nn.Module, ABC):
         nn.init.normal_(self.weight, std=0.01)
 
     @abstractmethod
-    def target_logit(self, cos_target: Tensor) -> Tensor:
-        """Maps target cosines (B,) to modified target logits before scaling (B,)."""
+    def target_logit(self, cos_target: Tensor, norms: Tensor) -> Tensor:
+        """Maps target cosines (B,) to modified target logits before scaling (B,).
+
+        Args:
+            cos_target: (B,) cosine between each embedding and its class centre.
+            norms: (B,) embedding norms ``‖x_i‖`` (with gradient; only norm-aware heads use them).
+        """
 
     def cosines(self, embeddings: Tensor) -> Tensor:
-        """Cosine similarity of each embedding to each class centre, (B, C), clamped to [-1, 1]."""
+        """Cosine of each embedding (B, E) to each row of ``weight`` (rows, E): (B, rows), in [-1, 1]."""
         x = F.normalize(full_precision(embeddings), dim=1)
         w = F.normalize(full_precision(self.weight), dim=1).to(x.dtype)
         return (x @ w.T).clamp(-1.0, 1.0)
@@ -72,8 +85,9 @@ class MarginHead(nn.Module, ABC):
             labels: (B,) int64 class indices in [0, C).
         """
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            cos = self.cosines(embeddings)
+            x = full_precision(embeddings)
+            cos = self.cosines(x)
             index = labels.view(-1, 1)
-            target = self.target_logit(cos.gather(1, index).squeeze(1))
+            target = self.target_logit(cos.gather(1, index).squeeze(1), x.norm(dim=1))
             logits = cos.scatter(1, index, target.unsqueeze(1).to(cos.dtype)) * self.scale
             return HeadOutput(loss=F.cross_entropy(logits, labels), logits=logits)
