@@ -136,7 +136,7 @@ def ref_subcenter_arcface(x, labels, weight, scale, margin, subcenters) -> tuple
 
 def ref_adaface(x, labels, weight, scale, margin, h, momentum, eps, mean0, std0) -> tuple[Tensor, Tensor]:
     """AdaFace (training mode): EMA of the clipped-norm batch stats, ẑ, g_angle, g_add."""
-    norms = [min(max(float(torch.sqrt((v * v).sum())), 1e-3), 100.0) for v in x]
+    norms = [min(max(float(torch.sqrt((v * v).sum()).detach()), 1e-3), 100.0) for v in x]
     n = len(norms)
     batch_mean = sum(norms) / n
     batch_std = math.sqrt(sum((v - batch_mean) ** 2 for v in norms) / (n - 1))
