@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facerec.heads.cosine_linear import scaled_cosine_linear
+
 ACOS_EPS = 1e-7
 """Cosines are clamped to ``[-1 + ACOS_EPS, 1 - ACOS_EPS]`` before ``acos`` (finite gradients)."""
 
@@ -71,11 +73,18 @@ class MarginHead(nn.Module, ABC):
             norms: (B,) embedding norms ``‖x_i‖`` (with gradient; only norm-aware heads use them).
         """
 
+    def class_cosines(self, embeddings: Tensor, scale: float = 1.0) -> Tensor:
+        """``scale`` × cosine of each embedding (B, E) to each class, (B, C), not clamped.
+
+        Uses :func:`~facerec.heads.cosine_linear.scaled_cosine_linear`, which never materialises
+        the normalised weight and has a fused backward.
+        """
+        x = F.normalize(embeddings, dim=1)
+        return scaled_cosine_linear(x, full_precision(self.weight).to(x.dtype), scale)
+
     def cosines(self, embeddings: Tensor) -> Tensor:
-        """Cosine of each embedding (B, E) to each row of ``weight`` (rows, E): (B, rows), in [-1, 1]."""
-        x = F.normalize(full_precision(embeddings), dim=1)
-        w = F.normalize(full_precision(self.weight), dim=1).to(x.dtype)
-        return (x @ w.T).clamp(-1.0, 1.0)
+        """Cosine of each embedding (B, E) to each class, (B, C), in [-1, 1]; no margin (prediction)."""
+        return self.class_cosines(full_precision(embeddings)).clamp(-1.0, 1.0)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> HeadOutput:
         """Computes the margin cross-entropy.
@@ -86,8 +95,9 @@ class MarginHead(nn.Module, ABC):
         """
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             x = full_precision(embeddings)
-            cos = self.cosines(x)
+            scaled = self.class_cosines(x, self.scale)
             index = labels.view(-1, 1)
-            target = self.target_logit(cos.gather(1, index).squeeze(1), x.norm(dim=1))
-            logits = cos.scatter(1, index, target.unsqueeze(1).to(cos.dtype)) * self.scale
+            cos_target = (scaled.gather(1, index).squeeze(1) / self.scale).clamp(-1.0, 1.0)
+            target = self.scale * self.target_logit(cos_target, x.norm(dim=1))
+            logits = scaled.scatter(1, index, target.unsqueeze(1).to(scaled.dtype))
             return HeadOutput(loss=F.cross_entropy(logits, labels), logits=logits)

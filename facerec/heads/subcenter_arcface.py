@@ -40,7 +40,7 @@ class SubCenterArcFaceHead(ArcFaceHead):
         self.weight = nn.Parameter(torch.empty(num_classes * subcenters, embedding_size))
         nn.init.normal_(self.weight, std=0.01)
 
-    def cosines(self, embeddings: Tensor) -> Tensor:
-        """Cosine to the closest sub-centre of each class, (B, C), for (B, E) embeddings."""
-        cos = super().cosines(embeddings)
+    def class_cosines(self, embeddings: Tensor, scale: float = 1.0) -> Tensor:
+        """``scale`` × cosine to the closest sub-centre of each class, (B, C), for (B, E) embeddings."""
+        cos = super().class_cosines(embeddings, scale)
         return cos.view(cos.shape[0], self.num_classes, self.subcenters).amax(dim=2)
