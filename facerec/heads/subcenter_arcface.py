@@ -43,4 +43,4 @@ class SubCenterArcFaceHead(ArcFaceHead):
     def class_cosines(self, embeddings: Tensor, scale: float = 1.0) -> Tensor:
         """``scale`` × cosine to the closest sub-centre of each class, (B, C), for (B, E) embeddings."""
         cos = super().class_cosines(embeddings, scale)
-        return cos.view(cos.shape[0], self.num_classes, self.subcenters).amax(dim=2)
+        return cos.view(cos.shape[0], self.num_classes, self.subcenters).max(dim=2).values
