@@ -78,8 +78,9 @@ class CenterLoss(nn.Module):
         stats[:, dim].index_add_(0, labels, torch.ones_like(labels, dtype=stats.dtype))
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(stats)
-        sums, counts = stats[:, :dim], stats[:, dim:]
-        self.centers.sub_(self.alpha * (counts * self.centers - sums) / (1.0 + counts))
+        present = stats[:, dim].nonzero().squeeze(1)
+        sums, counts, centers = stats[present, :dim], stats[present, dim:], self.centers[present]
+        self.centers.index_add_(0, present, -self.alpha * (counts * centers - sums) / (1.0 + counts))
 
 
 class CenterLossMixin:

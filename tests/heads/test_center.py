@@ -127,3 +127,16 @@ def test_trains(update: str) -> None:
     head = create_head("center", 8, 4, update=update)
     assert_trains(head)
     assert head.center_loss.centers.abs().sum() > 0
+
+
+def test_real_process_group(tmp_path) -> None:
+    """A real (single-rank gloo) process group: the update runs through ``all_reduce`` unchanged."""
+    dist = torch.distributed
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        center_loss = hand_example()
+        center_loss(torch.zeros(4, 2), LABELS)
+        center_loss.update_centers()
+    finally:
+        dist.destroy_process_group()
+    torch.testing.assert_close(center_loss.centers[0], torch.tensor([2 / 3, 4 / 3]))
