@@ -48,7 +48,9 @@ class MarginHead(nn.Module, ABC):
     """Normalised linear layer → target-cosine hook → scale → cross-entropy.
 
     Subclasses implement :meth:`target_logit`, which maps the target class's cosine to the
-    modified (unscaled) target logit. Class centres live in ``weight``, shape (C, E).
+    modified (unscaled) target logit; a new margin head is that one method. The scale is folded
+    into the cosine layer (``s·cos`` for all classes), then the target entry is replaced by
+    ``s·target_logit(cos θ_y)``. Class centres live in ``weight``, shape (C, E).
 
     Args:
         embedding_size: E, the embedding dimension.
