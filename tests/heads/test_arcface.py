@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from facerec.heads import create_head
-from tests.heads.reference import arcface_target, assert_matches, assert_trains, ref_arcface, spread_batch
-from tests.heads.test_autocast import assert_autocast_close
+from tests.heads.reference import (
+    arcface_target,
+    assert_autocast_close,
+    assert_matches,
+    assert_trains,
+    ref_arcface,
+    spread_batch,
+)
 
 
 def test_defaults() -> None:

@@ -3,8 +3,13 @@
 import torch
 
 from facerec.heads import create_head
-from tests.heads.reference import assert_matches, assert_trains, ref_cosface, spread_batch
-from tests.heads.test_autocast import assert_autocast_close
+from tests.heads.reference import (
+    assert_autocast_close,
+    assert_matches,
+    assert_trains,
+    ref_cosface,
+    spread_batch,
+)
 
 
 def test_defaults() -> None:
