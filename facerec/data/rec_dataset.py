@@ -103,6 +103,5 @@ class RecordDataset:
             except CorruptImageError as next_error:
                 error = next_error
         raise CorruptImageError(
-            f"every image of class {self.labels[index]} is corrupt (last: {error}); "
-            f"cannot replace sample {index}"
+            f"every image of class {self.labels[index]} is corrupt (last: {error}); cannot replace sample {index}"
         )

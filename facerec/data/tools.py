@@ -97,8 +97,7 @@ class CheckReport:
         lines = [
             f"{self.path} ({self.kind})",
             f"identities: {len(counts)}",
-            f"images: {sum(counts)} (per identity: min {min(counts, default=0)}, "
-            f"max {max(counts, default=0)})",
+            f"images: {sum(counts)} (per identity: min {min(counts, default=0)}, max {max(counts, default=0)})",
             "image sizes (HxW): " + ", ".join(f"{h}x{w}: {n}" for (h, w), n in self.sizes.most_common()),
         ]
         for title, items in (
@@ -259,9 +258,7 @@ def _draw_unique(rng: random.Random, count: int, capacity: int, draw: Callable[[
     return sorted(drawn)
 
 
-def make_pairs(
-    root: str | Path, out: str | Path, folds: int = 10, pairs_per_fold: int = 300, seed: int = 0
-) -> None:
+def make_pairs(root: str | Path, out: str | Path, folds: int = 10, pairs_per_fold: int = 300, seed: int = 0) -> None:
     """Writes a balanced LFW-style ``pairs.txt`` for the held-out identities in ``root``.
 
     Identities are shuffled and dealt to folds, largest first, each to the fold with the fewest
@@ -305,9 +302,7 @@ def make_pairs(
         blocks.append(
             (
                 _draw_unique(rng, pairs_per_fold, same_capacity, same, f"{where}, same-identity"),
-                _draw_unique(
-                    rng, pairs_per_fold, different_capacity, different, f"{where}, different-identity"
-                ),
+                _draw_unique(rng, pairs_per_fold, different_capacity, different, f"{where}, different-identity"),
             )
         )
     write_pairs(out, blocks)

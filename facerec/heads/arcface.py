@@ -39,7 +39,7 @@ class ArcFaceHead(MarginHead):
         self.margin = margin
         self.easy_margin = easy_margin
 
-    def target_logit(self, cos_target: Tensor) -> Tensor:
+    def target_logit(self, cos_target: Tensor, norms: Tensor) -> Tensor:
         """``cos(θ + m)`` with the fallback past ``π − m``; finite gradients at ``cos = ±1``."""
         sin_target = torch.sqrt((1.0 - cos_target * cos_target).clamp_min(1e-12))
         with_margin = cos_target * math.cos(self.margin) - sin_target * math.sin(self.margin)

@@ -15,6 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facerec.heads.cosine_linear import scaled_cosine_linear
+
+ACOS_EPS = 1e-7
+"""Cosines are clamped to ``[-1 + ACOS_EPS, 1 - ACOS_EPS]`` before ``acos`` (finite gradients)."""
+
 
 @dataclass
 class HeadOutput:
@@ -34,11 +39,18 @@ def full_precision(x: Tensor) -> Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
+def safe_acos(cos: Tensor) -> Tensor:
+    """``acos`` with the input clamped away from ±1, so the gradient stays finite; any shape."""
+    return torch.acos(cos.clamp(-1.0 + ACOS_EPS, 1.0 - ACOS_EPS))
+
+
 class MarginHead(nn.Module, ABC):
     """Normalised linear layer → target-cosine hook → scale → cross-entropy.
 
     Subclasses implement :meth:`target_logit`, which maps the target class's cosine to the
-    modified (unscaled) target logit.
+    modified (unscaled) target logit; a new margin head is that one method. The scale is folded
+    into the cosine layer (``s·cos`` for all classes), then the target entry is replaced by
+    ``s·target_logit(cos θ_y)``. Class centres live in ``weight``, shape (C, E).
 
     Args:
         embedding_size: E, the embedding dimension.
@@ -55,14 +67,26 @@ class MarginHead(nn.Module, ABC):
         nn.init.normal_(self.weight, std=0.01)
 
     @abstractmethod
-    def target_logit(self, cos_target: Tensor) -> Tensor:
-        """Maps target cosines (B,) to modified target logits before scaling (B,)."""
+    def target_logit(self, cos_target: Tensor, norms: Tensor) -> Tensor:
+        """Maps target cosines (B,) to modified target logits before scaling (B,).
+
+        Args:
+            cos_target: (B,) cosine between each embedding and its class centre.
+            norms: (B,) embedding norms ``‖x_i‖`` (with gradient; only norm-aware heads use them).
+        """
+
+    def class_cosines(self, embeddings: Tensor, scale: float = 1.0) -> Tensor:
+        """``scale`` × cosine of each embedding (B, E) to each class, (B, C), not clamped.
+
+        Uses :func:`~facerec.heads.cosine_linear.scaled_cosine_linear`, which never materialises
+        the normalised weight and has a fused backward.
+        """
+        x = F.normalize(embeddings, dim=1)
+        return scaled_cosine_linear(x, full_precision(self.weight).to(x.dtype), scale)
 
     def cosines(self, embeddings: Tensor) -> Tensor:
-        """Cosine similarity of each embedding to each class centre, (B, C), clamped to [-1, 1]."""
-        x = F.normalize(full_precision(embeddings), dim=1)
-        w = F.normalize(full_precision(self.weight), dim=1).to(x.dtype)
-        return (x @ w.T).clamp(-1.0, 1.0)
+        """Cosine of each embedding (B, E) to each class, (B, C), in [-1, 1]; no margin (prediction)."""
+        return self.class_cosines(full_precision(embeddings)).clamp(-1.0, 1.0)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> HeadOutput:
         """Computes the margin cross-entropy.
@@ -72,8 +96,10 @@ class MarginHead(nn.Module, ABC):
             labels: (B,) int64 class indices in [0, C).
         """
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            cos = self.cosines(embeddings)
+            x = full_precision(embeddings)
+            scaled = self.class_cosines(x, self.scale)
             index = labels.view(-1, 1)
-            target = self.target_logit(cos.gather(1, index).squeeze(1))
-            logits = cos.scatter(1, index, target.unsqueeze(1).to(cos.dtype)) * self.scale
+            cos_target = (scaled.gather(1, index).squeeze(1) / self.scale).clamp(-1.0, 1.0)
+            target = self.scale * self.target_logit(cos_target, x.norm(dim=1))
+            logits = scaled.scatter(1, index, target.unsqueeze(1).to(scaled.dtype))
             return HeadOutput(loss=F.cross_entropy(logits, labels), logits=logits)

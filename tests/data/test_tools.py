@@ -155,10 +155,7 @@ def lfw_folder(root: Path, sizes: dict[str, int]) -> Path:
 
 def test_make_pairs_balanced_and_identity_disjoint(tmp_path):
     root = lfw_folder(tmp_path / "lfw", {f"Person_{index}": 1 + index % 4 for index in range(16)})
-    assert (
-        main(["make-pairs", str(root), str(tmp_path / "pairs.txt"), "--folds", "2", "--pairs-per-fold", "5"])
-        == 0
-    )
+    assert main(["make-pairs", str(root), str(tmp_path / "pairs.txt"), "--folds", "2", "--pairs-per-fold", "5"]) == 0
     pairs = read_pairs(tmp_path / "pairs.txt")
     assert len(pairs) == 20 and pairs.issame == ([True] * 5 + [False] * 5) * 2
     assert all((root / path).is_file() for path in pairs.left + pairs.right)
@@ -196,9 +193,7 @@ def test_make_pairs_rejects_other_file_names(tmp_path):
 
 def test_make_pairs_too_few_pairs(tmp_path):
     root = lfw_folder(tmp_path / "lfw", {"Ann": 2, "Bob": 2, "Cid": 1})
-    message = (
-        r"fold 1 of 1 \(3 identities, 5 images\), same-identity: only 2 distinct pairs possible, 3 requested"
-    )
+    message = r"fold 1 of 1 \(3 identities, 5 images\), same-identity: only 2 distinct pairs possible, 3 requested"
     with pytest.raises(ValueError, match=message):
         make_pairs(root, tmp_path / "pairs.txt", folds=1, pairs_per_fold=3)
     with pytest.raises(ValueError, match=r"folds and pairs per fold must be positive, got 0 and 300"):

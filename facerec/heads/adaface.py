@@ -1,0 +1,69 @@
+"""AdaFace: quality-adaptive margin from the feature norm (Kim et al., CVPR 2022)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from facerec.heads.base import MarginHead, safe_acos
+from facerec.heads.registry import register_head
+
+
+@register_head("adaface")
+class AdaFaceHead(MarginHead):
+    """Target logit ``s·(cos(clip(θ_y + g_angle, ε, π − ε)) − g_add)``.
+
+    The detached feature norm ``‖x_i‖``, clipped to ``[norm_min, norm_max]``, is standardised with
+    EMA batch statistics (buffers ``batch_mean``/``batch_std``; updated from each training batch
+    with ``momentum`` before use, frozen in eval mode) and turned into the image-quality proxy
+    ``ẑ_i = clip((‖x_i‖ − μ)/(σ + ε) · h, −1, 1)``. Then ``g_angle = −m·ẑ`` and
+    ``g_add = m·ẑ + m``: high-norm (good) images get an ArcFace-like angular margin, low-norm
+    ones a CosFace-like additive margin.
+
+    Args:
+        embedding_size: E.
+        num_classes: C.
+        scale: s (default 64).
+        margin: m (default 0.4).
+        h: Concentration of ẑ, the share of the normalised norm inside [-1, 1] (default 0.333).
+        momentum: EMA weight of the current batch's statistics (default 0.01).
+        eps: ε, the angle clip and the std guard (default 1e-3).
+    """
+
+    norm_min = 1e-3
+    norm_max = 100.0
+
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        scale: float = 64.0,
+        margin: float = 0.4,
+        h: float = 0.333,
+        momentum: float = 0.01,
+        eps: float = 1e-3,
+    ) -> None:
+        super().__init__(embedding_size, num_classes, scale)
+        self.margin = margin
+        self.h = h
+        self.momentum = momentum
+        self.eps = eps
+        self.register_buffer("batch_mean", torch.tensor(20.0))
+        self.register_buffer("batch_std", torch.tensor(100.0))
+
+    def quality(self, norms: Tensor) -> Tensor:
+        """ẑ in [-1, 1] for (B,) feature norms (no gradient); updates the EMA while training."""
+        norms = norms.detach().clamp(self.norm_min, self.norm_max)
+        if self.training and norms.numel() > 1:
+            self.batch_mean.lerp_(norms.mean().to(self.batch_mean.dtype), self.momentum)
+            self.batch_std.lerp_(norms.std().to(self.batch_std.dtype), self.momentum)
+        mean, std = self.batch_mean.to(norms.dtype), self.batch_std.to(norms.dtype)
+        return ((norms - mean) / (std + self.eps) * self.h).clamp(-1.0, 1.0)
+
+    def target_logit(self, cos_target: Tensor, norms: Tensor) -> Tensor:
+        """Adaptive-margin target logit for (B,) target cosines and (B,) feature norms."""
+        z = self.quality(norms)
+        theta = (safe_acos(cos_target) - self.margin * z).clamp(self.eps, math.pi - self.eps)
+        return torch.cos(theta) - (self.margin * z + self.margin)

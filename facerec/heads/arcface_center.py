@@ -1,0 +1,65 @@
+"""ArcFace + center loss."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from facerec.heads.arcface import ArcFaceHead
+from facerec.heads.base import HeadOutput, full_precision
+from facerec.heads.center_loss import CenterLoss, CenterLossMixin
+from facerec.heads.registry import register_head
+
+CENTER_ON = ("normalized", "raw")
+
+
+@register_head("arcface_center")
+class ArcFaceCenterHead(CenterLossMixin, ArcFaceHead):
+    """ArcFace + ``λ·½·mean_i ‖f_i − c_{y_i}‖²``.
+
+    ``center_on="normalized"`` (default) uses ``f_i = x_i/‖x_i‖``: ArcFace only sees directions,
+    so the centres live on the same unit hypersphere and the loss pulls features towards their
+    class direction, bounded by 4 per sample. ``center_on="raw"`` uses ``f_i = x_i`` as in
+    Wen et al., which also shrinks the feature norm (AdaFace-style heads read it as quality).
+
+    Args:
+        embedding_size: E.
+        num_classes: C.
+        scale: s (default 64).
+        margin: m in radians (default 0.5).
+        easy_margin: Apply the margin only to positive target cosines.
+        center_weight: λ (default 0.003).
+        alpha: α of the paper's centre update (default 0.5).
+        update: ``"paper"`` (buffers, updated after each step) or ``"sgd"`` (parameters).
+        center_lr: Centre learning rate for ``update="sgd"``; ``None`` means ``α/λ``.
+        center_on: ``"normalized"`` or ``"raw"`` embeddings.
+
+    Raises:
+        ValueError: If ``center_on`` is not one of ``"normalized"``, ``"raw"``.
+    """
+
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        scale: float = 64.0,
+        margin: float = 0.5,
+        easy_margin: bool = False,
+        center_weight: float = 0.003,
+        alpha: float = 0.5,
+        update: str = "paper",
+        center_lr: float | None = None,
+        center_on: str = "normalized",
+    ) -> None:
+        if center_on not in CENTER_ON:
+            raise ValueError(f"unknown center_on {center_on!r}; valid: {', '.join(CENTER_ON)}")
+        super().__init__(embedding_size, num_classes, scale, margin, easy_margin)
+        self.center_on = center_on
+        self.center_loss = CenterLoss(num_classes, embedding_size, center_weight, alpha, update, center_lr)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> HeadOutput:
+        """ArcFace CE + center loss for (B, E) embeddings and (B,) labels; logits (B, C)."""
+        features = full_precision(embeddings)
+        if self.center_on == "normalized":
+            features = F.normalize(features, dim=1)
+        return self.with_center_loss(super().forward(embeddings, labels), features, labels)

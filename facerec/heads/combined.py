@@ -1,0 +1,59 @@
+"""Combined margin ``cos(m1·θ + m2) − m3`` (insightface; SphereFace, ArcFace, CosFace as special cases)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from facerec.heads.base import MarginHead, safe_acos
+from facerec.heads.registry import register_head
+
+
+@register_head("combined")
+class CombinedMarginHead(MarginHead):
+    """Target logit ``s·(cos(m1·θ_y + m2) − m3)``.
+
+    ``m1 = 1, m3 = 0`` is ArcFace, ``m1 = 1, m2 = 0`` is CosFace, ``m2 = m3 = 0`` is SphereFace's
+    multiplicative margin. ``cos(m1·θ + m2)`` decreases in θ only up to ``θ_max = (π − m2)/m1``;
+    past it the target logit is ``cos θ − m3 − p`` with ``p = max(m2·sin m2, 1 + cos θ_max)``:
+    insightface's ArcFace fallback ``mm = m·sin m`` whenever that keeps the curve monotonic (so
+    ``m1 = 1, m3 = 0`` reproduces :class:`~facerec.heads.arcface.ArcFaceHead` exactly), otherwise
+    the smallest constant that does (continuous at ``θ_max``, e.g. for SphereFace). The target
+    logit is therefore non-increasing in θ on all of ``[0, π]`` for every valid combination.
+
+    Args:
+        embedding_size: E.
+        num_classes: C.
+        scale: s (default 64).
+        m1: Multiplicative angular margin, > 0 (default 1.0).
+        m2: Additive angular margin in radians, in [0, π) (default 0.3).
+        m3: Additive cosine margin (default 0.2).
+
+    Raises:
+        ValueError: If ``m1 <= 0`` or ``m2`` is outside ``[0, π)``.
+    """
+
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        scale: float = 64.0,
+        m1: float = 1.0,
+        m2: float = 0.3,
+        m3: float = 0.2,
+    ) -> None:
+        if m1 <= 0 or not 0 <= m2 < math.pi:
+            raise ValueError(f"need m1 > 0 and 0 <= m2 < pi, got m1={m1}, m2={m2}")
+        super().__init__(embedding_size, num_classes, scale)
+        self.m1, self.m2, self.m3 = m1, m2, m3
+        self.theta_max = (math.pi - m2) / m1
+        self.fallback_penalty = max(m2 * math.sin(m2), 1.0 + math.cos(min(self.theta_max, math.pi)))
+
+    def target_logit(self, cos_target: Tensor, norms: Tensor) -> Tensor:
+        """``cos(m1·θ + m2) − m3`` for (B,) target cosines, monotonic fallback past ``θ_max``."""
+        theta = safe_acos(cos_target)
+        with_margin = torch.cos(self.m1 * theta + self.m2) - self.m3
+        fallback = cos_target - self.m3 - self.fallback_penalty
+        return torch.where(theta >= self.theta_max, fallback, with_margin)

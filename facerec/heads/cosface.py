@@ -1,0 +1,28 @@
+"""CosFace: large margin cosine loss (Wang et al., CVPR 2018)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from facerec.heads.base import MarginHead
+from facerec.heads.registry import register_head
+
+
+@register_head("cosface")
+class CosFaceHead(MarginHead):
+    """Target logit ``s·(cos θ_y − m)``.
+
+    Args:
+        embedding_size: E.
+        num_classes: C.
+        scale: s (default 64).
+        margin: m, subtracted from the target cosine (default 0.35).
+    """
+
+    def __init__(self, embedding_size: int, num_classes: int, scale: float = 64.0, margin: float = 0.35) -> None:
+        super().__init__(embedding_size, num_classes, scale)
+        self.margin = margin
+
+    def target_logit(self, cos_target: Tensor, norms: Tensor) -> Tensor:
+        """``cos θ − m`` for (B,) target cosines."""
+        return cos_target - self.margin
