@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -129,7 +130,11 @@ class FaceRecognitionModule(L.LightningModule):
         if self.hparams.scheduler is None:
             return {"optimizer": optimizer}
         total_steps = self.trainer.estimated_stepping_batches
-        steps_per_epoch = max(self.trainer.num_training_batches // self.trainer.accumulate_grad_batches, 1)
+        if math.isinf(total_steps):
+            raise ValueError("an LR schedule needs a finite run: set trainer.max_epochs or trainer.max_steps")
+        batches = self.trainer.num_training_batches
+        steps_per_epoch = total_steps if math.isinf(batches) else batches // self.trainer.accumulate_grad_batches
+        steps_per_epoch = max(int(steps_per_epoch), 1)
         factor = instantiate(self.hparams.scheduler, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
