@@ -41,9 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="scan an identity folder or a folder with train.rec")
     check.add_argument("dir")
     check.set_defaults(run=_check)
-    to_rec = commands.add_parser(
-        "folder2rec", help="identity folder -> insightface DST/train.rec + train.idx"
-    )
+    to_rec = commands.add_parser("folder2rec", help="identity folder -> insightface DST/train.rec + train.idx")
     to_rec.add_argument("src")
     to_rec.add_argument("dst")
     to_rec.set_defaults(run=_folder2rec)

@@ -93,11 +93,7 @@ def load_verification_bin(path: str | Path) -> VerificationBin:
         except Exception as error:
             raise ValueError(f"{path}: not a readable pickle: {error}") from None
     sequences = tuple | list | np.ndarray
-    if not (
-        isinstance(content, tuple | list)
-        and len(content) == 2
-        and all(isinstance(x, sequences) for x in content)
-    ):
+    if not (isinstance(content, tuple | list) and len(content) == 2 and all(isinstance(x, sequences) for x in content)):
         raise ValueError(f"{path}: expected a pickled (bins, issame) pair of lists, got {_describe(content)}")
     bins, issame = content
     if len(bins) != 2 * len(issame):

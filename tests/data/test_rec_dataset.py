@@ -47,7 +47,7 @@ def test_golden_insightface_layout(tmp_path):
 
 def test_identity_records_are_not_images_and_count_classes(tmp_path):
     root = insightface_rec(tmp_path / "r", [(0, jpeg(10)), (1, jpeg(20))], classes=4)
-    dataset = RecordDataset(root, transform=lambda image: image[0, 0, 0])
+    dataset = RecordDataset(root, transform=lambda image: {"image": image[0, 0, 0]})
     assert len(dataset) == 2 and dataset.num_classes == 4
     assert dataset[1] == (20, 1)
 
@@ -91,19 +91,13 @@ def test_skip_corrupt_returns_same_identity(tmp_path, caplog):
 def test_skip_corrupt_with_no_valid_image_of_the_class(tmp_path):
     images = [(0, jpeg(10)), (1, b"garbage"), (1, b"junk")]
     dataset = RecordDataset(insightface_rec(tmp_path / "r", images, classes=2), skip_corrupt=True)
-    with pytest.raises(
-        CorruptImageError, match=r"every image of class 1 is corrupt .*cannot replace sample 1"
-    ):
+    with pytest.raises(CorruptImageError, match=r"every image of class 1 is corrupt .*cannot replace sample 1"):
         dataset[1]
 
 
 def test_header_announces_missing_keys(tmp_path):
-    root = write_rec(
-        tmp_path / "r", {0: (IRHeader(2, [5, 5], 0, 0), b""), 1: (IRHeader(0, 0, 1, 0), jpeg(1))}
-    )
-    with pytest.raises(
-        ValueError, match=r"train\.idx: header record 0 announces image keys 1\.\.4, but 3 are"
-    ):
+    root = write_rec(tmp_path / "r", {0: (IRHeader(2, [5, 5], 0, 0), b""), 1: (IRHeader(0, 0, 1, 0), jpeg(1))})
+    with pytest.raises(ValueError, match=r"train\.idx: header record 0 announces image keys 1\.\.4, but 3 are"):
         RecordDataset(root)
 
 
@@ -122,7 +116,7 @@ def test_dataloader_workers(tmp_path):
     torch = pytest.importorskip("torch")
     images = [(index % 3, jpeg(index)) for index in range(12)]
     dataset = RecordDataset(
-        insightface_rec(tmp_path / "r", images, classes=3), transform=lambda x: x[0, 0, 0]
+        insightface_rec(tmp_path / "r", images, classes=3), transform=lambda image: {"image": image[0, 0, 0]}
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2)
     labels = [label for _, batch in loader for label in batch.tolist()]

@@ -80,9 +80,7 @@ def test_malicious_pickle_is_refused_and_not_executed(tmp_path, function, refuse
 
 
 def test_codecs_encode_only_latin1(tmp_path):
-    (tmp_path / "evil.bin").write_bytes(
-        pickle.dumps((Exploit(codecs.encode, "abc", "rot13"), []), protocol=2)
-    )
+    (tmp_path / "evil.bin").write_bytes(pickle.dumps((Exploit(codecs.encode, "abc", "rot13"), []), protocol=2))
     with pytest.raises(UnsafePickleError, match=r"_codecs\.encode with encoding 'rot13' refused"):
         load_verification_bin(tmp_path / "evil.bin")
 
@@ -100,9 +98,7 @@ def test_not_a_pickle(tmp_path):
 
 def test_wrong_structure(tmp_path):
     (tmp_path / "v.bin").write_bytes(pickle.dumps({"a": 1}))
-    with pytest.raises(
-        ValueError, match=r"v\.bin: expected a pickled \(bins, issame\) pair of lists, got dict"
-    ):
+    with pytest.raises(ValueError, match=r"v\.bin: expected a pickled \(bins, issame\) pair of lists, got dict"):
         load_verification_bin(tmp_path / "v.bin")
     (tmp_path / "v.bin").write_bytes(pickle.dumps(([b"x"], 3)))
     with pytest.raises(ValueError, match=r"pair of lists, got tuple of list, int"):
@@ -119,9 +115,7 @@ def test_image_count_mismatch(tmp_path):
 
 def test_wrong_image_type(tmp_path):
     (tmp_path / "v.bin").write_bytes(pickle.dumps(([b"x", np.zeros(3, np.float32)], [True])))
-    with pytest.raises(
-        ValueError, match=r"v\.bin\[1\]: expected JPEG bytes or a uint8 array, got ndarray float32"
-    ):
+    with pytest.raises(ValueError, match=r"v\.bin\[1\]: expected JPEG bytes or a uint8 array, got ndarray float32"):
         load_verification_bin(tmp_path / "v.bin")
 
 
