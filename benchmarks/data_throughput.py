@@ -13,7 +13,7 @@ never starves training).
 
 Usage::
 
-    python benchmarks/data_throughput.py [--batches 8] [--batch-size 64] [--workers 0 1 2]
+    python -m benchmarks.data_throughput [--batches 8] [--batch-size 64] [--workers 0 1 2]  # from the project root
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import argparse
 import logging
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -75,12 +76,17 @@ def quickstart_model(num_classes: int) -> FaceRecognitionModule:
     return instantiate(cfg.model, num_classes=num_classes, class_names=class_names, scheduler=None, _recursive_=False)
 
 
-def step_throughput(num_classes: int, batch_size: int, batches: int) -> float:
-    """Images/s of forward + backward + optimizer step of the quickstart model on random batches."""
-    model = quickstart_model(num_classes).train()
+def step_throughput(num_classes: int, batch_size: int, batches: int, device: str) -> float:
+    """Images/s of forward + backward + optimizer step of the quickstart model on random batches.
+
+    The first step (warm-up) is not timed; ``training_step``'s ``self.log`` is a no-op without a
+    Trainer, so its warning is silenced.
+    """
+    model = quickstart_model(num_classes).to(device).train()
     optimizer = model.configure_optimizers()["optimizer"]
-    images = torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE)
-    labels = torch.randint(num_classes, (batch_size,))
+    images = torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
+    labels = torch.randint(num_classes, (batch_size,), device=device)
+    warnings.filterwarnings("ignore", message=r".*self\.log\(\)")
     timings = []
     for batch_idx in range(batches + 1):
         start = time.perf_counter()
@@ -88,6 +94,8 @@ def step_throughput(num_classes: int, batch_size: int, batches: int) -> float:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         timings.append(time.perf_counter() - start)
     return batches * batch_size / sum(timings[1:])
 
@@ -98,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--identities", type=int, default=40, help="synthetic training identities")
     parser.add_argument("--images-per-identity", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64, help="quickstart's data.batch_size")
-    parser.add_argument("--batches", type=int, default=8, help="timed batches per measurement")
+    parser.add_argument("--batches", type=int, default=8, help="timed batches per loader measurement")
+    parser.add_argument("--step-batches", type=int, default=4, help="timed training steps")
+    parser.add_argument("--device", default="cpu", help="device of the training step: cpu (quickstart) or cuda")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -119,8 +129,11 @@ def main(argv: list[str] | None = None) -> None:
             f"synthetic set: {spec.num_identities} identities x {spec.images_per_identity} images, "
             f"{IMAGE_SIZE}x{IMAGE_SIZE} JPEG ({time.perf_counter() - start:.1f} s to generate and pack)"
         )
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch size {args.batch_size}\n")
-        step = step_throughput(spec.num_identities, args.batch_size, args.batches)
+        print(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch size {args.batch_size}, "
+            f"training step on {args.device}\n"
+        )
+        step = step_throughput(spec.num_identities, args.batch_size, args.step_batches, args.device)
         rows = [("training step (quickstart model, fwd+bwd+SGD)", "-", step, None)]
         for data_format, root in (("folder", folder), ("rec", Path(tmp) / "rec")):
             for workers in args.workers:
