@@ -40,10 +40,12 @@ def identity_folder(root: Path) -> Path:
 
 
 def test_scan_identity_folder_skips_empty_identities_and_hidden_files(tmp_path):
-    folder = scan_identity_folder(identity_folder(tmp_path / "faces"))
+    root = identity_folder(tmp_path / "faces")
+    (root / "labels.csv").write_text("a file beside the identity folders")
+    folder = scan_identity_folder(root)
     assert folder.class_names == ["alice", "bob"] and folder.empty_identities == ["carol"]
     assert [[path.name for path in files] for files in folder.images] == [["a.jpg", "b.JPEG"], ["c.png"]]
-    assert folder.labels == [0, 0, 1] and [path.name for path in folder.skipped_files] == ["notes.txt"]
+    assert folder.labels == [0, 0, 1] and [path.name for path in folder.skipped_files] == ["labels.csv", "notes.txt"]
 
 
 def test_scan_errors(tmp_path):
