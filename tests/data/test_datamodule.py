@@ -42,9 +42,8 @@ def tiny(tmp_path_factory) -> Path:
     return root
 
 
-def test_folder2rec_then_train_with_data_rec(tmp_path):
-    source = generate(tmp_path / "synthetic", TINY)
-    assert main(["folder2rec", str(source / "train"), str(tmp_path / "rec")]) == 0
+def test_folder2rec_then_train_with_data_rec(tiny, tmp_path):
+    assert main(["folder2rec", str(tiny / "train"), str(tmp_path / "rec")]) == 0
     run_script(
         "train.py",
         "experiment=smoke",
@@ -53,8 +52,8 @@ def test_folder2rec_then_train_with_data_rec(tmp_path):
         "data.image_size=[32,32]",
         "data.batch_size=4",
         "data.num_workers=0",
-        f"+data.val_sets.heldout.pairs={source / 'heldout' / 'pairs.txt'}",
-        f"+data.val_sets.heldout.images={source / 'heldout' / 'images'}",
+        f"+data.val_sets.heldout.pairs={tiny / 'heldout' / 'pairs.txt'}",
+        f"+data.val_sets.heldout.images={tiny / 'heldout' / 'images'}",
         "trainer.max_epochs=1",
         log_dir=tmp_path / "logs",
         data_dir=tmp_path / "data",
