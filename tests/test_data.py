@@ -38,7 +38,7 @@ def test_labels_come_from_sorted_folders_and_junk_is_skipped(identity_folder):
 
 
 def test_missing_or_empty_training_folder_is_explained(tmp_path):
-    with pytest.raises(FileNotFoundError, match="training folder not found"):
+    with pytest.raises(FileNotFoundError, match="identity folder not found"):
         scan_identity_folder(tmp_path / "nope")
     (tmp_path / "empty" / "someone").mkdir(parents=True)
     with pytest.raises(ValueError, match="no images found under"):

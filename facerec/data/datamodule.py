@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from facerec.data.folder import IdentityFolderDataset, scan_identity_folder
+from facerec.data.folder import IdentityFolderDataset
+from facerec.data.rec_dataset import RecordDataset
 from facerec.data.synthetic import SyntheticSpec, generate
+from facerec.data.training_set import open_training_set
 from facerec.data.transforms import eval_transform, train_transform
-from facerec.data.verification import VerificationImages, VerificationSet, load_pairs_set
+from facerec.data.verification import VerificationImages, VerificationSet, load_verification_set
 
 
 class FaceDataModule(L.LightningDataModule):
-    """Identity-folder training data and LFW-style verification sets.
+    """Training identities (identity folder or ``.rec``) and verification sets.
+
+    Every image is decoded to RGB uint8 (H, W, 3) and reaches the model as a float tensor
+    (3, H, W) in [-1, 1], H, W = ``image_size``.
 
     Args:
-        root: Training folder, one sub-folder per identity. ``None`` for evaluation-only use.
-        val_sets: ``{name: {"pairs": pairs.txt, "images": image root}}``.
+        root: Training data: a folder with one sub-folder per identity (``format=folder``) or a
+            folder holding ``train.rec`` + ``train.idx`` (``format=rec``). ``None`` for
+            evaluation-only use.
+        val_sets: ``{name: {"pairs": pairs.txt, "images": image root[, "drop_missing": bool]}}`` or
+            ``{name: {"bin": insightface .bin}}``.
+        format: Training data format, ``folder`` or ``rec``.
         image_size: (H, W) the network sees.
+        strict_size: Reject images not of size ``image_size`` (the error names the file and both
+            sizes) instead of resizing them.
         batch_size: Training batch size per process.
         eval_batch_size: Batch size for embedding verification images.
         num_workers: DataLoader worker processes.
@@ -37,8 +49,10 @@ class FaceDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str | None = None,
-        val_sets: Mapping[str, Mapping[str, str]] | None = None,
+        val_sets: Mapping[str, Mapping[str, Any]] | None = None,
+        format: str = "folder",
         image_size: tuple[int, int] = (112, 112),
+        strict_size: bool = False,
         batch_size: int = 128,
         eval_batch_size: int = 256,
         num_workers: int = 2,
@@ -52,8 +66,10 @@ class FaceDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.root = root
-        self.val_set_paths = {name: dict(paths) for name, paths in (val_sets or {}).items()}
+        self.val_set_paths = {name: dict(options) for name, options in (val_sets or {}).items()}
+        self.format = format
         self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.expected_size = self.image_size if strict_size else None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.augment = augment
@@ -68,7 +84,7 @@ class FaceDataModule(L.LightningDataModule):
         self.synthetic_dir = synthetic_dir
         if self.synthetic and not synthetic_dir:
             raise ValueError("data.synthetic needs data.synthetic_dir")
-        self.train_set: IdentityFolderDataset | None = None
+        self.train_set: IdentityFolderDataset | RecordDataset | None = None
         self.val_sets: list[VerificationSet] = []
 
     def prepare_data(self) -> None:
@@ -76,14 +92,26 @@ class FaceDataModule(L.LightningDataModule):
         if self.synthetic:
             generate(self.synthetic_dir, self.synthetic)
 
+    def _training_set(self) -> IdentityFolderDataset | RecordDataset:
+        if self.train_set is None:
+            if self.root is None:
+                raise ValueError(
+                    "training needs data.root: a folder with one sub-folder per identity (data=folder) "
+                    "or holding train.rec and train.idx (data=rec)"
+                )
+            self.train_set = open_training_set(
+                self.root,
+                self.format,
+                train_transform(self.image_size, self.augment),
+                self.skip_corrupt,
+                self.expected_size,
+            )
+        return self.train_set
+
     @property
     def class_names(self) -> list[str]:
-        """Identity names in label order, from a scan of ``root``."""
-        if self.train_set is not None:
-            return self.train_set.class_names
-        if self.root is None:
-            raise ValueError("no training data configured: set data.root")
-        return scan_identity_folder(self.root).class_names
+        """Identity names in label order; reads only the index of the training data, no image."""
+        return self._training_set().class_names
 
     @property
     def num_classes(self) -> int:
@@ -91,15 +119,13 @@ class FaceDataModule(L.LightningDataModule):
         return len(self.class_names)
 
     def setup(self, stage: str | None = None) -> None:
-        """Indexes the training folder (for ``fit``) and loads every verification set."""
-        if stage in (None, "fit") and self.train_set is None:
-            if self.root is None:
-                raise ValueError("training needs data.root: a folder with one sub-folder per identity")
-            self.train_set = IdentityFolderDataset(
-                self.root, train_transform(self.image_size, self.augment), skip_corrupt=self.skip_corrupt
-            )
+        """Opens the training data (for ``fit``) and loads every verification set."""
+        if stage in (None, "fit"):
+            self._training_set()
         if not self.val_sets:
-            self.val_sets = [load_pairs_set(name, **paths) for name, paths in self.val_set_paths.items()]
+            self.val_sets = [
+                load_verification_set(name, options, self.expected_size) for name, options in self.val_set_paths.items()
+            ]
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, self.batch_size, shuffle=True, drop_last=True, **self.loader_options)
@@ -107,6 +133,8 @@ class FaceDataModule(L.LightningDataModule):
     def val_dataloader(self) -> list[DataLoader]:
         transform = eval_transform(self.image_size)
         return [
-            DataLoader(VerificationImages(val_set, transform), self.eval_batch_size, **self.loader_options)
+            DataLoader(
+                VerificationImages(val_set, transform, self.expected_size), self.eval_batch_size, **self.loader_options
+            )
             for val_set in self.val_sets
         ]

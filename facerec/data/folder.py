@@ -1,4 +1,9 @@
-"""CASIA-WebFace-style training folders: one sub-folder per identity."""
+"""CASIA-WebFace-style training folders: one sub-folder per identity.
+
+This is the one scan of an identity folder: the training dataset and every tool of
+``python -m facerec.data`` use it, so a ``.rec`` written by ``folder2rec`` has the labels the folder
+datamodule assigns.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -20,29 +26,48 @@ class FolderIndex:
     """What a scan of an identity folder found.
 
     Attributes:
-        class_names: Identity folder names, sorted; label ``i`` is ``class_names[i]``.
-        paths: Image paths, grouped by identity.
-        labels: Label of each path.
-        empty_identities: Identity folders without a single image (not given a label).
-        skipped_files: Files that are not images by extension.
+        root: The scanned folder.
+        class_names: Names of the identity folders holding at least one image, sorted; label ``i``
+            is ``class_names[i]``.
+        images: Per label, that identity's image files (at any depth), sorted.
+        empty_identities: Identity folders without a single image (skipped: not given a label).
+        skipped_files: Files that are not images by extension, and files directly in ``root``.
     """
 
+    root: Path
     class_names: list[str] = field(default_factory=list)
-    paths: list[Path] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
+    images: list[list[Path]] = field(default_factory=list)
     empty_identities: list[str] = field(default_factory=list)
     skipped_files: list[Path] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every image path, grouped by label."""
+        return [path for files in self.images for path in files]
+
+    @property
+    def labels(self) -> list[int]:
+        """The label of every entry of :attr:`paths`."""
+        return [label for label, files in enumerate(self.images) for _ in files]
 
     def summary(self) -> str:
         """One line of counts."""
         return (
-            f"{len(self.class_names)} identities, {len(self.paths)} images; skipped "
+            f"{len(self.class_names)} identities, {sum(map(len, self.images))} images; skipped "
             f"{len(self.empty_identities)} empty identity folders and {len(self.skipped_files)} non-image files"
         )
 
 
+def _visible(path: Path, root: Path) -> bool:
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
 def scan_identity_folder(root: str | Path) -> FolderIndex:
-    """Lists the images of every identity folder under ``root`` (files at any depth).
+    """Lists the images of every identity folder under ``root``.
+
+    Images are files with an extension in ``IMAGE_EXTENSIONS`` at any depth below an identity
+    folder. Hidden entries (a name starting with ``.`` anywhere in the path) are ignored. Identity
+    folders without an image are skipped and listed in ``empty_identities``.
 
     Raises:
         FileNotFoundError: If ``root`` is not a directory.
@@ -50,19 +75,20 @@ def scan_identity_folder(root: str | Path) -> FolderIndex:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"training folder not found: {root} (expected one sub-folder per identity)")
-    index = FolderIndex()
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(p for p in folder.rglob("*") if p.is_file())
-        images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-        index.skipped_files += [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
-        if not images:
+        raise FileNotFoundError(f"identity folder not found: {root} (expected one sub-folder per identity)")
+    index = FolderIndex(root)
+    entries = sorted(path for path in root.iterdir() if _visible(path, root))
+    index.skipped_files += [path for path in entries if path.is_file()]
+    for folder in (path for path in entries if path.is_dir()):
+        files = sorted(path for path in folder.rglob("*") if path.is_file() and _visible(path, root))
+        images = [path for path in files if path.suffix.lower() in IMAGE_EXTENSIONS]
+        index.skipped_files += [path for path in files if path.suffix.lower() not in IMAGE_EXTENSIONS]
+        if images:
+            index.class_names.append(folder.name)
+            index.images.append(images)
+        else:
             index.empty_identities.append(folder.name)
-            continue
-        index.labels += [len(index.class_names)] * len(images)
-        index.class_names.append(folder.name)
-        index.paths += images
-    if not index.paths:
+    if not index.images:
         raise ValueError(
             f"no images found under {root}: expected {root}/<identity>/<image> with extensions "
             f"{', '.join(IMAGE_EXTENSIONS)}"
@@ -74,17 +100,28 @@ class IdentityFolderDataset(Dataset):
     """Training samples ``(transform(image), label)`` from an identity folder.
 
     Args:
-        root: The folder; labels come from its sorted sub-folder names.
-        transform: Called as ``transform(image=rgb_uint8)["image"]`` (albumentations style).
+        root: The folder; labels come from its sorted sub-folder names (empty ones skipped).
+        transform: Called as ``transform(image=rgb_uint8)["image"]`` (albumentations style) on the
+            RGB uint8 (H, W, 3) image.
         skip_corrupt: Replace an undecodable image by another image of the same identity (with a
             warning) instead of raising.
+        expected_size: If given, (H, W) every image must have (``data.strict_size``); otherwise
+            any size is accepted.
     """
 
-    def __init__(self, root: str | Path, transform: Callable | None = None, skip_corrupt: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        transform: Callable[..., dict[str, Any]] | None = None,
+        skip_corrupt: bool = False,
+        expected_size: tuple[int, int] | None = None,
+    ) -> None:
         self.index = scan_identity_folder(root)
         log.info("%s: %s", root, self.index.summary())
         self.transform = transform
         self.skip_corrupt = skip_corrupt
+        self.expected_size = expected_size
+        self.paths = self.index.paths
         self.labels = np.asarray(self.index.labels, dtype=np.int64)
 
     @property
@@ -93,12 +130,12 @@ class IdentityFolderDataset(Dataset):
         return self.index.class_names
 
     def __len__(self) -> int:
-        return len(self.index.paths)
+        return len(self.paths)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[Any, int]:
         label = int(self.labels[i])
         try:
-            image = read_image(self.index.paths[i])
+            image = read_image(self.paths[i], self.expected_size)
         except CorruptImageError:
             if not self.skip_corrupt:
                 raise
@@ -106,11 +143,11 @@ class IdentityFolderDataset(Dataset):
         return (self.transform(image=image)["image"] if self.transform else image), label
 
     def _substitute(self, i: int, label: int) -> np.ndarray:
-        log.warning("skipping corrupt image %s", self.index.paths[i])
+        log.warning("skipping corrupt image %s", self.paths[i])
         for j in np.flatnonzero(self.labels == label):
             if j != i:
                 try:
-                    return read_image(self.index.paths[j])
+                    return read_image(self.paths[j], self.expected_size)
                 except CorruptImageError:
                     continue
         raise CorruptImageError(f"every image of identity {self.class_names[label]!r} is corrupt")

@@ -29,9 +29,12 @@ class RecordDataset:
 
     Args:
         root: Folder holding ``train.rec`` and ``train.idx``.
-        transform: Applied to the RGB uint8 (H, W, 3) image.
+        transform: Called as ``transform(image=rgb_uint8)["image"]`` (albumentations style) on the
+            RGB uint8 (H, W, 3) image.
         skip_corrupt: Instead of raising on an undecodable image, log a warning and return another
             image of the same identity.
+        expected_size: If given, (H, W) every image must have (``data.strict_size``); otherwise
+            any size is accepted.
 
     Attributes:
         labels: The class of every sample, in sample order.
@@ -42,12 +45,14 @@ class RecordDataset:
     def __init__(
         self,
         root: str | Path,
-        transform: Callable[[np.ndarray], Any] | None = None,
+        transform: Callable[..., dict[str, Any]] | None = None,
         skip_corrupt: bool = False,
+        expected_size: tuple[int, int] | None = None,
     ) -> None:
         self.root = Path(root)
         self.transform = transform
         self.skip_corrupt = skip_corrupt
+        self.expected_size = expected_size
         self.reader = RecordReader(self.root / "train.rec", self.root / "train.idx")
         self.keys, identity_count = self._image_keys()
         self.labels = [self.reader.read_header(key).class_label for key in self.keys]
@@ -85,13 +90,13 @@ class RecordDataset:
             if not self.skip_corrupt:
                 raise
             image = self._load_replacement(index, error)
-        return (self.transform(image) if self.transform else image), label
+        return (self.transform(image=image)["image"] if self.transform else image), label
 
     def _load(self, index: int) -> np.ndarray:
         key = self.keys[index]
         source = self.reader.source(key)
         _, payload = unpack(self.reader.read(key), source)
-        return decode_image(payload, source=source)
+        return decode_image(payload, source=source, expected_size=self.expected_size)
 
     def _load_replacement(self, index: int, error: CorruptImageError) -> np.ndarray:
         same_class = self._by_class[self.labels[index]]

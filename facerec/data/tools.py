@@ -1,7 +1,8 @@
 """Dataset tools behind ``python -m facerec.data``: check, folder2rec, rec2folder, make-pairs.
 
-Identity folders have one sub-folder per identity with image files (``IMAGE_EXTENSIONS``) at any
-depth below it; class labels are the indices of the sorted sub-folder names.
+Identity folders are read with :func:`facerec.data.folder.scan_identity_folder`, the scan training
+uses: labels are the indices of the sorted identity folders that hold an image; empty identity
+folders are skipped (and reported by ``check``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facerec.data.decode import IMAGE_EXTENSIONS, CorruptImageError, decode_image, encode_jpeg, read_image
+from facerec.data.decode import CorruptImageError, decode_image, encode_jpeg, read_image
+from facerec.data.folder import FolderIndex, scan_identity_folder
 from facerec.data.pairs import write_pairs
 from facerec.data.rec_dataset import RecordDataset
 from facerec.data.recordio import IRHeader, RecordIOError, RecordWriter, pack, unpack
@@ -25,50 +27,6 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@dataclass(frozen=True)
-class IdentityFolder:
-    """The files of an identity folder.
-
-    Attributes:
-        root: The scanned folder.
-        names: Identity (sub-folder) names, sorted; the class label is the index.
-        images: Per identity, its image files, sorted.
-        non_images: Files that are not images, or that lie directly in ``root``.
-    """
-
-    root: Path
-    names: list[str]
-    images: list[list[Path]]
-    non_images: list[Path]
-
-    @property
-    def empty(self) -> list[str]:
-        """Identities without any image."""
-        return [name for name, files in zip(self.names, self.images, strict=True) if not files]
-
-
-def scan_identity_folder(root: str | Path) -> IdentityFolder:
-    """Lists the identities and image files of an identity folder (hidden entries are skipped).
-
-    Raises:
-        FileNotFoundError: If ``root`` is not a directory.
-        ValueError: If it has no identity sub-folders.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"identity folder not found: {root}")
-    folders = sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith("."))
-    if not folders:
-        raise ValueError(f"{root}: no identity sub-folders (expected ROOT/IDENTITY/IMAGE files)")
-    non_images = sorted(path for path in root.iterdir() if path.is_file() and not path.name.startswith("."))
-    images = []
-    for folder in folders:
-        files = sorted(path for path in folder.rglob("*") if path.is_file() and not path.name.startswith("."))
-        images.append([path for path in files if path.suffix.lower() in IMAGE_EXTENSIONS])
-        non_images += [path for path in files if path.suffix.lower() not in IMAGE_EXTENSIONS]
-    return IdentityFolder(root, [folder.name for folder in folders], images, non_images)
-
-
 @dataclass
 class CheckReport:
     """What ``check`` found in a dataset.
@@ -76,8 +34,8 @@ class CheckReport:
     Attributes:
         path: The checked folder.
         kind: ``"identity folder"`` or ``"train.rec"``.
-        images_per_identity: Image count of every identity.
-        empty: Identities without images.
+        images_per_identity: Image count of every labelled identity.
+        empty: Identities without images (skipped folders, or classes of a ``.rec`` without records).
         non_images: Files that are not images (identity folders only).
         corrupt: One message (with the file or ``file.rec@offset``) per unreadable image.
         sizes: Histogram of decoded image sizes ``(height, width)``.
@@ -124,10 +82,10 @@ def check(path: str | Path) -> CheckReport:
         path,
         "identity folder",
         [len(files) for files in folder.images],
-        folder.empty,
-        [str(p) for p in folder.non_images],
+        folder.empty_identities,
+        [str(p) for p in folder.skipped_files],
     )
-    for image_path in (image_path for files in folder.images for image_path in files):
+    for image_path in folder.paths:
         try:
             image = read_image(image_path)
         except (CorruptImageError, OSError) as error:
@@ -162,7 +120,8 @@ def _jpeg_bytes(path: Path) -> bytes:
 def folder_to_rec(src: str | Path, dst: str | Path) -> tuple[int, int]:
     """Packs an identity folder into an insightface ``dst/train.rec`` + ``dst/train.idx``.
 
-    Layout: record 0 is the header ``IRHeader(flag=2, label=[N+1, N+1+C])``; keys ``1..N`` are the
+    Labels are those the folder datamodule assigns (empty identity folders are skipped, with a
+    warning). Layout: record 0 is the header ``IRHeader(flag=2, label=[N+1, N+1+C])``; keys ``1..N`` are the
     images (label = class index, JPEG bytes as-is for JPEG files, re-encoded otherwise); keys
     ``N+1..N+C`` are identity records with label ``[first image key, end image key)``. Every image is
     decoded once to make sure the file is valid.
@@ -176,9 +135,13 @@ def folder_to_rec(src: str | Path, dst: str | Path) -> tuple[int, int]:
     folder = scan_identity_folder(src)
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    count, classes = sum(len(files) for files in folder.images), len(folder.names)
-    for name in folder.empty:
-        logger.warning("identity %s has no images: it keeps its label but no record", name)
+    count, classes = len(folder.paths), len(folder.class_names)
+    if folder.empty_identities:
+        logger.warning(
+            "skipped %d identity folders without images (no label, as in training): %s",
+            len(folder.empty_identities),
+            ", ".join(folder.empty_identities),
+        )
     with RecordWriter(dst / "train.rec", dst / "train.idx") as writer:
         writer.write(0, pack(IRHeader(2, [count + 1, count + 1 + classes], 0, 0), b""))
         key, ranges = 1, []
@@ -198,11 +161,12 @@ def rec_to_folder(src: str | Path, dst: str | Path) -> tuple[int, int]:
     """Unpacks ``src/train.rec`` into an identity folder ``dst/CLASS/KEY.jpg``.
 
     Folder and file names are zero-padded class indices and record keys, so sorting them keeps the
-    label and record order (``folder2rec`` on the result gives the same labels). JPEG and PNG
-    payloads are written as-is, other formats re-encoded as JPEG.
+    label and record order. Classes without images get no folder, so ``folder2rec`` on the result
+    gives the same labels when every class has an image. JPEG and PNG payloads are written as-is,
+    other formats re-encoded as JPEG.
 
     Returns:
-        The number of images and of identities written.
+        The number of images and of identity folders written.
 
     Raises:
         CorruptImageError: If a record does not hold a decodable image.
@@ -211,7 +175,7 @@ def rec_to_folder(src: str | Path, dst: str | Path) -> tuple[int, int]:
     dst = Path(dst)
     class_width = len(str(max(dataset.num_classes - 1, 0)))
     key_width = len(str(max(dataset.keys, default=0)))
-    for label in range(dataset.num_classes):
+    for label in sorted(set(dataset.labels)):
         (dst / f"{label:0{class_width}d}").mkdir(parents=True, exist_ok=True)
     for key, label in zip(dataset.keys, dataset.labels, strict=True):
         source = dataset.reader.source(key)
@@ -225,12 +189,12 @@ def rec_to_folder(src: str | Path, dst: str | Path) -> tuple[int, int]:
                 payload if payload.startswith(_JPEG_MAGIC) else encode_jpeg(image),
             )
         (dst / f"{label:0{class_width}d}" / name).write_bytes(data)
-    return len(dataset), dataset.num_classes
+    return len(dataset), len(set(dataset.labels))
 
 
-def _lfw_numbers(folder: IdentityFolder) -> dict[str, list[int]]:
+def _lfw_numbers(folder: FolderIndex) -> dict[str, list[int]]:
     numbers = {}
-    for name, files in zip(folder.names, folder.images, strict=True):
+    for name, files in zip(folder.class_names, folder.images, strict=True):
         pattern = re.compile(rf"{re.escape(name)}/{re.escape(name)}_(\d{{4}})\.jpg")
         numbers[name] = []
         for path in files:
@@ -273,7 +237,7 @@ def make_pairs(root: str | Path, out: str | Path, folds: int = 10, pairs_per_fol
         raise ValueError(f"folds and pairs per fold must be positive, got {folds} and {pairs_per_fold}")
     numbers = _lfw_numbers(scan_identity_folder(root))
     rng = random.Random(seed)
-    names = sorted(name for name in numbers if numbers[name])
+    names = sorted(numbers)
     rng.shuffle(names)
     names.sort(key=lambda name: -len(numbers[name]))
     fold_members: list[list[str]] = [[] for _ in range(folds)]

@@ -1,16 +1,29 @@
-"""Verification sets: unique images plus the pairs that compare them."""
+"""Verification sets: unique images plus the pairs that compare them.
+
+Two sources, both giving a :class:`VerificationSet`: an LFW-style ``pairs.txt`` with an image
+folder (``data.val_sets.<name>.pairs`` + ``.images``), or an insightface ``.bin``
+(``data.val_sets.<name>.bin``), whose pair ``k`` is images ``2k`` and ``2k + 1``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from facerec.data.decode import read_image
 from facerec.data.pairs import read_pairs
+from facerec.data.verification_bin import load_verification_bin
+
+log = logging.getLogger(__name__)
+
+PAIRS_OPTIONS = frozenset({"pairs", "images", "drop_missing"})
+BIN_OPTIONS = frozenset({"bin"})
 
 
 @dataclass
@@ -19,13 +32,13 @@ class VerificationSet:
 
     Attributes:
         name: Set name, used in metric keys (``val/<name>/accuracy``).
-        images: Image paths (or decoded RGB uint8 arrays), each once.
+        images: Image paths (or decoded RGB uint8 (H, W, 3) arrays), each once.
         pairs: (P, 2) int array of indices into ``images``, file order preserved.
         issame: (P,) bool array.
     """
 
     name: str
-    images: list
+    images: list[Path] | list[np.ndarray]
     pairs: np.ndarray
     issame: np.ndarray
 
@@ -33,40 +46,121 @@ class VerificationSet:
         return len(self.issame)
 
 
-def load_pairs_set(name: str, pairs: str | Path, images: str | Path) -> VerificationSet:
+def load_pairs_set(name: str, pairs: str | Path, images: str | Path, drop_missing: bool = False) -> VerificationSet:
     """Reads a ``pairs.txt`` protocol whose images live under ``images``.
 
+    Args:
+        name: Set name.
+        pairs: The ``pairs.txt`` file.
+        images: Root the relative image paths of the pairs file are resolved against.
+        drop_missing: Drop the pairs with a missing image (with a warning saying how many) instead of
+            raising. The folds then no longer hold the published pairs, so accuracies are not
+            comparable with other results on the set.
+
     Raises:
-        FileNotFoundError: If the pairs file or any image it names is missing; the message names
-            the first missing files and how many there are.
+        FileNotFoundError: If the pairs file, or (unless ``drop_missing``) any image it names, is
+            missing; the message names the first missing files and how many there are.
+        ValueError: If ``drop_missing`` leaves no pair.
     """
     protocol = read_pairs(pairs)
     root = Path(images)
-    unique: dict[str, int] = {}
-    for path in protocol.left + protocol.right:
-        unique.setdefault(path, len(unique))
+    unique = dict.fromkeys(protocol.left + protocol.right)
     missing = [path for path in unique if not (root / path).is_file()]
-    if missing:
+    if missing and not drop_missing:
         shown = ", ".join(str(root / path) for path in missing[:3])
         raise FileNotFoundError(
             f"verification set {name!r}: {len(missing)} of {len(unique)} images named in {pairs} are missing "
-            f"(e.g. {shown}); check data.val_sets.{name}.images"
+            f"(e.g. {shown}); check data.val_sets.{name}.images, or set data.val_sets.{name}.drop_missing=true "
+            "to drop their pairs"
         )
-    index = np.array([[unique[a], unique[b]] for a, b in zip(protocol.left, protocol.right, strict=True)])
-    return VerificationSet(name, [root / path for path in unique], index, np.asarray(protocol.issame, dtype=bool))
+    absent = set(missing)
+    kept = [
+        (left, right, same)
+        for left, right, same in zip(protocol.left, protocol.right, protocol.issame, strict=True)
+        if left not in absent and right not in absent
+    ]
+    if missing:
+        if not kept:
+            raise ValueError(f"verification set {name!r}: every pair of {pairs} has a missing image under {root}")
+        log.warning(
+            "verification set %r: dropped %d of %d pairs whose images are missing under %s "
+            "(drop_missing=true: folds are no longer comparable with published results)",
+            name,
+            len(protocol) - len(kept),
+            len(protocol),
+            root,
+        )
+    used = [left for left, _, _ in kept] + [right for _, right, _ in kept]
+    paths = {path: index for index, path in enumerate(dict.fromkeys(used))}
+    index = np.array([[paths[left], paths[right]] for left, right, _ in kept], dtype=np.int64)
+    issame = np.array([same for _, _, same in kept], dtype=bool)
+    return VerificationSet(name, [root / path for path in paths], index, issame)
+
+
+def load_bin_set(name: str, path: str | Path, expected_size: tuple[int, int] | None = None) -> VerificationSet:
+    """Reads an insightface ``.bin``; its images are decoded once, here.
+
+    Args:
+        name: Set name.
+        path: The ``.bin`` file.
+        expected_size: If given, the (H, W) every image must have.
+
+    Raises:
+        See :func:`facerec.data.verification_bin.load_verification_bin`.
+    """
+    content = load_verification_bin(path, expected_size)
+    pairs = np.arange(2 * len(content), dtype=np.int64).reshape(-1, 2)
+    return VerificationSet(name, content.images, pairs, np.asarray(content.issame, dtype=bool))
+
+
+def load_verification_set(
+    name: str, options: Mapping[str, Any], expected_size: tuple[int, int] | None = None
+) -> VerificationSet:
+    """Loads ``data.val_sets.<name>``: either ``{pairs, images[, drop_missing]}`` or ``{bin}``.
+
+    Args:
+        name: Set name.
+        options: The config entry.
+        expected_size: If given (``data.strict_size``), the (H, W) of every ``.bin`` image; folder
+            images are checked when read (see :class:`VerificationImages`).
+
+    Raises:
+        ValueError: If the keys are neither form.
+    """
+    keys = set(options)
+    if keys == BIN_OPTIONS:
+        return load_bin_set(name, options["bin"], expected_size)
+    if {"pairs", "images"} <= keys <= PAIRS_OPTIONS:
+        return load_pairs_set(name, **options)
+    raise ValueError(
+        f"data.val_sets.{name} has keys {sorted(keys)}: give either 'pairs' and 'images' (optionally "
+        "'drop_missing') for a pairs.txt protocol, or only 'bin' for an insightface .bin file"
+    )
 
 
 class VerificationImages(Dataset):
-    """The images of a :class:`VerificationSet` as ``(transform(image), index)``."""
+    """The images of a :class:`VerificationSet` as ``(transform(image), index)``.
 
-    def __init__(self, verification_set: VerificationSet, transform: Callable) -> None:
+    Args:
+        verification_set: The set.
+        transform: Called as ``transform(image=rgb_uint8)["image"]`` (albumentations style).
+        expected_size: If given, the (H, W) every image read from a file must have.
+    """
+
+    def __init__(
+        self,
+        verification_set: VerificationSet,
+        transform: Callable[..., dict[str, Any]],
+        expected_size: tuple[int, int] | None = None,
+    ) -> None:
         self.images = verification_set.images
         self.transform = transform
+        self.expected_size = expected_size
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[Any, int]:
         image = self.images[i]
-        image = image if isinstance(image, np.ndarray) else read_image(image)
+        image = image if isinstance(image, np.ndarray) else read_image(image, self.expected_size)
         return self.transform(image=image)["image"], i

@@ -73,14 +73,19 @@ class VerificationBin:
         return len(self.issame)
 
 
-def load_verification_bin(path: str | Path) -> VerificationBin:
+def load_verification_bin(path: str | Path, expected_size: tuple[int, int] | None = None) -> VerificationBin:
     """Loads and decodes an insightface ``.bin`` verification set (Python 2 or 3 pickles).
+
+    Args:
+        path: The ``.bin`` file.
+        expected_size: If given, the (H, W) every image must have.
 
     Raises:
         FileNotFoundError: If the file is missing.
         UnsafePickleError: If the pickle references any global outside numpy array reconstruction.
         ValueError: If the content is not ``(bins, issame)`` with two images per pair.
         CorruptImageError: If an image cannot be decoded (source ``path[k]``).
+        ImageSizeError: If ``expected_size`` is given and an image has another size.
     """
     path = Path(path)
     if not path.is_file():
@@ -102,7 +107,9 @@ def load_verification_bin(path: str | Path) -> VerificationBin:
         if not (isinstance(data, bytes) or (isinstance(data, np.ndarray) and data.dtype == np.uint8)):
             kind = f"{type(data).__name__} {getattr(data, 'dtype', '')}".strip()
             raise ValueError(f"{path}[{index}]: expected JPEG bytes or a uint8 array, got {kind}")
-    images = [decode_image(data, source=f"{path}[{index}]") for index, data in enumerate(bins)]
+    images = [
+        decode_image(data, source=f"{path}[{index}]", expected_size=expected_size) for index, data in enumerate(bins)
+    ]
     return VerificationBin(images, [bool(flag) for flag in issame])
 
 

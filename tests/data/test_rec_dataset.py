@@ -47,7 +47,7 @@ def test_golden_insightface_layout(tmp_path):
 
 def test_identity_records_are_not_images_and_count_classes(tmp_path):
     root = insightface_rec(tmp_path / "r", [(0, jpeg(10)), (1, jpeg(20))], classes=4)
-    dataset = RecordDataset(root, transform=lambda image: image[0, 0, 0])
+    dataset = RecordDataset(root, transform=lambda image: {"image": image[0, 0, 0]})
     assert len(dataset) == 2 and dataset.num_classes == 4
     assert dataset[1] == (20, 1)
 
@@ -115,7 +115,9 @@ def test_missing_rec(tmp_path):
 def test_dataloader_workers(tmp_path):
     torch = pytest.importorskip("torch")
     images = [(index % 3, jpeg(index)) for index in range(12)]
-    dataset = RecordDataset(insightface_rec(tmp_path / "r", images, classes=3), transform=lambda x: x[0, 0, 0])
+    dataset = RecordDataset(
+        insightface_rec(tmp_path / "r", images, classes=3), transform=lambda image: {"image": image[0, 0, 0]}
+    )
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2)
     labels = [label for _, batch in loader for label in batch.tolist()]
     assert labels == [index % 3 for index in range(12)]

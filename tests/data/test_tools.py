@@ -9,10 +9,11 @@ import pytest
 
 from facerec.data.__main__ import main
 from facerec.data.decode import encode_jpeg
+from facerec.data.folder import scan_identity_folder
 from facerec.data.pairs import read_pairs
 from facerec.data.rec_dataset import RecordDataset
 from facerec.data.recordio import IRHeader, RecordWriter, pack, unpack
-from facerec.data.tools import check, folder_to_rec, make_pairs, rec_to_folder, scan_identity_folder
+from facerec.data.tools import check, folder_to_rec, make_pairs, rec_to_folder
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -22,7 +23,7 @@ def image(value: int, size: tuple[int, int] = (8, 6)) -> np.ndarray:
 
 
 def identity_folder(root: Path) -> Path:
-    """alice: 2 JPEGs (one nested), bob: 1 PNG 10x10, carol: empty, plus a notes.txt."""
+    """alice: 2 JPEGs (one nested), bob: 1 PNG 10x10, carol: empty, plus a notes.txt and hidden files."""
     (root / "alice" / "sub").mkdir(parents=True)
     (root / "alice" / "a.jpg").write_bytes(encode_jpeg(image(10)))
     (root / "alice" / "sub" / "b.JPEG").write_bytes(encode_jpeg(image(20)))
@@ -30,33 +31,40 @@ def identity_folder(root: Path) -> Path:
     cv2.imwrite(str(root / "bob" / "c.png"), image(30, (10, 10)))
     (root / "bob" / "notes.txt").write_text("not an image")
     (root / "carol").mkdir()
+    (root / ".cache" / "x").mkdir(parents=True)
+    (root / ".cache" / "x" / "d.jpg").write_bytes(encode_jpeg(image(40)))
+    (root / "bob" / ".ipynb_checkpoints").mkdir()
+    (root / "bob" / ".ipynb_checkpoints" / "e.jpg").write_bytes(encode_jpeg(image(50)))
+    (root / ".DS_Store").write_bytes(b"junk")
     return root
 
 
-def test_scan_identity_folder(tmp_path):
-    folder = scan_identity_folder(identity_folder(tmp_path / "faces"))
-    assert folder.names == ["alice", "bob", "carol"] and folder.empty == ["carol"]
-    assert [[path.name for path in files] for files in folder.images] == [["a.jpg", "b.JPEG"], ["c.png"], []]
-    assert [path.name for path in folder.non_images] == ["notes.txt"]
+def test_scan_identity_folder_skips_empty_identities_and_hidden_files(tmp_path):
+    root = identity_folder(tmp_path / "faces")
+    (root / "labels.csv").write_text("a file beside the identity folders")
+    folder = scan_identity_folder(root)
+    assert folder.class_names == ["alice", "bob"] and folder.empty_identities == ["carol"]
+    assert [[path.name for path in files] for files in folder.images] == [["a.jpg", "b.JPEG"], ["c.png"]]
+    assert folder.labels == [0, 0, 1] and [path.name for path in folder.skipped_files] == ["labels.csv", "notes.txt"]
 
 
 def test_scan_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"identity folder not found: .*nope"):
         scan_identity_folder(tmp_path / "nope")
-    with pytest.raises(ValueError, match=r"no identity sub-folders \(expected ROOT/IDENTITY/IMAGE files\)"):
+    with pytest.raises(ValueError, match=r"no images found under .*expected .*/<identity>/<image>"):
         scan_identity_folder(tmp_path)
 
 
-def test_folder2rec_insightface_layout(tmp_path, caplog):
+def test_folder2rec_insightface_layout_with_training_labels(tmp_path, caplog):
     src = identity_folder(tmp_path / "faces")
-    assert folder_to_rec(src, tmp_path / "rec") == (3, 3)
-    assert "identity carol has no images" in caplog.text
+    assert folder_to_rec(src, tmp_path / "rec") == (3, 2)
+    assert "skipped 1 identity folders without images (no label, as in training): carol" in caplog.text
     dataset = RecordDataset(tmp_path / "rec")
-    assert dataset.labels == [0, 0, 1] and dataset.num_classes == 3
+    assert dataset.labels == scan_identity_folder(src).labels == [0, 0, 1] and dataset.num_classes == 2
     reader = dataset.reader
-    assert reader.keys == [0, 1, 2, 3, 4, 5, 6]
-    assert unpack(reader.read(0))[0].label.tolist() == [4.0, 7.0]
-    assert [unpack(reader.read(key))[0].label.tolist() for key in (4, 5, 6)] == [[1, 3], [3, 4], [4, 4]]
+    assert reader.keys == [0, 1, 2, 3, 4, 5]
+    assert unpack(reader.read(0))[0].label.tolist() == [4.0, 6.0]
+    assert [unpack(reader.read(key))[0].label.tolist() for key in (4, 5)] == [[1, 3], [3, 4]]
     assert unpack(reader.read(1))[1] == (src / "alice" / "a.jpg").read_bytes()
     assert unpack(reader.read(3))[1].startswith(b"\xff\xd8\xff")
     assert dataset[2][0].shape == (10, 10, 3)
@@ -64,14 +72,13 @@ def test_folder2rec_insightface_layout(tmp_path, caplog):
 
 def test_folder2rec_rec2folder_round_trip(tmp_path):
     folder_to_rec(identity_folder(tmp_path / "faces"), tmp_path / "rec")
-    assert rec_to_folder(tmp_path / "rec", tmp_path / "back") == (3, 3)
+    assert rec_to_folder(tmp_path / "rec", tmp_path / "back") == (3, 2)
     assert sorted(p.relative_to(tmp_path / "back").as_posix() for p in (tmp_path / "back").rglob("*")) == [
         "0",
         "0/1.jpg",
         "0/2.jpg",
         "1",
         "1/3.jpg",
-        "2",
     ]
     folder_to_rec(tmp_path / "back", tmp_path / "rec2")
     for name in ("train.rec", "train.idx"):
@@ -107,11 +114,11 @@ def test_folder2rec_corrupt_source(tmp_path):
 def test_check_identity_folder(tmp_path, capsys):
     src = identity_folder(tmp_path / "faces")
     report = check(src)
-    assert report.images_per_identity == [2, 1, 0] and report.empty == ["carol"] and not report.corrupt
+    assert report.images_per_identity == [2, 1] and report.empty == ["carol"] and not report.corrupt
     assert report.sizes == {(8, 6): 2, (10, 10): 1}
     assert main(["check", str(src)]) == 0
     out = capsys.readouterr().out
-    assert "identities: 3" in out and "images: 3 (per identity: min 0, max 2)" in out
+    assert "identities: 2" in out and "images: 3 (per identity: min 1, max 2)" in out
     assert "image sizes (HxW): 8x6: 2, 10x10: 1" in out and "empty identities: 1\n  carol" in out
     assert "non-image files: 1" in out and "notes.txt" in out
     (src / "bob" / "broken.jpg").write_bytes(b"\xff\xd8\xffbroken")

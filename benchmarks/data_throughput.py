@@ -1,0 +1,162 @@
+"""Training-loader throughput against the model's training step, measured in one run.
+
+Generates a synthetic identity folder (112x112 JPEGs) and its ``folder2rec`` copy in a temporary
+directory, then measures images/s of
+
+* the training DataLoader of :class:`~facerec.data.FaceDataModule` (``data.augment=default``) for
+  both formats and 0, 1, 2 workers, and
+* one training step (forward, backward, optimizer step) of the ``experiment=quickstart`` model,
+  built from ``conf/train.yaml`` as ``facerec.tasks.train`` does, on random batches,
+
+and prints the ratio loader/step (the loader should be at least 3x faster than the step, so that it
+never starves training).
+
+Usage::
+
+    python -m benchmarks.data_throughput [--batches 8] [--batch-size 64] [--workers 0 1 2]  # from the project root
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from facerec.data import FaceDataModule
+from facerec.data.synthetic import SyntheticSpec, generate
+from facerec.data.tools import folder_to_rec
+from facerec.module import FaceRecognitionModule
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+IMAGE_SIZE = 112
+GOAL = 3.0
+
+
+def loader_throughput(root: Path, data_format: str, workers: int, batch_size: int, batches: int) -> float:
+    """Images/s of the training DataLoader over ``batches`` batches, after one warm-up batch.
+
+    Raises:
+        ValueError: If the training set has fewer than ``batches + 1`` full batches.
+    """
+    datamodule = FaceDataModule(
+        root=str(root),
+        format=data_format,
+        image_size=(IMAGE_SIZE, IMAGE_SIZE),
+        batch_size=batch_size,
+        num_workers=workers,
+        persistent_workers=False,
+        pin_memory=False,
+    )
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    if len(loader) < batches + 1:
+        raise ValueError(f"{root}: {len(loader)} batches of {batch_size}, need {batches + 1}; generate more images")
+    iterator = iter(loader)
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def quickstart_model(num_classes: int) -> FaceRecognitionModule:
+    """The ``experiment=quickstart`` model, built like ``facerec.tasks.train`` (no LR schedule)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="train", overrides=["experiment=quickstart", f"data.image_size=[{IMAGE_SIZE},{IMAGE_SIZE}]"]
+        )
+    class_names = [str(label) for label in range(num_classes)]
+    return instantiate(cfg.model, num_classes=num_classes, class_names=class_names, scheduler=None, _recursive_=False)
+
+
+def step_throughput(num_classes: int, batch_size: int, batches: int, device: str) -> float:
+    """Images/s of forward + backward + optimizer step of the quickstart model on random batches.
+
+    The first step (warm-up) is not timed; ``training_step``'s ``self.log`` is a no-op without a
+    Trainer, so its warning is silenced.
+    """
+    model = quickstart_model(num_classes).to(device).train()
+    optimizer = model.configure_optimizers()["optimizer"]
+    images = torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
+    labels = torch.randint(num_classes, (batch_size,), device=device)
+    warnings.filterwarnings("ignore", message=r".*self\.log\(\)")
+    timings = []
+    for batch_idx in range(batches + 1):
+        start = time.perf_counter()
+        loss = model.training_step((images, labels), batch_idx)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - start)
+    return batches * batch_size / sum(timings[1:])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Runs the measurements and prints the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--identities", type=int, default=40, help="synthetic training identities")
+    parser.add_argument("--images-per-identity", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=64, help="quickstart's data.batch_size")
+    parser.add_argument("--batches", type=int, default=8, help="timed batches per loader measurement")
+    parser.add_argument("--step-batches", type=int, default=4, help="timed training steps")
+    parser.add_argument("--device", default="cpu", help="device of the training step: cpu (quickstart) or cuda")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    spec = SyntheticSpec(
+        num_identities=args.identities,
+        images_per_identity=args.images_per_identity,
+        heldout_identities=2,
+        heldout_images_per_identity=2,
+        folds=1,
+        pairs_per_fold=1,
+        image_size=IMAGE_SIZE,
+    )
+    with tempfile.TemporaryDirectory(prefix="facerec-throughput-") as tmp:
+        start = time.perf_counter()
+        folder = generate(Path(tmp) / "synthetic", spec) / "train"
+        folder_to_rec(folder, Path(tmp) / "rec")
+        print(
+            f"synthetic set: {spec.num_identities} identities x {spec.images_per_identity} images, "
+            f"{IMAGE_SIZE}x{IMAGE_SIZE} JPEG ({time.perf_counter() - start:.1f} s to generate and pack)"
+        )
+        print(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch size {args.batch_size}, "
+            f"training step on {args.device}\n"
+        )
+        step = step_throughput(spec.num_identities, args.batch_size, args.step_batches, args.device)
+        rows = [("training step (quickstart model, fwd+bwd+SGD)", "-", step, None)]
+        for data_format, root in (("folder", folder), ("rec", Path(tmp) / "rec")):
+            for workers in args.workers:
+                rate = loader_throughput(root, data_format, workers, args.batch_size, args.batches)
+                rows.append((f"loader data.format={data_format}", str(workers), rate, rate / step))
+    header = ("measurement", "workers", "images/s", "loader/step")
+    cells = [header] + [
+        (name, workers, f"{rate:.0f}", "" if ratio is None else f"{ratio:.1f}x") for name, workers, rate, ratio in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for number, row in enumerate(cells):
+        print(
+            "  ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if number == 0:
+            print("  ".join("-" * width for width in widths))
+    best = max(ratio for *_, ratio in rows if ratio is not None)
+    verdict = "meets" if best >= GOAL else "misses"
+    print(f"\nbest loader/step ratio {best:.1f}x {verdict} the goal of {GOAL:.0f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""The training-set formats behind ``data.format``: identity folders and insightface ``.rec`` files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from facerec.data.folder import IdentityFolderDataset
+from facerec.data.rec_dataset import RecordDataset
+
+TRAINING_FORMATS: dict[str, type[IdentityFolderDataset] | type[RecordDataset]] = {
+    "folder": IdentityFolderDataset,
+    "rec": RecordDataset,
+}
+
+
+def open_training_set(
+    root: str | Path,
+    format: str = "folder",
+    transform: Callable[..., dict[str, Any]] | None = None,
+    skip_corrupt: bool = False,
+    expected_size: tuple[int, int] | None = None,
+) -> IdentityFolderDataset | RecordDataset:
+    """Opens a training set; only labels are read here, images are decoded per sample.
+
+    Both formats yield ``(transform(image=rgb_uint8)["image"], label)`` samples and expose
+    ``labels`` and ``class_names`` (label order).
+
+    Args:
+        root: ``folder``: one sub-folder per identity; ``rec``: a folder holding ``train.rec`` and
+            ``train.idx``.
+        format: ``folder`` or ``rec``.
+        transform: albumentations-style transform of the RGB uint8 (H, W, 3) image.
+        skip_corrupt: Replace an undecodable image by another of the same identity (logged).
+        expected_size: If given, the (H, W) every image must have.
+
+    Raises:
+        ValueError: If ``format`` is unknown.
+    """
+    if format not in TRAINING_FORMATS:
+        raise ValueError(f"unknown data.format {format!r}; choose one of {', '.join(TRAINING_FORMATS)}")
+    return TRAINING_FORMATS[format](root, transform, skip_corrupt, expected_size)
