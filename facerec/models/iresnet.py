@@ -93,7 +93,7 @@ class IResNet(nn.Module):
         self.conv1 = nn.Conv2d(in_chans, STAGE_WIDTHS[0], 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0], eps=1e-5)
         self.prelu = nn.PReLU(STAGE_WIDTHS[0])
-        rates = torch.linspace(0, drop_path_rate, sum(layers)).tolist()
+        rates = [drop_path_rate * i / max(sum(layers) - 1, 1) for i in range(sum(layers))]
         in_channels, block_idx = STAGE_WIDTHS[0], 0
         self.feature_info = []
         for stage_idx, (depth, channels) in enumerate(zip(layers, STAGE_WIDTHS, strict=True)):

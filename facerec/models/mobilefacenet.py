@@ -162,7 +162,7 @@ class MobileFaceNet(nn.Module):
         self.grad_checkpointing = False
 
         c1, c2 = 64 * scale, 128 * scale
-        rates = torch.linspace(0, drop_path_rate, sum(blocks)).tolist()
+        rates = [drop_path_rate * i / max(sum(blocks) - 1, 1) for i in range(sum(blocks))]
         offsets = [sum(blocks[:i]) for i in range(4)]
 
         def residual(i: int, c: int, hidden: int) -> Residual:

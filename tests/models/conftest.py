@@ -1,0 +1,9 @@
+"""Model-test fixtures."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
