@@ -75,11 +75,11 @@ def test_insightface_checkpoint_gives_identical_network(
 
 
 def test_facerec_checkpoint_round_trip(tmp_path: Path) -> None:
-    net = build_embedding_net(backbone_cfg("mobilefacenet"), neck_cfg("pool_fc"), 64, (32, 32))
+    net = build_embedding_net(backbone_cfg("test_resnet"), neck_cfg("pool_fc"), 64, (32, 32))
     randomize_norm_stats(net)
     torch.save(net.state_dict(), tmp_path / "net.pth")
     loaded = build_embedding_net(
-        backbone_cfg("mobilefacenet", checkpoint_path=str(tmp_path / "net.pth")),
+        backbone_cfg("test_resnet", checkpoint_path=str(tmp_path / "net.pth")),
         neck_cfg("pool_fc"),
         64,
         (32, 32),
