@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
@@ -99,4 +100,27 @@ def test_neck_configs_build(path: Path) -> None:
     backbone["name"] = "test_resnet"
     neck = OmegaConf.to_container(OmegaConf.load(path))
     net = build_embedding_net(backbone, neck, 16, (32, 32))
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 16)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name", "neck"),
+    [
+        (["backbone=timm", "backbone.name=test_convnext", "neck=pool_fc"], "test_convnext", "PoolFCNeck"),
+        (["backbone=mobilefacenet", "neck=gdc"], "mobilefacenet", "GDCNeck"),
+        (["backbone.name=test_vit", "+backbone.img_size=32"], "test_vit", "LinearNeck"),
+    ],
+)
+def test_hydra_overrides(overrides: list[str], name: str, neck: str, tmp_path: Path) -> None:
+    """The command-line forms of the README, composed against a minimal primary config."""
+    (tmp_path / "config.yaml").write_text(
+        f"defaults:\n  - backbone: iresnet50\n  - neck: linear\n  - _self_\nhydra:\n  searchpath:\n    - file://{CONF}\n"
+    )
+    with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    net = build_embedding_net(
+        OmegaConf.to_container(cfg.backbone), OmegaConf.to_container(cfg.neck), 16, (32, 32)
+    )
+    assert net.backbone.pretrained_cfg["architecture"] == name
+    assert type(net.neck).__name__ == neck
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 16)
