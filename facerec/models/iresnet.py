@@ -95,7 +95,7 @@ class IResNet(nn.Module):
         self.prelu = nn.PReLU(STAGE_WIDTHS[0])
         rates = [drop_path_rate * i / max(sum(layers) - 1, 1) for i in range(sum(layers))]
         in_channels, block_idx = STAGE_WIDTHS[0], 0
-        self.feature_info = []
+        self.feature_info = [dict(num_chs=STAGE_WIDTHS[0], reduction=1, module="prelu")]
         for stage_idx, (depth, channels) in enumerate(zip(layers, STAGE_WIDTHS, strict=True)):
             blocks = []
             for i in range(depth):
@@ -199,9 +199,7 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create_iresnet(variant: str, layers: tuple[int, int, int, int], pretrained: bool, **kwargs) -> IResNet:
-    return build_model_with_cfg(
-        IResNet, variant, pretrained, layers=layers, feature_cfg=dict(flatten_sequential=True), **kwargs
-    )
+    return build_model_with_cfg(IResNet, variant, pretrained, layers=layers, **kwargs)
 
 
 @register_model

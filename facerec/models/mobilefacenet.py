@@ -183,6 +183,7 @@ class MobileFaceNet(nn.Module):
         )
         self.conv_sep = ConvBlock(c2, self.num_features)
         self.feature_info = [
+            dict(num_chs=c1, reduction=2, module="layers.0"),
             dict(num_chs=c1, reduction=2, module="layers.1"),
             dict(num_chs=c1, reduction=4, module="layers.3"),
             dict(num_chs=c2, reduction=8, module="layers.5"),
@@ -266,13 +267,21 @@ def _cfg(**kwargs) -> dict:
 
 
 default_cfgs = generate_default_cfgs({"mobilefacenet": _cfg(), "mobilefacenet_large": _cfg()})
+# features_only=True: the stages live in a ModuleList, so features are taken with forward hooks.
+HOOK_FEATURES = dict(feature_cls="hook")
 
 
 @register_model
 def mobilefacenet(pretrained: bool = False, **kwargs) -> MobileFaceNet:
     """insightface ``mbf``: blocks 1-4-6-2, scale 2."""
     return build_model_with_cfg(
-        MobileFaceNet, "mobilefacenet", pretrained, blocks=(1, 4, 6, 2), scale=2, **kwargs
+        MobileFaceNet,
+        "mobilefacenet",
+        pretrained,
+        blocks=(1, 4, 6, 2),
+        scale=2,
+        feature_cfg=HOOK_FEATURES,
+        **kwargs,
     )
 
 
@@ -280,5 +289,11 @@ def mobilefacenet(pretrained: bool = False, **kwargs) -> MobileFaceNet:
 def mobilefacenet_large(pretrained: bool = False, **kwargs) -> MobileFaceNet:
     """insightface ``mbf_large``: blocks 2-8-12-4, scale 4."""
     return build_model_with_cfg(
-        MobileFaceNet, "mobilefacenet_large", pretrained, blocks=(2, 8, 12, 4), scale=4, **kwargs
+        MobileFaceNet,
+        "mobilefacenet_large",
+        pretrained,
+        blocks=(2, 8, 12, 4),
+        scale=4,
+        feature_cfg=HOOK_FEATURES,
+        **kwargs,
     )

@@ -189,3 +189,12 @@ def test_drop_path(name: str) -> None:
     rates = [m.drop_prob for m in model.modules() if isinstance(m, timm.layers.DropPath)]
     assert rates
     assert max(rates) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("name", SMALL_FACE_NETS)
+def test_features_only(name: str) -> None:
+    model = timm.create_model(name, features_only=True)
+    with torch.no_grad():
+        features = model(torch.zeros(1, 3, 32, 32))
+    assert [f.shape[1] for f in features] == model.feature_info.channels()
+    assert [32 // f.shape[-1] for f in features] == model.feature_info.reduction()
