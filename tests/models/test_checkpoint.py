@@ -99,19 +99,13 @@ def test_mismatched_checkpoint_lists_keys(tmp_path: Path) -> None:
     assert "unexpected keys: ['neck.features.layers.0.layers.0.weight'" in str(error.value)
 
 
-def test_timm_loads_insightface_checkpoint(tmp_path: Path) -> None:
+def test_timm_and_create_backbone_load_insightface_checkpoint(tmp_path: Path) -> None:
+    """timm's own ``checkpoint_path`` loads the full net; ``create_backbone`` the backbone part."""
     path = tmp_path / "backbone.pth"
     reference = save_insightface_checkpoint("mobilefacenet", path, img_size=32)
     model = timm.create_model("mobilefacenet", img_size=32, checkpoint_path=str(path)).eval()
-    x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), reference(x))
-
-
-def test_create_backbone_loads_backbone_part(tmp_path: Path) -> None:
-    path = tmp_path / "backbone.pth"
-    reference = save_insightface_checkpoint("mobilefacenet", path, img_size=32)
     backbone = create_backbone("mobilefacenet", checkpoint_path=str(path)).eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
         torch.testing.assert_close(backbone.forward_features(x), reference.forward_features(x))
