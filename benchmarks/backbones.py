@@ -39,6 +39,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (torch's default)")
     return parser.parse_args()
 
 
@@ -74,6 +75,8 @@ def images_per_second(name: str, args: argparse.Namespace, device: torch.device)
 def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(
         f"device={device} threads={torch.get_num_threads()} batch={args.batch_size} "
         f"size={args.image_size} warmup={args.warmup} steps={args.steps} amp={args.amp} "
