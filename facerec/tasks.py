@@ -106,7 +106,9 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     model = FaceRecognitionModule.load_from_checkpoint(ckpt_path, map_location="cpu", flip_test=cfg.flip_test)
     datamodule = instantiate(cfg.data, root=None, image_size=model.hparams.input_size)
     if not datamodule.val_set_paths:
-        raise ValueError("no verification sets configured: add data.val_sets.<name>.pairs and .images, or data.val_sets.<name>.bin")
+        raise ValueError(
+            "no verification sets configured: add data.val_sets.<name>.pairs and .images, or data.val_sets.<name>.bin"
+        )
     trainer = instantiate(
         cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger"))
     )

@@ -1,6 +1,16 @@
-"""Backbones, necks and the embedding network."""
+"""Backbones, necks and the embedding network; importing it registers the face nets with timm."""
 
+from facerec.models import iresnet, mobilefacenet
 from facerec.models.backbone import create_backbone
-from facerec.models.necks import EmbeddingNet, LinearNeck, PoolFCNeck, build_embedding_net
+from facerec.models.necks import EmbeddingNet, GDCNeck, LinearNeck, PoolFCNeck, build_embedding_net
 
-__all__ = ["EmbeddingNet", "LinearNeck", "PoolFCNeck", "build_embedding_net", "create_backbone"]
+__all__ = [
+    "EmbeddingNet",
+    "GDCNeck",
+    "LinearNeck",
+    "PoolFCNeck",
+    "build_embedding_net",
+    "create_backbone",
+    "iresnet",
+    "mobilefacenet",
+]

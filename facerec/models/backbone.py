@@ -6,6 +6,9 @@ import timm
 import torch
 from torch import nn
 
+from facerec.models.checkpoint import load_backbone_weights
+from facerec.models.pretrained import cached_weights
+
 
 def create_backbone(
     name: str,
@@ -13,16 +16,21 @@ def create_backbone(
     drop_path_rate: float = 0.0,
     grad_checkpointing: bool = False,
     channels_last: bool = False,
+    checkpoint_path: str | None = None,
     **kwargs,
 ) -> nn.Module:
     """Builds a timm model without its classifier (``num_classes=0``).
 
     Args:
         name: Any name ``timm.list_models()`` knows, including facerec's face nets.
-        pretrained: Load timm's pretrained weights (they must already be in the local cache).
+        pretrained: Load timm's pretrained weights. They must already be in the local cache (see
+            :func:`facerec.models.pretrained.cached_weights`); the network is never tried.
         drop_path_rate: Stochastic-depth rate, passed only when non-zero (not every model takes it).
         grad_checkpointing: Trade compute for memory in the backbone.
         channels_last: Store the weights in channels-last memory format.
+        checkpoint_path: Backbone weights to load (insightface ``backbone.pth``, facerec or timm state
+            dict); output-layer keys are skipped. :func:`facerec.models.build_embedding_net` instead
+            loads it into backbone and neck together.
         **kwargs: Passed to ``timm.create_model`` (e.g. ``img_size=112`` for ViTs).
 
     Returns:
@@ -36,7 +44,12 @@ def create_backbone(
         )
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
+    if pretrained:
+        overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+        kwargs["pretrained_cfg_overlay"] = {**overlay, "file": cached_weights(name)}
     model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+    if checkpoint_path:
+        load_backbone_weights(model, checkpoint_path)
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
     if channels_last:

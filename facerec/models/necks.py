@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
+
+from facerec.models.checkpoint import load_embedding_net_weights
 
 
 class LinearNeck(nn.Module):
@@ -23,6 +26,7 @@ class LinearNeck(nn.Module):
     """
 
     uses_pooled_features = False
+    insightface_keys: ClassVar[dict[str, str]] = {"bn2.": "bn.", "fc.": "fc.", "features.": "features."}
 
     def __init__(self, feature_shape: tuple[int, ...], embedding_size: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -53,6 +57,7 @@ class PoolFCNeck(nn.Module):
     """
 
     uses_pooled_features = True
+    insightface_keys: ClassVar[dict[str, str]] = {}
 
     def __init__(self, feature_shape: tuple[int, ...], embedding_size: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -63,6 +68,41 @@ class PoolFCNeck(nn.Module):
     def forward(self, features: Tensor) -> Tensor:
         """(B, C) → (B, E)."""
         return self.features(self.fc(self.dropout(features)))
+
+
+class GDCNeck(nn.Module):
+    """MobileFaceNet's GDC output layer: full-size depthwise conv → BN → Dropout → FC → BN1d.
+
+    The depthwise kernel covers the whole (H, W) map, so each channel learns its own spatial pooling.
+
+    Args:
+        feature_shape: Per-sample shape of ``backbone.forward_features``, (C, H, W).
+        embedding_size: E.
+        dropout: Dropout probability before the FC layer.
+    """
+
+    uses_pooled_features = False
+    insightface_keys: ClassVar[dict[str, str]] = {
+        "features.layers.0.layers.0.": "conv.",
+        "features.layers.0.layers.1.": "bn.",
+        "features.layers.2.": "fc.",
+        "features.layers.3.": "features.",
+    }
+
+    def __init__(self, feature_shape: tuple[int, ...], embedding_size: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if len(feature_shape) != 3:
+            raise ValueError(f"GDCNeck needs a (C, H, W) feature map, got per-sample shape {feature_shape}")
+        channels, height, width = feature_shape
+        self.conv = nn.Conv2d(channels, channels, (height, width), groups=channels, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(channels, embedding_size, bias=False)
+        self.features = nn.BatchNorm1d(embedding_size)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """(B, C, H, W) → (B, E)."""
+        return self.features(self.fc(self.dropout(self.bn(self.conv(features)).flatten(1))))
 
 
 class EmbeddingNet(nn.Module):
@@ -103,10 +143,19 @@ class EmbeddingNet(nn.Module):
 def build_embedding_net(backbone: dict, neck: dict, embedding_size: int, input_size: tuple[int, int]) -> EmbeddingNet:
     """Builds backbone + neck from their config dicts (``conf/backbone``, ``conf/neck``).
 
+    A ``checkpoint_path`` in the backbone config is loaded into the whole network, so an insightface
+    ``backbone.pth`` fills the backbone and its output layer fills the neck (see
+    :func:`facerec.models.checkpoint.load_embedding_net_weights`).
+
     Args:
         backbone: Config with ``_target_`` (e.g. :func:`facerec.models.create_backbone`).
         neck: Config with ``_target_`` naming a neck class; built with ``_partial_``.
         embedding_size: E.
         input_size: (H, W) of the input images.
     """
-    return EmbeddingNet(instantiate(backbone), instantiate(neck, _partial_=True), embedding_size, input_size)
+    backbone = dict(backbone)
+    checkpoint_path = backbone.pop("checkpoint_path", None)
+    net = EmbeddingNet(instantiate(backbone), instantiate(neck, _partial_=True), embedding_size, input_size)
+    if checkpoint_path:
+        load_embedding_net_weights(net, checkpoint_path)
+    return net
