@@ -3,22 +3,18 @@
 Each net is the full embedding network (backbone + ``linear`` neck, 512-d) at 112×112, as trained.
 
 Usage:
-    python benchmarks/backbones.py                       # batch 64, every face net + resnet18/50
-    python benchmarks/backbones.py --models iresnet50 --device cuda --channels-last --amp
+    python -m benchmarks.backbones                       # batch 64, every face net + resnet18/50
+    python -m benchmarks.backbones --models iresnet50 --device cuda --channels-last --amp
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import time
-from pathlib import Path
 
 import timm
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from facerec.models import build_embedding_net
 

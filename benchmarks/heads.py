@@ -1,6 +1,6 @@
 """Forward + backward time of every head relative to a plain linear layer + cross-entropy.
 
-Usage: ``python benchmarks/heads.py [--device cuda] [--rounds 10]``. Defaults: 512-d embeddings,
+Usage: ``python -m benchmarks.heads [--device cuda] [--rounds 10]``. Defaults: 512-d embeddings,
 batch 128, 10,575 classes (CASIA-WebFace). Heads are timed round-robin (one step of each per
 round) and the median per head is reported, so load changes hit every head alike.
 """
