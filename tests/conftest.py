@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import run_dir, run_script
+
+from tests.helpers import run_dir, run_script
 
 
 @pytest.fixture(scope="session")

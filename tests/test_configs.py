@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from helpers import REPO
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+
+from tests.helpers import REPO
 
 GROUPS = ["backbone", "neck", "head", "data", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((REPO / "conf" / group).glob("*.yaml"))]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import shared_file
 
 from facerec.data import FaceDataModule, load_pairs_set
 from facerec.data.decode import CorruptImageError, encode_jpeg
 from facerec.data.folder import IdentityFolderDataset, scan_identity_folder
 from facerec.data.pairs import read_pairs
+from tests.helpers import shared_file
 
 
 def write_image(path, value=128, size=8):

@@ -6,8 +6,9 @@ import json
 
 import pytest
 import torch
-from helpers import REPO, read_metrics, run_dir, run_script
 from hydra import compose, initialize_config_dir
+
+from tests.helpers import REPO, read_metrics, run_dir, run_script
 
 
 def test_train_writes_checkpoint_metrics_and_classes(smoke_run):

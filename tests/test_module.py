@@ -5,12 +5,12 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from helpers import REPO
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
 from facerec.module import FaceRecognitionModule
+from tests.helpers import REPO
 
 HEADS = sorted(path.stem for path in (REPO / "conf" / "head").glob("*.yaml"))
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import read_metrics, run_dir, run_script, shared_file
 
 from facerec.data import FaceDataModule
 from facerec.data.__main__ import main
@@ -17,6 +16,7 @@ from facerec.data.folder import scan_identity_folder
 from facerec.data.recordio import IRHeader, RecordWriter, pack
 from facerec.data.synthetic import SyntheticSpec, generate
 from facerec.data.tools import folder_to_rec
+from tests.helpers import read_metrics, run_dir, run_script, shared_file
 
 TINY = SyntheticSpec(
     num_identities=3,
