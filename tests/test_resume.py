@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from facerec.callbacks import NonFiniteLossError
 from facerec.tasks import train
 
-DETERMINISTIC = ("experiment=smoke", "trainer.deterministic=true", "head=center", "trainer.max_epochs=3")
+DETERMINISTIC = ("experiment=smoke", "trainer.deterministic=true", "head=center", "trainer.max_epochs=2")
 
 
 def compose_train(output_dir: Path, data_dir: Path, *overrides: str):
