@@ -1,0 +1,24 @@
+"""Loggers combine; W&B gets throughput and the best verification accuracy in its summary."""
+
+from __future__ import annotations
+
+import wandb
+from test_resume import compose_train
+
+from facerec.tasks import train
+
+
+def test_wandb_and_csv_together_both_write(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WANDB_API_KEY", "")
+    cfg = compose_train(tmp_path, data_dir, "experiment=smoke", "logger=[wandb,csv]", "trainer.log_every_n_steps=1")
+    assert set(cfg.logger) == {"wandb", "csv"}
+    train(cfg)
+    summary = dict(wandb.run.summary)
+    wandb.finish()
+    header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/images_per_second" in header and "val/synthetic/accuracy" in header
+    assert len(list((tmp_path / "wandb").glob("offline-run-*/*.wandb"))) == 1
+    assert 0.0 <= summary["val/synthetic/best_accuracy"] <= 1.0
+    assert summary["train/images_per_second"] > 0
+    assert any(key.startswith("lr-SGD") for key in summary)
