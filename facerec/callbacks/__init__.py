@@ -1,5 +1,6 @@
 """Lightning callbacks."""
 
+from facerec.callbacks.feature_plot import FeaturePlot
 from facerec.callbacks.interrupt import InterruptCheckpoint
 from facerec.callbacks.nonfinite import NonFiniteLossError, NonFiniteLossGuard
 from facerec.callbacks.rng_state import RNGStateCallback
@@ -8,6 +9,7 @@ from facerec.callbacks.verification import VerificationCallback
 from facerec.callbacks.wandb_summary import WandbBestSummary
 
 __all__ = [
+    "FeaturePlot",
     "ImagesPerSecond",
     "InterruptCheckpoint",
     "NonFiniteLossError",
