@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import wandb
+from helpers import REPO
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from test_resume import compose_train
 
+from facerec.runs import set_sweep_group
 from facerec.tasks import train
 
 
@@ -22,3 +26,18 @@ def test_wandb_and_csv_together_both_write(data_dir, tmp_path, monkeypatch):
     assert 0.0 <= summary["val/synthetic/best_accuracy"] <= 1.0
     assert summary["train/images_per_second"] > 0
     assert any(key.startswith("lr-SGD") for key in summary)
+
+
+def test_sweep_jobs_share_a_wandb_group_named_after_the_sweep(tmp_path):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[f"hydra.sweep.dir={tmp_path}/sweep_42", "hydra.mode=MULTIRUN"],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    try:
+        set_sweep_group(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert cfg.logger.wandb.group == "sweep_42"
