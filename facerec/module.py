@@ -22,6 +22,15 @@ def _plain(config: Mapping | None) -> dict | None:
     return None if config is None else dict(config)
 
 
+def _class_count_error(head_classes: int, data_classes: int) -> ValueError:
+    return ValueError(
+        f"the head has {head_classes} classes but the training data has {data_classes} identities. "
+        "A checkpoint resumes only on its own identities; to fine-tune on new ones with a new head, export "
+        "the embedding network (torch.save(FaceRecognitionModule.load_from_checkpoint(CKPT).net.state_dict(), "
+        "'net.pth')) and start a new run from it: python train.py backbone.checkpoint_path=net.pth (no ckpt_path)"
+    )
+
+
 class FaceRecognitionModule(L.LightningModule):
     """Images → embeddings, trained by a classification head over identities.
 
@@ -95,11 +104,16 @@ class FaceRecognitionModule(L.LightningModule):
         """Refuses training data whose identity count differs from the head's."""
         datamodule = self.trainer.datamodule
         if datamodule is not None and datamodule.num_classes != self.hparams.num_classes:
-            raise ValueError(
-                f"the head has {self.hparams.num_classes} classes but the training data has "
-                f"{datamodule.num_classes} identities; to fine-tune on new identities, start a new run "
-                "with backbone weights only instead of resuming this checkpoint"
-            )
+            raise _class_count_error(self.hparams.num_classes, datamodule.num_classes)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuses to resume a checkpoint whose head was trained on another number of identities.
+
+        The model is built for the current data, so this runs before the weights are loaded.
+        """
+        saved = checkpoint.get("hyper_parameters", {}).get("num_classes", self.hparams.num_classes)
+        if saved != self.hparams.num_classes:
+            raise _class_count_error(saved, self.hparams.num_classes)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch

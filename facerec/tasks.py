@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from facerec.callbacks import VerificationCallback
 from facerec.eval.baseline import raw_pixel_metrics
 from facerec.module import FaceRecognitionModule
+from facerec.runs import check_devices, check_output_dir, resolve_ckpt_path, set_sweep_group
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ def train(cfg: DictConfig) -> float | None:
     Returns:
         The value of ``cfg.monitor`` after training (for Hydra sweepers), or None if unset.
     """
+    check_output_dir(cfg.paths.output_dir)
+    check_devices(cfg.trainer)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
+    set_sweep_group(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -73,7 +78,7 @@ def train(cfg: DictConfig) -> float | None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     _write_classes(Path(cfg.paths.output_dir) / "classes.json", class_names)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     verification = verification_callback(trainer)
     if datamodule.val_sets and verification.evaluated_at_step != trainer.global_step:
         trainer.validate(model, datamodule=datamodule, verbose=False)

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from facerec.data.folder import IdentityFolderDataset
 from facerec.data.rec_dataset import RecordDataset
+from facerec.data.sampling import EpochSeededSampler, seed_worker
 from facerec.data.synthetic import SyntheticSpec, generate
 from facerec.data.training_set import open_training_set
 from facerec.data.transforms import eval_transform, train_transform
@@ -44,6 +45,8 @@ class FaceDataModule(L.LightningDataModule):
         synthetic: If given, the built-in synthetic data is generated with these
             :class:`~facerec.data.synthetic.SyntheticSpec` fields into ``synthetic_dir``.
         synthetic_dir: Where the synthetic data is cached.
+        seed: Seed of the training order and augmentation, drawn anew from ``seed + epoch`` every
+            epoch (see :class:`~facerec.data.sampling.EpochSeededSampler`), so resumed runs repeat them.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class FaceDataModule(L.LightningDataModule):
         skip_corrupt: bool = False,
         synthetic: Mapping[str, int] | None = None,
         synthetic_dir: str | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.root = root
@@ -82,6 +86,7 @@ class FaceDataModule(L.LightningDataModule):
         }
         self.synthetic = SyntheticSpec(**synthetic) if synthetic else None
         self.synthetic_dir = synthetic_dir
+        self.seed = seed
         if self.synthetic and not synthetic_dir:
             raise ValueError("data.synthetic needs data.synthetic_dir")
         self.train_set: IdentityFolderDataset | RecordDataset | None = None
@@ -128,7 +133,15 @@ class FaceDataModule(L.LightningDataModule):
             ]
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, self.batch_size, shuffle=True, drop_last=True, **self.loader_options)
+        sampler = EpochSeededSampler(self.train_set, self.seed)
+        return DataLoader(
+            self.train_set,
+            self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            worker_init_fn=seed_worker,
+            **self.loader_options,
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
         transform = eval_transform(self.image_size)

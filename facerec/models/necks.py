@@ -126,8 +126,16 @@ class EmbeddingNet(nn.Module):
     def _feature_shape(self, input_size: tuple[int, int]) -> tuple[int, ...]:
         was_training = self.backbone.training
         self.backbone.eval()
-        features = self.features(torch.zeros(1, 3, *input_size))
-        self.backbone.train(was_training)
+        try:
+            features = self.features(torch.zeros(1, 3, *input_size))
+        except (RuntimeError, AssertionError, ValueError) as error:
+            name = getattr(self.backbone, "default_cfg", {}).get("architecture", type(self.backbone).__name__)
+            raise ValueError(
+                f"backbone {name} cannot take {input_size[0]}x{input_size[1]} images ({error}); "
+                "choose a data.image_size the backbone supports (e.g. 112x112 for the face nets)"
+            ) from error
+        finally:
+            self.backbone.train(was_training)
         return tuple(features.shape[1:])
 
     def features(self, images: Tensor) -> Tensor:

@@ -1,0 +1,32 @@
+"""Save a resumable checkpoint when a run is interrupted (Ctrl+C, SIGTERM from a scheduler)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+
+class InterruptCheckpoint(Callback):
+    """Writes ``<dirpath>/last.ckpt`` when training stops on SIGINT (Ctrl+C) or SIGTERM.
+
+    Lightning turns SIGTERM into a :class:`SIGTERMException` after the current batch; both it and
+    ``KeyboardInterrupt`` reach :meth:`on_exception`. Other exceptions (a bug, a non-finite loss)
+    save nothing, so ``last.ckpt`` stays the last good checkpoint. ``ckpt_path=last`` resumes it.
+
+    Args:
+        dirpath: The run's checkpoint folder.
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.path = Path(dirpath) / "last.ckpt"
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            trainer.save_checkpoint(self.path)
+            log.warning("interrupted at step %d: checkpoint saved to %s", trainer.global_step, self.path)

@@ -1,0 +1,57 @@
+"""Stop (or skip the batch) when the training loss is NaN or infinite."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class NonFiniteLossGuard(Callback):
+    """Checks the loss before every optimizer step, so non-finite gradients never reach the weights.
+
+    The check is one ``bool(torch.isfinite(loss))`` per step: a scalar device → host copy (a GPU sync).
+
+    Args:
+        skip: ``False``: raise :class:`NonFiniteLossError` naming the step, the head and the usual
+            causes; the checkpoints on disk stay those of the last good epoch. ``True``: drop the
+            batch's gradients (the optimizer step changes nothing), log a warning, count the skipped
+            batches in ``train/nonfinite_skipped`` and go on.
+    """
+
+    def __init__(self, skip: bool = False) -> None:
+        self.skip = skip
+        self.skipped = 0
+        self._loss: Tensor | None = None
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
+        self._loss = loss.detach()
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self._loss is None or bool(torch.isfinite(self._loss)):
+            return
+        head = type(pl_module.head).__name__
+        if not self.skip:
+            raise NonFiniteLossError(
+                f"training loss is {self._loss.item()} at step {trainer.global_step} "
+                f"(epoch {trainer.current_epoch}) with head {head}. Usual causes: a learning rate too high "
+                "(lower optimizer.lr or lengthen scheduler.warmup_epochs), fp16 overflow "
+                "(use trainer.precision=bf16-mixed or 32-true), or a margin too large for the head "
+                "(lower head.margin). The checkpoints on disk are from before this step; "
+                "callbacks.nonfinite.skip=true skips such batches instead"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        self.skipped += 1
+        log.warning("skipped batch at step %d: loss is %s with head %s", trainer.global_step, self._loss.item(), head)
+        pl_module.log("train/nonfinite_skipped", float(self.skipped))

@@ -1,0 +1,20 @@
+"""Best verification accuracies in the W&B run summary."""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
+
+
+class WandbBestSummary(Callback):
+    """At the end of training, copies every ``*/best_accuracy`` metric into the W&B run summary.
+
+    The summary is what the W&B runs table shows and sorts by; without a W&B logger this does nothing.
+    """
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        best = {key: float(value) for key, value in trainer.callback_metrics.items() if key.endswith("/best_accuracy")}
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and best:
+                logger.experiment.summary.update(best)

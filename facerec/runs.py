@@ -1,0 +1,77 @@
+"""Checks and settings a training run needs before it starts: resume path, output dir, devices, sweep group."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
+    """The checkpoint to resume: ``None``, a path, or ``"last"`` → ``<output_dir>/checkpoints/last.ckpt``.
+
+    Raises:
+        FileNotFoundError: If the checkpoint does not exist; the message says how to resume a run.
+    """
+    if not ckpt_path:
+        return None
+    path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint to resume not found: {path}. Resume a run in its own directory with "
+            "`python train.py ckpt_path=last hydra.run.dir=<run dir>` (the run dir holds checkpoints/last.ckpt), "
+            "or give a checkpoint file with ckpt_path=/path/to/file.ckpt"
+        )
+    return str(path)
+
+
+def check_output_dir(output_dir: str | Path) -> None:
+    """Fails early, with the path in the message, if the run's output folder cannot be written.
+
+    Raises:
+        PermissionError: If ``output_dir`` cannot be created or written.
+    """
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise PermissionError(
+            f"output directory {output_dir} is not writable ({error.strerror or error}); "
+            "choose another with paths.log_dir=DIR or hydra.run.dir=DIR"
+        ) from error
+
+
+def check_devices(trainer: DictConfig) -> None:
+    """Refuses ``trainer.devices`` larger than the GPUs this process can see, with the numbers.
+
+    Raises:
+        ValueError: If GPUs are requested (``accelerator`` gpu/cuda, or auto with GPUs present)
+            and ``devices`` exceeds ``torch.cuda.device_count()``.
+    """
+    accelerator, devices = str(trainer.get("accelerator", "auto")), trainer.get("devices", 1)
+    available = torch.cuda.device_count()
+    wants_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and available > 0)
+    if isinstance(devices, str):
+        return
+    requested = devices if isinstance(devices, int) else len(devices)
+    if wants_gpu and requested > available:
+        raise ValueError(
+            f"trainer.devices={requested} but only {available} CUDA GPU(s) are visible "
+            "(check CUDA_VISIBLE_DEVICES); use trainer.devices=-1 for all of them, or trainer=cpu"
+        )
+
+
+def set_sweep_group(cfg: DictConfig) -> None:
+    """In a Hydra multirun, groups the W&B runs of the sweep by its folder name (unless ``group`` is set)."""
+    wandb = (cfg.get("logger") or {}).get("wandb")
+    if wandb is None or wandb.get("group") or not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN:
+        with open_dict(wandb):
+            wandb.group = Path(hydra.sweep.dir).name

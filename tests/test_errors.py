@@ -1,0 +1,63 @@
+"""Misconfigurations fail early with messages that say what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import REPO
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException, MissingConfigException
+from omegaconf import OmegaConf
+from test_resume import compose_train
+
+from facerec.models import build_embedding_net
+from facerec.runs import check_devices, check_output_dir
+from facerec.tasks import evaluate, train
+
+
+def test_unknown_head_lists_the_options():
+    with (
+        initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"),
+        pytest.raises(MissingConfigException, match=r"(?s)Could not find 'head/nope'.*arcface_center"),
+    ):
+        compose(config_name="train", overrides=["head=nope"])
+
+
+def test_unknown_backbone_name_through_train(data_dir, tmp_path):
+    with pytest.raises(InstantiationException, match=r"unknown backbone \W+nope\W+: not in timm"):
+        train(compose_train(tmp_path, data_dir, "experiment=smoke", "backbone.name=nope"))
+
+
+def test_resuming_on_data_with_other_identities_names_both_counts(smoke_run, data_dir, tmp_path):
+    cfg = compose_train(
+        tmp_path, data_dir, "experiment=smoke", f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}",
+        f"data.synthetic_dir={tmp_path / 'six'}", "data.synthetic.num_identities=6",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"(?s)the head has 8 classes .* 6 identities.*backbone.checkpoint_path="):
+        train(cfg)
+
+
+def test_unwritable_output_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(PermissionError, match=f"output directory {blocker / 'run'} is not writable"):
+        check_output_dir(blocker / "run")
+
+
+def test_more_devices_than_gpus():
+    count = torch.cuda.device_count()
+    with pytest.raises(ValueError, match=rf"trainer.devices={count + 1} but only {count} CUDA GPU"):
+        check_devices(OmegaConf.create({"accelerator": "gpu", "devices": count + 1}))
+
+
+def test_image_size_the_backbone_cannot_take():
+    backbone = {"_target_": "facerec.models.create_backbone", "name": "test_vit"}
+    with pytest.raises(ValueError, match="backbone test_vit cannot take 30x30 images"):
+        build_embedding_net(backbone, {"_target_": "facerec.models.necks.LinearNeck"}, 16, (30, 30))
+
+
+def test_eval_without_checkpoint():
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=[f"paths.root_dir={REPO}", "paths.output_dir=unused"])
+    with pytest.raises(ValueError, match="eval.py needs a checkpoint: python eval.py ckpt_path="):
+        evaluate(cfg)

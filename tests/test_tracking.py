@@ -1,0 +1,43 @@
+"""Loggers combine; W&B gets throughput and the best verification accuracy in its summary."""
+
+from __future__ import annotations
+
+import wandb
+from helpers import REPO
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from test_resume import compose_train
+
+from facerec.runs import set_sweep_group
+from facerec.tasks import train
+
+
+def test_wandb_and_csv_together_both_write(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WANDB_API_KEY", "")
+    cfg = compose_train(tmp_path, data_dir, "experiment=smoke", "logger=[wandb,csv]", "trainer.log_every_n_steps=1")
+    assert set(cfg.logger) == {"wandb", "csv"}
+    train(cfg)
+    summary = dict(wandb.run.summary)
+    wandb.finish()
+    header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/images_per_second" in header and "val/synthetic/accuracy" in header
+    assert len(list((tmp_path / "wandb").glob("offline-run-*/*.wandb"))) == 1
+    assert 0.0 <= summary["val/synthetic/best_accuracy"] <= 1.0
+    assert summary["train/images_per_second"] > 0
+    assert any(key.startswith("lr-SGD") for key in summary)
+
+
+def test_sweep_jobs_share_a_wandb_group_named_after_the_sweep(tmp_path):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[f"hydra.sweep.dir={tmp_path}/sweep_42", "hydra.mode=MULTIRUN"],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    try:
+        set_sweep_group(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert cfg.logger.wandb.group == "sweep_42"
