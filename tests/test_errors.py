@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import REPO
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException, MissingConfigException
 from omegaconf import OmegaConf
-from test_resume import compose_train
 
 from facerec.models import build_embedding_net
 from facerec.runs import check_devices, check_output_dir
 from facerec.tasks import evaluate, train
+from tests.helpers import REPO
+from tests.test_resume import compose_train
 
 
 def test_unknown_head_lists_the_options():

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO
 from hydra import compose, initialize_config_dir
 
 from facerec.callbacks import NonFiniteLossError
 from facerec.tasks import train
+from tests.helpers import REPO
 
 DETERMINISTIC = ("experiment=smoke", "trainer.deterministic=true", "head=center", "trainer.max_epochs=2")
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import wandb
-from helpers import REPO
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from test_resume import compose_train
 
 from facerec.runs import set_sweep_group
 from facerec.tasks import train
+from tests.helpers import REPO
+from tests.test_resume import compose_train
 
 
 def test_wandb_and_csv_together_both_write(data_dir, tmp_path, monkeypatch):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers import REPO
 from hydra import compose, initialize_config_dir
-from test_resume import compose_train
 
 from facerec.tasks import train
 from facerec.viz import main, pca
+from tests.helpers import REPO
+from tests.test_resume import compose_train
 
 PNG = b"\x89PNG"
 
