@@ -40,14 +40,18 @@ def _row_counts(tensor: Tensor) -> list[int]:
     return [int(c) for c in counts]
 
 
-def gather_rows(tensor: Tensor) -> Tensor:
+def gather_rows(tensor: Tensor, counts: list[int] | None = None) -> Tensor:
     """Concatenates every rank's ``tensor`` (N_r, ...) along dim 0, in rank order (no gradient).
 
     Ranks may hold different N_r; rows are padded to the largest for the collective.
+
+    Args:
+        tensor: (N_r, ...) this rank's rows.
+        counts: Every rank's N_r when already known (saves one collective).
     """
     if not is_distributed():
         return tensor
-    counts = _row_counts(tensor)
+    counts = _row_counts(tensor) if counts is None else counts
     padded = tensor.new_zeros((max(counts), *tensor.shape[1:]))
     padded[: tensor.shape[0]] = tensor
     parts = [torch.empty_like(padded) for _ in counts]
@@ -67,7 +71,7 @@ class _GatherWithGrad(torch.autograd.Function):
         counts = _row_counts(tensor)
         ctx.start = sum(counts[: dist.get_rank()])
         ctx.count = tensor.shape[0]
-        return gather_rows(tensor)
+        return gather_rows(tensor, counts)
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad: Tensor) -> Tensor:

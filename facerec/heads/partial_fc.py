@@ -73,6 +73,11 @@ class PartialFC(nn.Module):
         rank: This process' rank; default: the process group's, 0 without one.
         world_size: Number of ranks; default: the process group's, 1 without one.
 
+    Attributes:
+        embedding_grad_scale: Factor on the gradient flowing back to this rank's embeddings (1 by
+            default: the exact gradient of the global-batch loss). The LightningModule sets it to the
+            world size under DDP, whose gradient averaging then gives the global-batch gradient.
+
     Raises:
         TypeError: If ``head`` is not a :class:`~facerec.heads.MarginHead` or carries a center loss.
         ValueError: If ``sample_rate`` is outside (0, 1], or a rank's shard would be empty.
