@@ -13,7 +13,7 @@ Each run's img/s is the batch size over its median step interval after the warm-
 methods alternate for ``--rounds`` rounds and the best run of each is reported (load from other
 processes only slows runs down), with the ratio Lightning/bare (goal ≥ 0.97).
 
-Usage: ``python -m benchmarks.step_overhead [--steps 8] [--rounds 3] [--batch-size 32] [--device cpu]``
+Usage: ``python -m benchmarks.step_overhead [--steps 30] [--rounds 3] [--batch-size 32] [--device cpu]``
 (about 1-2 minutes on 2 CPU cores).
 """
 
@@ -114,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
