@@ -3,12 +3,14 @@
 import hydra
 from omegaconf import DictConfig
 
+from facerec.multirun import ddp_runs_this_job
 from facerec.tasks import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg)
+    with ddp_runs_this_job():
+        return train(cfg)
 
 
 if __name__ == "__main__":

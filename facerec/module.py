@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from facerec.heads.partial_fc import PartialFC, consolidate_checkpoint, shard_checkpoint
 from facerec.models import build_embedding_net
 
 
@@ -106,21 +107,38 @@ class FaceRecognitionModule(L.LightningModule):
         if datamodule is not None and datamodule.num_classes != self.hparams.num_classes:
             raise _class_count_error(self.hparams.num_classes, datamodule.num_classes)
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuses to resume a checkpoint whose head was trained on another number of identities.
+    def setup(self, stage: str) -> None:
+        """Shards Partial FC centres for this rank and keeps DDP from syncing or averaging them."""
+        if isinstance(self.head, PartialFC):
+            self.head.shard(self.trainer.global_rank, self.trainer.world_size)
+            # The head's loss is the global-batch mean; DDP averages the backbone gradients over ranks.
+            self.head.embedding_grad_scale = float(self.trainer.world_size)
+            self._ddp_params_and_buffers_to_ignore = ["head.weight"]
 
-        The model is built for the current data, so this runs before the weights are loaded.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Stores Partial FC centres (and their optimizer state) whole, for any world size to resume."""
+        if isinstance(self.head, PartialFC):
+            consolidate_checkpoint(self.head, "head.", checkpoint, self.trainer.optimizers)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checks the identity count, then slices this rank's Partial FC centres out of a checkpoint.
+
+        The model is built for the current data, so this runs before the weights are loaded: a
+        checkpoint whose head was trained on another number of identities is refused.
         """
         saved = checkpoint.get("hyper_parameters", {}).get("num_classes", self.hparams.num_classes)
         if saved != self.hparams.num_classes:
             raise _class_count_error(saved, self.hparams.num_classes)
+        if isinstance(self.head, PartialFC):
+            shard_checkpoint(self.head, "head.", checkpoint)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         output = self.head(self.net(images), labels)
-        accuracy = (output.logits.argmax(dim=1) == labels).float().mean()
         self.log("train/loss", output.loss, prog_bar=True)
-        self.log("train/acc", accuracy, prog_bar=True)
+        if getattr(self.head, "full_logits", True):
+            accuracy = (output.logits.argmax(dim=1) == labels).float().mean()
+            self.log("train/acc", accuracy, prog_bar=True)
         return output.loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -11,11 +11,13 @@ from facerec.heads import (
     subcenter_arcface,
 )
 from facerec.heads.base import HeadOutput, MarginHead
+from facerec.heads.partial_fc import PartialFC
 from facerec.heads.registry import create_head, list_heads, register_head
 
 __all__ = [
     "HeadOutput",
     "MarginHead",
+    "PartialFC",
     "adaface",
     "arcface",
     "arcface_center",

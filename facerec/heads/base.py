@@ -75,14 +75,21 @@ class MarginHead(nn.Module, ABC):
             norms: (B,) embedding norms ``‖x_i‖`` (with gradient; only norm-aware heads use them).
         """
 
-    def class_cosines(self, embeddings: Tensor, scale: float = 1.0) -> Tensor:
+    def class_cosines(self, embeddings: Tensor, scale: float = 1.0, weight: Tensor | None = None) -> Tensor:
         """``scale`` × cosine of each embedding (B, E) to each class, (B, C), not clamped.
 
         Uses :func:`~facerec.heads.cosine_linear.scaled_cosine_linear`, which never materialises
         the normalised weight and has a fused backward.
+
+        Args:
+            embeddings: (B, E).
+            scale: Factor folded into the cosines.
+            weight: Class-centre rows to use instead of ``self.weight`` (Partial FC passes its
+                sampled shard); same row layout, a subset of the classes.
         """
         x = F.normalize(embeddings, dim=1)
-        return scaled_cosine_linear(x, full_precision(self.weight).to(x.dtype), scale)
+        rows = self.weight if weight is None else weight
+        return scaled_cosine_linear(x, full_precision(rows).to(x.dtype), scale)
 
     def cosines(self, embeddings: Tensor) -> Tensor:
         """Cosine of each embedding (B, E) to each class, (B, C), in [-1, 1]; no margin (prediction)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from torch import nn
+
+from facerec.heads.partial_fc import PartialFC
 
 _HEADS: dict[str, type[nn.Module]] = {}
 
@@ -26,18 +28,31 @@ def list_heads() -> list[str]:
     return sorted(_HEADS)
 
 
-def create_head(name: str, embedding_size: int, num_classes: int, **kwargs) -> nn.Module:
+def create_head(
+    name: str, embedding_size: int, num_classes: int, partial_fc: Mapping | None = None, **kwargs
+) -> nn.Module:
     """Builds the head registered as ``name`` (the same name as ``conf/head/<name>.yaml``).
 
     Args:
         name: Registered head name, e.g. ``"arcface"``.
         embedding_size: E, the embedding dimension.
         num_classes: C, the number of identities.
+        partial_fc: ``{"enabled": bool, "sample_rate": r}``; when enabled the margin head is wrapped
+            in :class:`~facerec.heads.partial_fc.PartialFC` (centres sharded across ranks, r of each
+            shard's classes sampled per step).
         **kwargs: The head's own parameters (``scale``, ``margin``, ...).
 
     Raises:
-        ValueError: If ``name`` is not registered; the message lists the valid names.
+        ValueError: If ``name`` is not registered (the message lists the valid names), or
+            ``partial_fc`` has keys other than ``enabled`` and ``sample_rate``.
     """
     if name not in _HEADS:
         raise ValueError(f"unknown head {name!r}; valid heads: {', '.join(list_heads())}")
-    return _HEADS[name](embedding_size=embedding_size, num_classes=num_classes, **kwargs)
+    head = _HEADS[name](embedding_size=embedding_size, num_classes=num_classes, **kwargs)
+    options = dict(partial_fc or {})
+    unknown = set(options) - {"enabled", "sample_rate"}
+    if unknown:
+        raise ValueError(f"unknown partial_fc options {sorted(unknown)}; valid: enabled, sample_rate")
+    if not options.get("enabled", False):
+        return head
+    return PartialFC(head, sample_rate=float(options.get("sample_rate", 1.0)))

@@ -40,7 +40,10 @@ class SubCenterArcFaceHead(ArcFaceHead):
         self.weight = nn.Parameter(torch.empty(num_classes * subcenters, embedding_size))
         nn.init.normal_(self.weight, std=0.01)
 
-    def class_cosines(self, embeddings: Tensor, scale: float = 1.0) -> Tensor:
-        """``scale`` × cosine to the closest sub-centre of each class, (B, C), for (B, E) embeddings."""
-        cos = super().class_cosines(embeddings, scale)
-        return cos.view(cos.shape[0], self.num_classes, self.subcenters).max(dim=2).values
+    def class_cosines(self, embeddings: Tensor, scale: float = 1.0, weight: Tensor | None = None) -> Tensor:
+        """``scale`` × cosine to the closest sub-centre of each class, (B, C), for (B, E) embeddings.
+
+        ``weight`` (optional) holds whole classes (K consecutive rows each), as ``self.weight`` does.
+        """
+        cos = super().class_cosines(embeddings, scale, weight)
+        return cos.view(cos.shape[0], -1, self.subcenters).max(dim=2).values

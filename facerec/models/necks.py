@@ -113,11 +113,16 @@ class EmbeddingNet(nn.Module):
         neck: Neck factory taking ``feature_shape`` and ``embedding_size``.
         embedding_size: E.
         input_size: (H, W) of the input images; used once to probe the feature shape.
+        channels_last: Convert input images to channels-last memory format, to match a backbone
+            built with ``channels_last=True``.
     """
 
-    def __init__(self, backbone: nn.Module, neck, embedding_size: int, input_size: tuple[int, int]) -> None:
+    def __init__(
+        self, backbone: nn.Module, neck, embedding_size: int, input_size: tuple[int, int], channels_last: bool = False
+    ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.channels_last = channels_last
         self.embedding_size = embedding_size
         self.pooled = getattr(neck, "func", neck).uses_pooled_features
         self.neck = neck(feature_shape=self._feature_shape(tuple(input_size)), embedding_size=embedding_size)
@@ -140,6 +145,8 @@ class EmbeddingNet(nn.Module):
 
     def features(self, images: Tensor) -> Tensor:
         """Backbone features as the neck expects them (pooled or not)."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         features = self.backbone.forward_features(images)
         return self.backbone.forward_head(features, pre_logits=True) if self.pooled else features
 
@@ -163,7 +170,10 @@ def build_embedding_net(backbone: dict, neck: dict, embedding_size: int, input_s
     """
     backbone = dict(backbone)
     checkpoint_path = backbone.pop("checkpoint_path", None)
-    net = EmbeddingNet(instantiate(backbone), instantiate(neck, _partial_=True), embedding_size, input_size)
+    channels_last = bool(backbone.get("channels_last", False))
+    net = EmbeddingNet(
+        instantiate(backbone), instantiate(neck, _partial_=True), embedding_size, input_size, channels_last
+    )
     if checkpoint_path:
         load_embedding_net_weights(net, checkpoint_path)
     return net

@@ -1,0 +1,139 @@
+"""Images/s of a full facerec training step (Lightning) against a bare PyTorch loop, in one run.
+
+Both train the ``experiment=quickstart`` model (MobileNetV3-small-0.5 + ArcFace, built from
+``conf/train.yaml`` as ``facerec.tasks.train`` does) with the configured optimizer, on the same
+random in-memory batches:
+
+* Lightning: ``lightning.Trainer`` from ``conf/trainer`` with a CSV logger, ``ModelCheckpoint`` and
+  ``LearningRateMonitor`` on, the LR schedule stepped each iteration, ``train/loss`` and
+  ``train/acc`` logged each step;
+* bare: ``loss = head(net(x), y); loss.backward(); optimizer.step(); optimizer.zero_grad()``.
+
+Each run's img/s is the batch size over its median step interval after the warm-up steps; the
+methods alternate for ``--rounds`` rounds and the best run of each is reported (load from other
+processes only slows runs down), with the ratio Lightning/bare (goal ≥ 0.97).
+
+Usage: ``python -m benchmarks.step_overhead [--steps 30] [--rounds 3] [--batch-size 32] [--device cpu]``
+(about 1-2 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from facerec.module import FaceRecognitionModule
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+NUM_CLASSES = 100
+GOAL = 0.97
+
+
+class StepTimes(L.Callback):
+    """Records ``time.perf_counter()`` at the end of every training batch."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        self.times.append(time.perf_counter())
+
+
+def build(args: argparse.Namespace) -> tuple[FaceRecognitionModule, dict]:
+    """The quickstart model and its composed config."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=quickstart", f"data.batch_size={args.batch_size}"])
+    torch.manual_seed(0)
+    names = [f"id{i}" for i in range(NUM_CLASSES)]
+    return instantiate(cfg.model, num_classes=NUM_CLASSES, class_names=names, _recursive_=False), cfg
+
+
+def data(args: argparse.Namespace) -> TensorDataset:
+    """``warmup + steps`` random batches of 112×112 images and labels."""
+    n = (args.warmup + args.steps) * args.batch_size
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(n, 3, 112, 112, generator=generator) * 2 - 1
+    return TensorDataset(images, torch.randint(0, NUM_CLASSES, (n,), generator=generator))
+
+
+def images_per_second(times: list[float], args: argparse.Namespace) -> float:
+    """Steady-state img/s from step-end timestamps: batch size / median step interval after warm-up."""
+    steady = times[args.warmup - 1 :]
+    intervals = [end - start for start, end in itertools.pairwise(steady)]
+    return args.batch_size / statistics.median(intervals)
+
+
+def lightning_run(dataset: TensorDataset, args: argparse.Namespace) -> float:
+    """img/s of ``Trainer.fit`` with logging and callbacks on."""
+    model, cfg = build(args)
+    timer = StepTimes()
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = instantiate(
+            cfg.trainer, accelerator=args.device, default_root_dir=tmp, max_epochs=1, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=0, logger=CSVLogger(tmp),
+            callbacks=[timer, ModelCheckpoint(dirpath=tmp, save_last=True), LearningRateMonitor("step")],
+        )  # fmt: skip
+        trainer.fit(model, train_dataloaders=DataLoader(dataset, batch_size=args.batch_size))
+    return images_per_second(timer.times, args)
+
+
+def bare_run(dataset: TensorDataset, args: argparse.Namespace) -> float:
+    """img/s of a plain PyTorch loop over the same model, optimizer and batches."""
+    model, cfg = build(args)
+    model = model.to(args.device).train()
+    optimizer = instantiate(cfg.optimizer, _partial_=True)(model.parameters())
+    times = []
+    for images, labels in DataLoader(dataset, batch_size=args.batch_size):
+        images, labels = images.to(args.device), labels.to(args.device)
+        loss = model.head(model.net(images), labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter())
+    return images_per_second(times, args)
+
+
+def main() -> None:
+    """Prints img/s of both methods per round, the medians and their ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    dataset = data(args)
+    results: dict[str, list[float]] = {"bare": [], "lightning": []}
+    for round_index in range(args.rounds):
+        results["bare"].append(bare_run(dataset, args))
+        results["lightning"].append(lightning_run(dataset, args))
+        print(
+            f"round {round_index}: bare {results['bare'][-1]:.1f} img/s, lightning {results['lightning'][-1]:.1f} img/s"
+        )
+    bare, lightning = (max(results[k]) for k in ("bare", "lightning"))
+    print(f"\nquickstart model, batch {args.batch_size}, {args.device}, {args.steps} timed steps per run")
+    print(f"bare PyTorch loop    {bare:8.1f} img/s")
+    print(f"facerec (Lightning)  {lightning:8.1f} img/s")
+    print(f"ratio                {lightning / bare:8.3f}  (goal ≥ {GOAL})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Collectives for model-parallel heads; every function is the identity without a process group.
+
+Partial FC gathers the embeddings and labels of all ranks and reduces softmax statistics across
+its class shards. These helpers work with any backend (gloo included) and with batches of
+different sizes on different ranks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.autograd.function import FunctionCtx
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group with more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    """``(rank, world size)`` of the default process group, ``(0, 1)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce(tensor: Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> Tensor:
+    """In-place all-reduce (no gradient); returns ``tensor``."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=op)
+    return tensor
+
+
+def _row_counts(tensor: Tensor) -> list[int]:
+    """Every rank's ``tensor.shape[0]``, in rank order."""
+    count = torch.tensor([tensor.shape[0]], device=tensor.device)
+    counts = [torch.empty_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    return [int(c) for c in counts]
+
+
+def gather_rows(tensor: Tensor, counts: list[int] | None = None) -> Tensor:
+    """Concatenates every rank's ``tensor`` (N_r, ...) along dim 0, in rank order (no gradient).
+
+    Ranks may hold different N_r; rows are padded to the largest for the collective.
+
+    Args:
+        tensor: (N_r, ...) this rank's rows.
+        counts: Every rank's N_r when already known (saves one collective).
+    """
+    if not is_distributed():
+        return tensor
+    counts = _row_counts(tensor) if counts is None else counts
+    padded = tensor.new_zeros((max(counts), *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    parts = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:count] for part, count in zip(parts, counts, strict=True)])
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """:func:`gather_rows` whose backward returns each rank its rows of the all-reduced gradient.
+
+    Every rank's loss depends on every rank's rows, so the gradient of rank r's rows is the sum
+    over ranks of their local gradients for those rows.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, tensor: Tensor) -> Tensor:
+        counts = _row_counts(tensor)
+        ctx.start = sum(counts[: dist.get_rank()])
+        ctx.count = tensor.shape[0]
+        return gather_rows(tensor, counts)
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.start : ctx.start + ctx.count]
+
+
+def gather_rows_with_grad(tensor: Tensor) -> Tensor:
+    """:func:`gather_rows` with the gradient flowing back to each rank's own rows."""
+    return _GatherWithGrad.apply(tensor) if is_distributed() else tensor
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward, gradient multiplied by a constant."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, tensor: Tensor, factor: float) -> Tensor:
+        ctx.factor = factor
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.factor, None
+
+
+def scale_grad(tensor: Tensor, factor: float) -> Tensor:
+    """``tensor`` unchanged, its gradient multiplied by ``factor`` (any shape)."""
+    return tensor if factor == 1.0 else _ScaleGrad.apply(tensor, factor)

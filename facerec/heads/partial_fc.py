@@ -1,0 +1,279 @@
+"""Partial FC: class centres sharded across ranks, sampled softmax (An et al., ICCV 2021 workshops).
+
+With C classes over W ranks, rank k holds the centres of classes ``[k·n, min((k+1)·n, C))``,
+``n = ⌈C/W⌉``. Each step gathers the embeddings (with gradient) and labels of all ranks, keeps on
+every rank the classes of its shard that occur in the global batch plus random others up to
+``⌈r·shard⌉`` (r = ``sample_rate``), computes the head's margin logits against those centres
+only, and the cross-entropy over all shards with a distributed log-sum-exp in float32/float64.
+No rank materialises the (B, C) logits. With r = 1 the loss and gradients equal the wrapped head
+on the global batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from facerec.distributed import all_reduce, gather_rows, gather_rows_with_grad, rank_and_world_size, scale_grad
+from facerec.heads.base import HeadOutput, MarginHead, full_precision
+
+CHECKPOINT_KEY = "partial_fc"
+"""Checkpoint entry recording where the sharded centres' optimizer state is."""
+
+
+class _DistributedCrossEntropy(torch.autograd.Function):
+    """Mean softmax cross-entropy of logits split by class across ranks.
+
+    Each rank passes its (B, n) logits and (B,) labels indexing its columns (−1: the class is on
+    another rank). Row maxima and exp-sums are all-reduced, so every rank returns the same loss;
+    the backward gives each rank the gradient of its own columns.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, logits: Tensor, labels: Tensor) -> Tensor:
+        row_max = all_reduce(logits.max(dim=1).values, torch.distributed.ReduceOp.MAX)
+        exp = (logits - row_max.unsqueeze(1)).exp_()
+        exp_sum = all_reduce(exp.sum(dim=1))
+        on_shard = labels >= 0
+        index = labels.clamp_min(0).unsqueeze(1)
+        target = all_reduce(torch.where(on_shard, logits.gather(1, index).squeeze(1), 0.0))
+        ctx.save_for_backward(exp.div_(exp_sum.unsqueeze(1)), labels)
+        return (exp_sum.log() + row_max - target).mean()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
+        prob, labels = ctx.saved_tensors
+        on_shard = (labels >= 0).nonzero().squeeze(1)
+        prob[on_shard, labels[on_shard]] -= 1.0
+        return prob * (grad / labels.shape[0]), None
+
+
+class PartialFC(nn.Module):
+    """Shards a margin head's class centres across ranks and samples the negative classes.
+
+    The margin is the wrapped head's own :meth:`~facerec.heads.MarginHead.target_logit` (and its
+    :meth:`~facerec.heads.MarginHead.class_cosines`, so sub-centre heads work), applied on every
+    rank to the whole global batch so norm-aware heads (AdaFace) see the same batch statistics as a
+    single process. The wrapped head's ``weight`` moves here: ``weight`` is the local shard
+    ``(rows_per_class · classes on this rank, E)``, the full matrix until :meth:`shard` is called.
+
+    ``forward`` returns ``HeadOutput(loss, logits)`` where ``loss`` is the global-batch mean (equal on
+    all ranks) and ``logits`` are **this rank's sampled columns only**, (B_global, n_sampled), not
+    class-indexed logits; :attr:`full_logits` is False so callers skip argmax accuracy.
+
+    Args:
+        head: The margin head to shard (built with the full class count).
+        sample_rate: r in (0, 1], the share of the shard's classes used per step; the classes of
+            the batch are always kept, even beyond r.
+        rank: This process' rank; default: the process group's, 0 without one.
+        world_size: Number of ranks; default: the process group's, 1 without one.
+
+    Attributes:
+        embedding_grad_scale: Factor on the gradient flowing back to this rank's embeddings (1 by
+            default: the exact gradient of the global-batch loss). The LightningModule sets it to the
+            world size under DDP, whose gradient averaging then gives the global-batch gradient.
+
+    Raises:
+        TypeError: If ``head`` is not a :class:`~facerec.heads.MarginHead` or carries a center loss.
+        ValueError: If ``sample_rate`` is outside (0, 1], or a rank's shard would be empty.
+    """
+
+    full_logits = False
+
+    def __init__(
+        self, head: nn.Module, sample_rate: float = 1.0, rank: int | None = None, world_size: int | None = None
+    ) -> None:
+        super().__init__()
+        if not isinstance(head, MarginHead) or hasattr(head, "center_loss"):
+            raise TypeError(
+                f"partial FC needs a margin head without center loss (arcface, cosface, combined, "
+                f"subcenter_arcface, adaface), got {type(head).__name__}; set head.partial_fc.enabled=false"
+            )
+        if not 0.0 < sample_rate <= 1.0:
+            raise ValueError(f"partial FC sample_rate must be in (0, 1], got {sample_rate}")
+        self.sample_rate = sample_rate
+        self.num_classes = head.num_classes
+        self.rows_per_class = head.weight.shape[0] // head.num_classes
+        self.weight = nn.Parameter(head.weight.detach().clone())
+        del head.weight
+        self.margin_head = head
+        self.rank, self.world_size = 0, 1
+        self.class_start, self.class_end = 0, self.num_classes
+        self.embedding_grad_scale = 1.0
+        default_rank, default_world = rank_and_world_size()
+        self.shard(default_rank if rank is None else rank, default_world if world_size is None else world_size)
+
+    def class_range(self, rank: int, world_size: int) -> tuple[int, int]:
+        """``[start, end)`` of the classes rank ``rank`` of ``world_size`` holds."""
+        per_rank = math.ceil(self.num_classes / world_size)
+        return min(rank * per_rank, self.num_classes), min((rank + 1) * per_rank, self.num_classes)
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Keeps only this rank's slice of the full centres; call once, before building the optimizer.
+
+        Raises:
+            ValueError: If the centres are already sharded differently, or the shard would be empty.
+        """
+        if (rank, world_size) == (self.rank, self.world_size):
+            return
+        if self.world_size != 1:
+            raise ValueError(
+                f"partial FC centres are already sharded for rank {self.rank} of {self.world_size}; "
+                f"build a new head to shard for rank {rank} of {world_size}"
+            )
+        start, end = self.class_range(rank, world_size)
+        if start >= end:
+            raise ValueError(
+                f"partial FC: {self.num_classes} classes leave rank {rank} of {world_size} no class; "
+                "use fewer processes than classes"
+            )
+        rows = self.weight.data[start * self.rows_per_class : end * self.rows_per_class].clone()
+        self.weight = nn.Parameter(rows)
+        self.rank, self.world_size, self.class_start, self.class_end = rank, world_size, start, end
+
+    def sample(self, labels: Tensor) -> tuple[Tensor | None, Tensor]:
+        """Picks this rank's classes for a step.
+
+        Args:
+            labels: (B,) global class indices of the global batch.
+
+        Returns:
+            ``(classes, local_labels)``: sorted (n,) shard-local class indices (None: all of the
+            shard) and (B,) positions of each label in them, −1 for classes of other ranks.
+        """
+        local = labels - self.class_start
+        on_shard = (labels >= self.class_start) & (labels < self.class_end)
+        shard_size = self.class_end - self.class_start
+        num_sample = math.ceil(self.sample_rate * shard_size)
+        if num_sample >= shard_size:
+            return None, torch.where(on_shard, local, -1)
+        positives = torch.unique(local[on_shard])
+        if positives.numel() >= num_sample:
+            classes = positives
+        else:
+            score = torch.rand(shard_size, device=labels.device)
+            score[positives] = 2.0
+            classes = score.topk(num_sample).indices.sort().values
+        return classes, torch.where(on_shard, torch.searchsorted(classes, local.clamp_min(0)), -1)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> HeadOutput:
+        """Sampled, sharded margin cross-entropy.
+
+        Args:
+            embeddings: (B, E) this rank's features, any float dtype.
+            labels: (B,) int64 global class indices in [0, C).
+
+        Returns:
+            ``loss``: scalar mean over the global batch; ``logits``: (B_global, n_sampled) this
+            rank's sampled columns, margin applied.
+        """
+        head = self.margin_head
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            x = gather_rows_with_grad(scale_grad(full_precision(embeddings), self.embedding_grad_scale))
+            labels = gather_rows(labels)
+            classes, local_labels = self.sample(labels)
+            weight = full_precision(self.weight).to(x.dtype)
+            if classes is not None:
+                rows = classes.unsqueeze(1) * self.rows_per_class + torch.arange(self.rows_per_class, device=x.device)
+                weight = weight[rows.flatten()]
+            scaled = head.class_cosines(x, head.scale, weight)
+            on_shard = local_labels >= 0
+            index = local_labels.clamp_min(0).unsqueeze(1)
+            scaled_target = scaled.gather(1, index).squeeze(1)
+            cos_target = torch.where(on_shard, scaled_target / head.scale, 0.0).clamp(-1.0, 1.0)
+            target = head.scale * head.target_logit(cos_target, x.norm(dim=1))
+            target = torch.where(on_shard, target.to(scaled.dtype), scaled_target)
+            logits = scaled.scatter(1, index, target.unsqueeze(1))
+            return HeadOutput(loss=_DistributedCrossEntropy.apply(logits, local_labels), logits=logits)
+
+    def full_rows(self, shard: Tensor) -> Tensor:
+        """All ranks' (rows, ...) slices of a per-row tensor (the centres, their optimizer state) in class order."""
+        return gather_rows(shard)
+
+    def local_rows(self, full: Tensor) -> Tensor:
+        """This rank's slice of a full (C·rows_per_class, ...) per-row tensor.
+
+        Raises:
+            ValueError: If ``full`` does not have ``num_classes · rows_per_class`` rows.
+        """
+        expected = self.num_classes * self.rows_per_class
+        if full.shape[0] != expected:
+            raise ValueError(
+                f"partial FC: the checkpoint holds {full.shape[0]} centre rows but this head needs {expected} "
+                f"({self.num_classes} classes); resume with the training data and head it was trained with"
+            )
+        return full[self.class_start * self.rows_per_class : self.class_end * self.rows_per_class].clone()
+
+
+def _optimizer_slot(optimizers: list[torch.optim.Optimizer], parameter: Tensor) -> tuple[int, int] | None:
+    """(optimizer index, parameter index in its state dict) of ``parameter``, None if not optimised."""
+    for opt_index, optimizer in enumerate(optimizers):
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for param_index, param in enumerate(params):
+            if param is parameter:
+                return opt_index, param_index
+    return None
+
+
+def _per_row_state(state: Mapping, rows: int) -> list[str]:
+    """Keys of an optimizer state entry that hold one row per centre row (momentum, Adam moments)."""
+    return [key for key, value in state.items() if isinstance(value, Tensor) and value.dim() > 0 and len(value) == rows]
+
+
+def consolidate_checkpoint(
+    head: PartialFC, prefix: str, checkpoint: dict, optimizers: list[torch.optim.Optimizer]
+) -> None:
+    """Replaces this rank's centre shard and its optimizer state in ``checkpoint`` by the full ones.
+
+    Collective: every rank must call it (Lightning dumps checkpoints on all ranks and writes rank 0's).
+    The checkpoint then holds world-size-independent (C·rows_per_class, E) centres.
+
+    Args:
+        head: The partial FC head.
+        prefix: Its state-dict prefix, e.g. ``"head."``.
+        checkpoint: Lightning checkpoint dict (``state_dict``, ``optimizer_states``), edited in place.
+        optimizers: The trainer's optimizers, in ``optimizer_states`` order.
+    """
+    key = f"{prefix}weight"
+    rows = head.weight.shape[0]
+    checkpoint["state_dict"][key] = head.full_rows(checkpoint["state_dict"][key])
+    slot = _optimizer_slot(optimizers, head.weight)
+    checkpoint[CHECKPOINT_KEY] = {"optimizer_slot": slot}
+    if slot is None or not checkpoint.get("optimizer_states"):
+        return
+    state = checkpoint["optimizer_states"][slot[0]]["state"].get(slot[1], {})
+    for name in _per_row_state(state, rows):
+        state[name] = head.full_rows(state[name])
+
+
+def shard_checkpoint(head: PartialFC, prefix: str, checkpoint: dict) -> None:
+    """Slices a consolidated checkpoint's centres and their optimizer state for this rank, in place.
+
+    Any world size can resume any other's checkpoint: the centres are stored whole.
+
+    Raises:
+        ValueError: If the checkpoint's centres do not match the head's class count, or it has
+            optimizer state for them but was not written by a partial FC head.
+    """
+    key = f"{prefix}weight"
+    full = checkpoint["state_dict"][key]
+    checkpoint["state_dict"][key] = head.local_rows(full)
+    if not checkpoint.get("optimizer_states"):
+        return
+    if CHECKPOINT_KEY not in checkpoint:
+        raise ValueError(
+            "partial FC: this checkpoint was written without partial FC, so its optimizer state does not "
+            "fit the sharded centres; resume it with head.partial_fc.enabled=false, or start a new run from "
+            "its weights"
+        )
+    slot = checkpoint[CHECKPOINT_KEY]["optimizer_slot"]
+    if slot is None:
+        return
+    state = checkpoint["optimizer_states"][slot[0]]["state"].get(slot[1], {})
+    for name in _per_row_state(state, len(full)):
+        state[name] = head.local_rows(state[name])

@@ -1,0 +1,147 @@
+"""Partial FC equals the plain margin head on the global batch (1 and 2 gloo processes, r = 1)."""
+
+from __future__ import annotations
+
+import copy
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from facerec.heads import PartialFC, create_head
+from facerec.heads.partial_fc import CHECKPOINT_KEY, shard_checkpoint
+
+MARGIN_HEADS = ["adaface", "arcface", "combined", "cosface", "subcenter_arcface"]
+E, C, B = 6, 7, 8
+
+
+def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, E, generator=generator, dtype=torch.float64) * 3
+    return x, torch.randint(0, C, (B,), generator=generator)
+
+
+def plain_and_partial(name: str, rank: int | None = None, world_size: int | None = None):
+    torch.manual_seed(0)
+    plain = create_head(name, E, C).double()
+    return plain, PartialFC(copy.deepcopy(plain), rank=rank, world_size=world_size)
+
+
+def loss_and_grads(head, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x = x.clone().requires_grad_(True)
+    loss = head(x, labels).loss
+    loss.backward()
+    weight = head.weight if hasattr(head, "weight") else None
+    return loss.detach(), x.grad, weight.grad
+
+
+@pytest.mark.parametrize("name", MARGIN_HEADS)
+def test_one_process_full_rate_equals_the_plain_head(name):
+    plain, partial = plain_and_partial(name)
+    x, labels = batch()
+    expected, partial_out = loss_and_grads(plain, x, labels), loss_and_grads(partial, x, labels)
+    for want, got in zip(expected, partial_out, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def _two_process_worker(rank: int, port: int) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    try:
+        x, labels = batch()
+        local = slice(rank * B // 2, (rank + 1) * B // 2)
+        for name in MARGIN_HEADS:
+            plain, partial = plain_and_partial(name)
+            partial.shard(rank, 2)
+            loss, grad_x, grad_w = loss_and_grads(plain, x, labels)
+            got_loss, got_x, got_w = loss_and_grads(partial, x[local], labels[local])
+            torch.testing.assert_close(got_loss, loss, rtol=1e-12, atol=1e-12, msg=f"{name} loss")
+            torch.testing.assert_close(got_x, grad_x[local], rtol=1e-12, atol=1e-12, msg=f"{name} grad x")
+            torch.testing.assert_close(got_w, partial.local_rows(grad_w), rtol=1e-12, atol=1e-12, msg=f"{name} grad w")
+        sampled = PartialFC(create_head("arcface", E, 40).double(), sample_rate=0.25)
+        out = sampled(x[local].clone().requires_grad_(True), labels[local] * 5)
+        assert out.logits.shape == (B, 5) and torch.isfinite(out.loss)
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_gloo_processes_equal_one_process_on_the_global_batch():
+    mp.spawn(_two_process_worker, args=(free_port(),), nprocs=2, join=True)
+
+
+def test_sampling_keeps_the_batch_classes_and_rate_of_the_shard():
+    torch.manual_seed(0)
+    head = PartialFC(create_head("cosface", E, 100).double(), sample_rate=0.1)
+    x, labels = batch()
+    labels = labels * 13
+    classes, local = head.sample(labels)
+    assert len(classes) == 10 and set(labels.tolist()) <= set(classes.tolist())
+    assert torch.equal(classes[local], labels)
+    out = head(x.requires_grad_(True), labels)
+    assert out.logits.shape == (B, 10)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and head.weight.grad.abs().sum(dim=1).count_nonzero() == 10
+
+
+def test_shards_are_contiguous_and_cover_every_class():
+    head = PartialFC(create_head("arcface", E, 10), rank=2, world_size=4)
+    assert [head.class_range(k, 4) for k in range(4)] == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert head.weight.shape == (3, E)
+    with pytest.raises(ValueError, match="already sharded for rank 2 of 4"):
+        head.shard(0, 2)
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (lambda: PartialFC(create_head("softmax", E, C)), TypeError, "needs a margin head"),
+        (lambda: PartialFC(create_head("arcface_center", E, C)), TypeError, "without center loss"),
+        (
+            lambda: PartialFC(create_head("arcface", E, C), sample_rate=0.0),
+            ValueError,
+            r"sample_rate must be in \(0, 1\]",
+        ),
+        (lambda: PartialFC(create_head("arcface", E, 3), rank=3, world_size=4), ValueError, "use fewer processes"),
+        (lambda: create_head("arcface", E, C, partial_fc={"rate": 0.1}), ValueError, "unknown partial_fc options"),
+    ],
+)
+def test_errors_are_explained(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_config_enables_partial_fc():
+    head = create_head("subcenter_arcface", E, C, partial_fc={"enabled": True, "sample_rate": 0.5})
+    assert isinstance(head, PartialFC) and head.weight.shape == (3 * C, E) and head.sample_rate == 0.5
+    assert not isinstance(create_head("arcface", E, C, partial_fc={"enabled": False}), PartialFC)
+
+
+def test_a_consolidated_checkpoint_reshards_for_another_world_size():
+    full = torch.randn(C, E)
+    momentum = torch.randn(C, E)
+    checkpoint = {
+        "state_dict": {"head.weight": full.clone()},
+        "optimizer_states": [{"state": {3: {"momentum_buffer": momentum.clone()}}}],
+        CHECKPOINT_KEY: {"optimizer_slot": (0, 3)},
+    }
+    head = PartialFC(create_head("arcface", E, C), rank=1, world_size=2)
+    shard_checkpoint(head, "head.", checkpoint)
+    assert torch.equal(checkpoint["state_dict"]["head.weight"], full[4:])
+    assert torch.equal(checkpoint["optimizer_states"][0]["state"][3]["momentum_buffer"], momentum[4:])
+
+
+def test_checkpoint_errors_say_how_to_proceed():
+    head = PartialFC(create_head("arcface", E, C), rank=0, world_size=2)
+    with pytest.raises(ValueError, match="holds 5 centre rows but this head needs 7"):
+        shard_checkpoint(head, "head.", {"state_dict": {"head.weight": torch.randn(5, E)}})
+    plain = {"state_dict": {"head.weight": torch.randn(C, E)}, "optimizer_states": [{"state": {}}]}
+    with pytest.raises(ValueError, match="head.partial_fc.enabled=false"):
+        shard_checkpoint(head, "head.", plain)
