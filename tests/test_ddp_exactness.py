@@ -19,11 +19,11 @@ import lightning as L
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_module import smoke_model
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from facerec.module import FaceRecognitionModule
+from tests.test_module import smoke_model
 
 HEADS = {
     "arcface": ("head=arcface",),

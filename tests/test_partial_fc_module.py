@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from test_module import smoke_model
 from torch.utils.data import DataLoader, TensorDataset
 
 from facerec.heads import PartialFC
 from facerec.heads.partial_fc import CHECKPOINT_KEY
 from facerec.module import FaceRecognitionModule
+from tests.test_module import smoke_model
 
 PARTIAL_FC = ("head=arcface", "head.partial_fc.enabled=true", "head.partial_fc.sample_rate=0.5")
 

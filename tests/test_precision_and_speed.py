@@ -5,8 +5,9 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from test_module import smoke_model
 from torch.utils.data import DataLoader, TensorDataset
+
+from tests.test_module import smoke_model
 
 
 @pytest.mark.parametrize("overrides", [("head=arcface",), ("head=cosface", "head.partial_fc.enabled=true")])
