@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
 
 from facerec.data.verification import VerificationSet
-from facerec.eval.verification import evaluate
+from facerec.eval.plots import save_roc
+from facerec.eval.verification import evaluate, pair_distances, roc_curve
 
 
 class VerificationCallback(Callback):
@@ -17,14 +22,20 @@ class VerificationCallback(Callback):
     of each set's images. At the end of the validation epoch the embeddings are gathered from all
     processes, de-duplicated by image index (the distributed sampler pads), paired and scored, so
     the metrics equal a single-process run. Every process logs the same values, so checkpointing
-    on ``val/<set>/accuracy`` works under DDP.
+    on ``val/<set>/accuracy`` works under DDP. Process zero also writes each set's ROC curve to
+    ``<trainer.default_root_dir>/roc_<set>.png`` (overwritten at every evaluation) and logs it as the
+    image ``val/<set>/roc`` to every :class:`~lightning.pytorch.loggers.WandbLogger` of the trainer.
+
+    Validation (hence verification) runs every ``trainer.check_val_every_n_epoch`` epochs.
 
     Args:
         n_folds: Folds of the accuracy protocol.
+        roc_plots: Write and log the ROC curves.
     """
 
-    def __init__(self, n_folds: int = 10) -> None:
+    def __init__(self, n_folds: int = 10, roc_plots: bool = True) -> None:
         self.n_folds = n_folds
+        self.roc_plots = roc_plots
         self.results: dict[str, dict[str, float]] = {}
         self.best_accuracy: dict[str, float] = {}
         self.evaluated_at_step: int | None = None
@@ -59,14 +70,54 @@ class VerificationCallback(Callback):
                 self.best_accuracy[val_set.name],
                 add_dataloader_idx=False,
             )
+            if self.roc_plots and trainer.is_global_zero:
+                self.log_roc(trainer, val_set, embeddings)
         self.evaluated_at_step = trainer.global_step
 
     def score(self, val_set: VerificationSet, embeddings: torch.Tensor) -> dict[str, float]:
-        """Metrics of one set from the (N, E) embeddings of its images, plus ``xnorm``."""
-        pairs = torch.as_tensor(val_set.pairs)
-        array = embeddings.double().numpy()
-        metrics = evaluate(array[pairs[:, 0]], array[pairs[:, 1]], val_set.issame, self.n_folds)
+        """Metrics of one set from the (N, E) embeddings of its images, plus ``xnorm``.
+
+        ``xnorm`` is the mean L2 norm of the set's image embeddings before normalisation (flip-TTA
+        sums included), each image counted once.
+
+        Raises:
+            ValueError: If the set has fewer pairs than ``n_folds``.
+        """
+        if len(val_set) < self.n_folds:
+            raise ValueError(
+                f"verification set {val_set.name!r} has {len(val_set)} pairs, fewer than "
+                f"callbacks.verification.n_folds={self.n_folds}: every fold needs at least one pair; "
+                "use a larger set or fewer folds"
+            )
+        first, second = self._pair_embeddings(val_set, embeddings)
+        metrics = evaluate(first, second, val_set.issame, self.n_folds)
         return metrics | {"xnorm": float(embeddings.norm(dim=1).mean())}
+
+    def log_roc(self, trainer: L.Trainer, val_set: VerificationSet, embeddings: torch.Tensor) -> Path | None:
+        """Writes the set's ROC PNG to the run dir and logs it to W&B loggers.
+
+        Returns:
+            The PNG written, or None when the set lacks same or different pairs (no ROC exists).
+        """
+        issame = np.asarray(val_set.issame, dtype=bool)
+        if issame.all() or not issame.any():
+            return None
+        far, tar, _ = roc_curve(pair_distances(*self._pair_embeddings(val_set, embeddings)), issame)
+        path = save_roc(
+            Path(trainer.default_root_dir) / f"roc_{val_set.name}.png",
+            {val_set.name: (far, tar)},
+            title=f"{val_set.name} ROC (step {trainer.global_step})",
+        )
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=f"val/{val_set.name}/roc", images=[str(path)], step=trainer.global_step)
+        return path
+
+    @staticmethod
+    def _pair_embeddings(val_set: VerificationSet, embeddings: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        array = embeddings.double().numpy()
+        pairs = np.asarray(val_set.pairs)
+        return array[pairs[:, 0]], array[pairs[:, 1]]
 
     def _gather(self, pl_module: L.LightningModule, loader_index: int, num_images: int) -> torch.Tensor:
         batches = self._batches.get(loader_index, [])

@@ -1,0 +1,115 @@
+"""ROC plots, ONNX export, validation frequency and the verification callback's error path."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from unittest.mock import MagicMock
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from helpers import REPO, read_metrics, run_dir, run_script
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+from facerec.callbacks import VerificationCallback
+from facerec.data.verification import VerificationSet
+from facerec.eval.plots import plot_roc, save_roc
+from facerec.export import check_onnx, export_onnx
+from facerec.module import FaceRecognitionModule
+
+
+def test_plot_roc_has_a_log_far_axis_and_auc_eer_in_the_legend(tmp_path):
+    far, tar = np.array([0.0, 0.0, 0.5, 1.0]), np.array([0.0, 0.5, 1.0, 1.0])
+    axes = plot_roc({"lfw": (far, tar)}).axes[0]
+    assert axes.get_xscale() == "log"
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == ["lfw (AUC 0.8750, EER 0.2500)"]
+    path = save_roc(tmp_path / "sub" / "roc.png", {"lfw": (far, tar)})
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_roc_rejects_bad_curves():
+    with pytest.raises(ValueError, match="at least one curve"):
+        plot_roc({})
+    with pytest.raises(ValueError, match="curve 'lfw': \\(3,\\) FAR values for \\(2,\\) TAR values"):
+        plot_roc({"lfw": (np.zeros(3), np.zeros(2))})
+
+
+def tiny_set(pairs: int) -> VerificationSet:
+    images = [np.zeros((4, 4, 3), np.uint8)] * (2 * pairs)
+    index = np.arange(2 * pairs).reshape(pairs, 2)
+    return VerificationSet("tiny", images, index, np.arange(pairs) % 2 == 0)
+
+
+def test_callback_writes_the_roc_png_and_logs_it_only_to_wandb(tmp_path):
+    wandb = MagicMock(spec=WandbLogger)
+    trainer = SimpleNamespace(default_root_dir=str(tmp_path), global_step=7, loggers=[CSVLogger(tmp_path), wandb])
+    embeddings = torch.randn(8, 5, generator=torch.Generator().manual_seed(0))
+    path = VerificationCallback(n_folds=2).log_roc(trainer, tiny_set(4), embeddings)
+    assert path == tmp_path / "roc_tiny.png" and path.is_file()
+    wandb.log_image.assert_called_once_with(key="val/tiny/roc", images=[str(path)], step=7)
+
+
+def test_callback_names_the_set_when_it_has_fewer_pairs_than_folds():
+    with pytest.raises(ValueError, match="'tiny' has 4 pairs, fewer than callbacks.verification.n_folds=10"):
+        VerificationCallback(n_folds=10).score(tiny_set(4), torch.randn(8, 5))
+
+
+@pytest.fixture
+def smoke_model_and_data(data_dir):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=smoke", f"paths.data_dir={data_dir}"])
+    model = instantiate(cfg.model, num_classes=4, class_names=list("abcd"), _recursive_=False)
+    return model, instantiate(cfg.data, root=None)
+
+
+def validate(model, datamodule, n_folds: int = 10) -> None:
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, callbacks=[VerificationCallback(n_folds, roc_plots=False)],
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+
+
+def test_embeddings_are_extracted_under_inference_mode(smoke_model_and_data, monkeypatch):
+    model, datamodule = smoke_model_and_data
+    modes = []
+    step = model.validation_step
+    monkeypatch.setattr(
+        model, "validation_step", lambda *a, **k: modes.append(torch.is_inference_mode_enabled()) or step(*a, **k)
+    )
+    validate(model, datamodule)
+    assert modes and all(modes)
+
+
+def test_fewer_pairs_than_folds_reaches_the_user_through_validation(smoke_model_and_data):
+    with pytest.raises(ValueError, match="'synthetic' has 40 pairs, fewer than callbacks.verification.n_folds=50"):
+        validate(*smoke_model_and_data, n_folds=50)
+
+
+def test_onnx_export_matches_pytorch_on_another_batch_size(smoke_run, tmp_path):
+    model = FaceRecognitionModule.load_from_checkpoint(smoke_run / "checkpoints" / "last.ckpt", map_location="cpu")
+    path = export_onnx(model.net, tmp_path / "net.onnx", (32, 32), opset=17)
+    assert check_onnx(path, model.net, torch.rand(5, 3, 32, 32) * 2 - 1) < 1e-4
+    model.net.neck.features.weight.data.neg_()
+    with pytest.raises(ValueError, match="differs from PyTorch by up to .* tolerance 0.0001"):
+        check_onnx(path, model.net, torch.rand(3, 3, 32, 32) * 2 - 1)
+
+
+def test_validation_every_n_epochs_then_after_fit_and_eval_export(data_dir, tmp_path):
+    run_script(
+        "train.py", "experiment=smoke", "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2",
+        log_dir=tmp_path / "train", data_dir=data_dir,
+    )  # fmt: skip
+    run = run_dir(tmp_path / "train")
+    assert (run / "roc_synthetic.png").is_file()
+    result = run_script(
+        "eval.py", "data=synthetic_mini", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        f"export.onnx={tmp_path / 'net.onnx'}", log_dir=tmp_path / "eval", data_dir=data_dir,
+    )  # fmt: skip
+    evaluated = run_dir(tmp_path / "eval", "eval")
+    assert read_metrics(evaluated / "metrics.json") == read_metrics(run / "metrics.json")
+    assert (evaluated / "roc_synthetic.png").is_file() and (tmp_path / "net.onnx").is_file()
+    assert "max abs difference to PyTorch" in result.stdout
