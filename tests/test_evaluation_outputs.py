@@ -9,7 +9,6 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, read_metrics, run_dir, run_script
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
@@ -19,6 +18,7 @@ from facerec.data.verification import VerificationSet
 from facerec.eval.plots import plot_roc, save_roc
 from facerec.export import check_onnx, export_onnx
 from facerec.module import FaceRecognitionModule
+from tests.helpers import REPO, read_metrics, run_dir, run_script
 
 
 def test_plot_roc_has_a_log_far_axis_and_auc_eer_in_the_legend(tmp_path):
