@@ -4,17 +4,20 @@ Both train the ``experiment=quickstart`` model (MobileNetV3-small-0.5 + ArcFace,
 ``conf/train.yaml`` as ``facerec.tasks.train`` does) with the configured optimizer, on the same
 random in-memory batches:
 
-* Lightning: ``lightning.Trainer`` from ``conf/trainer`` with a CSV logger, ``ModelCheckpoint`` and
-  ``LearningRateMonitor`` on, the LR schedule stepped each iteration, ``train/loss`` and
-  ``train/acc`` logged each step;
+* Lightning: ``lightning.Trainer`` from ``conf/trainer`` with the callbacks and loggers of
+  ``conf/callbacks`` and ``conf/logger`` (``--logger``, default W&B offline as in ``conf/train.yaml``),
+  instantiated as ``facerec.tasks.train`` does: the non-finite guard, images/s, LR monitor, RNG state,
+  interrupt and epoch checkpoints, verification (idle: no validation runs); the LR schedule stepped
+  each iteration, ``train/loss`` and ``train/acc`` logged each step. The progress bar is off, and
+  callbacks that need the datamodule's image folders at the end of fit (the feature plot) are left out;
 * bare: ``loss = head(net(x), y); loss.backward(); optimizer.step(); optimizer.zero_grad()``.
 
 Each run's img/s is the batch size over its median step interval after the warm-up steps; the
 methods alternate for ``--rounds`` rounds and the best run of each is reported (load from other
 processes only slows runs down), with the ratio Lightning/bare (goal ≥ 0.97).
 
-Usage: ``python -m benchmarks.step_overhead [--steps 30] [--rounds 3] [--batch-size 32] [--device cpu]``
-(about 1-2 minutes on 2 CPU cores).
+Usage: ``python -m benchmarks.step_overhead [--steps 30] [--rounds 3] [--batch-size 32] [--device cpu]
+[--logger wandb|csv|tensorboard]`` (about 1-2 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, TensorDataset
 
+from facerec.callbacks import FeaturePlot
 from facerec.module import FaceRecognitionModule
+from facerec.tasks import instantiate_all
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 NUM_CLASSES = 100
@@ -53,10 +58,11 @@ class StepTimes(L.Callback):
         self.times.append(time.perf_counter())
 
 
-def build(args: argparse.Namespace) -> tuple[FaceRecognitionModule, dict]:
-    """The quickstart model and its composed config."""
+def build(args: argparse.Namespace, *overrides: str) -> tuple[FaceRecognitionModule, DictConfig]:
+    """The quickstart model and its composed config (``overrides`` added)."""
+    overrides = ("experiment=quickstart", f"data.batch_size={args.batch_size}", f"logger={args.logger}", *overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=quickstart", f"data.batch_size={args.batch_size}"])
+        cfg = compose(config_name="train", overrides=list(overrides))
     torch.manual_seed(0)
     names = [f"id{i}" for i in range(NUM_CLASSES)]
     return instantiate(cfg.model, num_classes=NUM_CLASSES, class_names=names, _recursive_=False), cfg
@@ -78,16 +84,20 @@ def images_per_second(times: list[float], args: argparse.Namespace) -> float:
 
 
 def lightning_run(dataset: TensorDataset, args: argparse.Namespace) -> float:
-    """img/s of ``Trainer.fit`` with logging and callbacks on."""
-    model, cfg = build(args)
+    """img/s of ``Trainer.fit`` with facerec's configured callbacks and loggers."""
     timer = StepTimes()
     with tempfile.TemporaryDirectory() as tmp:
+        model, cfg = build(args, f"paths.output_dir={tmp}")
+        callbacks = [c for c in instantiate_all(cfg.callbacks) if not isinstance(c, FeaturePlot)]
         trainer = instantiate(
-            cfg.trainer, accelerator=args.device, default_root_dir=tmp, max_epochs=1, enable_progress_bar=False,
-            enable_model_summary=False, limit_val_batches=0, logger=CSVLogger(tmp),
-            callbacks=[timer, ModelCheckpoint(dirpath=tmp, save_last=True), LearningRateMonitor("step")],
+            cfg.trainer, accelerator=args.device, max_epochs=1, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=0, logger=instantiate_all(cfg.logger),
+            callbacks=[timer, *callbacks],
         )  # fmt: skip
         trainer.fit(model, train_dataloaders=DataLoader(dataset, batch_size=args.batch_size))
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.finish()  # the next round starts a new W&B run, as a new train.py would
     return images_per_second(timer.times, args)
 
 
@@ -117,6 +127,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--logger", default="wandb", choices=sorted(p.stem for p in (CONF_DIR / "logger").glob("*.yaml"))
+    )
     args = parser.parse_args()
     logging.getLogger("lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -129,7 +142,10 @@ def main() -> None:
             f"round {round_index}: bare {results['bare'][-1]:.1f} img/s, lightning {results['lightning'][-1]:.1f} img/s"
         )
     bare, lightning = (max(results[k]) for k in ("bare", "lightning"))
-    print(f"\nquickstart model, batch {args.batch_size}, {args.device}, {args.steps} timed steps per run")
+    print(
+        f"\nquickstart model, batch {args.batch_size}, {args.device}, {args.steps} timed steps per run, "
+        f"facerec callbacks, {args.logger} logger"
+    )
     print(f"bare PyTorch loop    {bare:8.1f} img/s")
     print(f"facerec (Lightning)  {lightning:8.1f} img/s")
     print(f"ratio                {lightning / bare:8.3f}  (goal ≥ {GOAL})")

@@ -5,5 +5,8 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from facerec import heads, models
+from facerec.resolvers import register_resolvers
+
+register_resolvers()
 
 __all__ = ["heads", "models"]

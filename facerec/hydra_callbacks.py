@@ -16,44 +16,60 @@ log = logging.getLogger(__name__)
 SUMMARY_NAME = "multirun_summary"
 
 
-def best_monitored(job_dir: Path) -> float | None:
-    """The best ``monitor`` value ``ModelCheckpoint`` recorded in the job's ``last.ckpt``, if any."""
+def callback_states(job_dir: Path) -> dict[str, Any]:
+    """The callback states saved in the job's ``last.ckpt`` (empty if it has none)."""
     path = job_dir / "checkpoints" / "last.ckpt"
     if not path.is_file():
-        return None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    for key, state in checkpoint.get("callbacks", {}).items():
+        return {}
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
+
+
+def best_monitored(states: dict[str, Any]) -> float | None:
+    """The best ``monitor`` value a ``ModelCheckpoint`` recorded, if any."""
+    for key, state in states.items():
         if key.startswith("ModelCheckpoint") and state.get("best_model_score") is not None:
             return float(state["best_model_score"])
     return None
 
 
+def best_accuracy(states: dict[str, Any]) -> dict[str, float]:
+    """The best verification accuracy per set that the ``VerificationCallback`` recorded."""
+    for key, state in states.items():
+        if key.startswith("VerificationCallback"):
+            return {name: float(value) for name, value in state.get("best_accuracy", {}).items()}
+    return {}
+
+
 def job_row(job_dir: Path) -> dict[str, Any]:
-    """One job: its number, overrides, verification accuracy per set and best monitored value."""
+    """One job: its number, overrides, final and best verification accuracy per set, best monitored value."""
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
     overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
     metrics_file = job_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    states = callback_states(job_dir)
     return {
         "job": int(job_dir.name),
         "overrides": " ".join(str(o) for o in overrides),
         "accuracy": {name: values.get("accuracy") for name, values in metrics.items()},
-        "best_monitored": best_monitored(job_dir),
+        "best_accuracy": best_accuracy(states),
+        "best_monitored": best_monitored(states),
         "dir": str(job_dir),
     }
 
 
 def markdown_table(rows: list[dict[str, Any]], monitor: str | None) -> str:
-    """The rows as a Markdown table, one accuracy column per verification set."""
+    """The rows as a Markdown table: final and best accuracy columns per verification set."""
     sets = sorted({name for row in rows for name in row["accuracy"]})
-    header = ["job", "overrides", *(f"{name} accuracy" for name in sets), f"best {monitor or 'monitor'}"]
+    set_columns = [column for name in sets for column in (f"{name} accuracy", f"{name} best accuracy")]
+    header = ["job", "overrides", *set_columns, f"best {monitor or 'monitor'}"]
 
     def cell(value: float | None) -> str:
         return "–" if value is None else f"{value:.4f}"
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        values = [str(row["job"]), row["overrides"], *(cell(row["accuracy"].get(s)) for s in sets)]
+        accuracies = [cell(row[key].get(name)) for name in sets for key in ("accuracy", "best_accuracy")]
+        values = [str(row["job"]), row["overrides"], *accuracies]
         lines.append("| " + " | ".join([*values, cell(row["best_monitored"])]) + " |")
     return "\n".join(lines)
 
@@ -61,9 +77,10 @@ def markdown_table(rows: list[dict[str, Any]], monitor: str | None) -> str:
 class MultirunSummary(Callback):
     """At the end of a sweep, tabulates every job's verification accuracy.
 
-    Reads each job directory's ``metrics.json`` (final model, per set) and the best ``monitor``
-    value of its ``ModelCheckpoint``, prints a Markdown table and writes
-    ``<sweep dir>/multirun_summary.json`` and ``.md``. Jobs that wrote nothing (failed) show "–".
+    Reads each job directory's ``metrics.json`` (final model, per set) and, from its ``last.ckpt``,
+    the best accuracy per set (``VerificationCallback``) and the best ``monitor`` value
+    (``ModelCheckpoint``); prints a Markdown table and writes ``<sweep dir>/multirun_summary.json``
+    and ``.md``. Jobs that wrote nothing (failed) show "–".
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

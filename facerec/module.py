@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from facerec.heads.partial_fc import PartialFC, consolidate_checkpoint, shard_checkpoint
+from facerec.heads.partial_fc import PartialFC, clip_grad_norm_sharded_, consolidate_checkpoint, shard_checkpoint
 from facerec.models import build_embedding_net
 
 
@@ -21,6 +21,22 @@ def _plain(config: Mapping | None) -> dict | None:
     if isinstance(config, DictConfig):
         return OmegaConf.to_container(config, resolve=True)
     return None if config is None else dict(config)
+
+
+WEIGHT_SOURCES = {"checkpoint_path": None, "pretrained": False}
+"""Backbone options that load weights at build, and their values in a checkpoint's hyperparameters."""
+
+
+def without_weight_sources(backbone: dict | None) -> dict | None:
+    """The backbone config with its weight-loading options off (the checkpoint's state dict holds the weights)."""
+    if backbone is None:
+        return None
+    return {**backbone, **{key: value for key, value in WEIGHT_SOURCES.items() if key in backbone}}
+
+
+def has_gradients(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether any parameter of ``optimizer`` has a gradient."""
+    return any(p.grad is not None for group in optimizer.param_groups for p in group["params"])
 
 
 def _class_count_error(head_classes: int, data_classes: int) -> ValueError:
@@ -37,7 +53,8 @@ class FaceRecognitionModule(L.LightningModule):
 
     Every part is a config dict with ``_target_`` (the ``conf/`` groups of the same names), kept in
     the checkpoint's hyperparameters, so :meth:`load_from_checkpoint` rebuilds the model from the
-    checkpoint alone.
+    checkpoint alone: the backbone's ``checkpoint_path`` and ``pretrained`` weights are loaded when
+    the model is first built, and saved as ``None`` / ``False`` (the state dict holds the weights).
 
     Args:
         backbone: ``conf/backbone`` config.
@@ -70,9 +87,10 @@ class FaceRecognitionModule(L.LightningModule):
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        backbone = _plain(backbone)
         self.save_hyperparameters(
             {
-                "backbone": _plain(backbone),
+                "backbone": without_weight_sources(backbone),
                 "neck": _plain(neck),
                 "head": _plain(head),
                 "optimizer": _plain(optimizer),
@@ -85,7 +103,7 @@ class FaceRecognitionModule(L.LightningModule):
                 "compile": bool(compile),
             }
         )
-        self.net = build_embedding_net(self.hparams.backbone, self.hparams.neck, embedding_size, tuple(input_size))
+        self.net = build_embedding_net(backbone, self.hparams.neck, embedding_size, tuple(input_size))
         if compile:
             self.net.backbone = torch.compile(self.net.backbone)
         self.head = instantiate(self.hparams.head, embedding_size=embedding_size, num_classes=num_classes)
@@ -141,11 +159,42 @@ class FaceRecognitionModule(L.LightningModule):
             self.log("train/acc", accuracy, prog_bar=True)
         return output.loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Lets heads with non-gradient state (center loss' paper rule) update after the step."""
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: torch.optim.Optimizer,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """Steps, then lets heads with non-gradient state (center loss' paper rule) update.
+
+        Lightning calls this once per optimizer step, after the last micro-batch under gradient
+        accumulation, so the head's update covers all micro-batches of the step, as the gradients do.
+        A step whose gradients were dropped (:class:`~facerec.callbacks.NonFiniteLossGuard` with
+        ``skip=True``) drops the head's statistics too.
+        """
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         update = getattr(self.head, "update_after_step", None)
         if update is not None:
-            update()
+            update(skipped=not has_gradients(optimizer))
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Lightning's clipping; norm clipping with sharded Partial FC centres uses the whole gradient's norm.
+
+        Each rank holds only its shard of the centres' gradient, so a per-rank norm would scale the
+        (identical) backbone gradients differently on every rank.
+        """
+        sharded = isinstance(self.head, PartialFC) and self.head.world_size > 1
+        if sharded and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            clip_grad_norm_sharded_(params, self.head.weight, gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict:
         """Embeds a batch of verification images; the verification callback scores them."""

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from facerec.callbacks import VerificationCallback
 from facerec.eval.baseline import raw_pixel_metrics
 from facerec.export import check_onnx, export_onnx
-from facerec.module import FaceRecognitionModule
+from facerec.module import FaceRecognitionModule, without_weight_sources
 from facerec.runs import check_devices, check_output_dir, resolve_ckpt_path, set_sweep_group
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ def train(cfg: DictConfig) -> float | None:
     check_output_dir(cfg.paths.output_dir)
     check_devices(cfg.trainer)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
+    if ckpt_path:  # the checkpoint holds the weights: don't re-read backbone.pth or timm's cache
+        cfg.backbone = without_weight_sources(cfg.backbone)
     set_sweep_group(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
 from facerec.data import FaceDataModule, load_pairs_set
-from facerec.data.decode import CorruptImageError, encode_jpeg
+from facerec.data.decode import CorruptImageError, ImageSizeError, encode_jpeg
 from facerec.data.folder import IdentityFolderDataset, scan_identity_folder
 from facerec.data.pairs import read_pairs
 from tests.helpers import shared_file
@@ -45,12 +47,22 @@ def test_missing_or_empty_training_folder_is_explained(tmp_path):
         scan_identity_folder(tmp_path / "empty")
 
 
-def test_corrupt_image_names_the_file_or_is_replaced(identity_folder):
+def test_corrupt_image_names_the_file_or_is_replaced(identity_folder, caplog):
     (identity_folder / "bob" / "1.jpg").write_bytes(b"garbage")
+    write_image(identity_folder / "bob" / "nested" / "2.JPG", 200)
     with pytest.raises(CorruptImageError, match="bob/1.jpg"):
         IdentityFolderDataset(identity_folder)[1]
-    image, label = IdentityFolderDataset(identity_folder, skip_corrupt=True)[1]
+    dataset = IdentityFolderDataset(identity_folder, skip_corrupt=True)
+    with caplog.at_level(logging.WARNING, logger="facerec.data.folder"):
+        image, label = dataset[1]
     assert label == 1 and image.shape == (8, 8, 3)
+    assert abs(image.mean() - 200) < 3, "the replacement must be bob's other image, not alice's (10)"
+    assert [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING] == [
+        f"skipping corrupt image {identity_folder / 'bob' / '1.jpg'}"
+    ]
+    (identity_folder / "bob" / "nested" / "2.JPG").write_bytes(b"garbage")
+    with pytest.raises(CorruptImageError, match="every image of identity 'bob' is corrupt"):
+        dataset[1]
 
 
 def test_lfw_pairs_file_keeps_fold_order():
@@ -80,6 +92,26 @@ def test_missing_pair_image_is_an_error_naming_the_file(tmp_path):
     write_image(tmp_path / "images" / "ann" / "ann_0001.jpg")
     val_set = load_pairs_set("lfw", tmp_path / "pairs.txt", tmp_path / "images")
     assert val_set.pairs.tolist() == [[0, 1], [0, 2]] and val_set.issame.tolist() == [True, False]
+
+
+def test_unreadable_or_wrongly_sized_pair_image_names_the_file(tmp_path):
+    (tmp_path / "pairs.txt").write_text("1\t1\nbob\t1\t2\nbob\t1\tann\t1\n")
+    for name in ("bob/bob_0001.jpg", "bob/bob_0002.jpg", "ann/ann_0001.jpg"):
+        write_image(tmp_path / "images" / name, size=16)
+    val_sets = {"lfw": {"pairs": str(tmp_path / "pairs.txt"), "images": str(tmp_path / "images")}}
+    strict = FaceDataModule(val_sets=val_sets, image_size=(8, 8), strict_size=True, num_workers=0)
+    strict.setup("validate")
+    with pytest.raises(ImageSizeError, match=r"bob/bob_0001\.jpg is 16x16 \(HxW\), .*data.image_size 8x8"):
+        next(iter(strict.val_dataloader()[0]))
+    (tmp_path / "images" / "ann" / "ann_0001.jpg").write_bytes(b"\xff\xd8\xfftruncated")
+    datamodule = FaceDataModule(val_sets=val_sets, image_size=(8, 8), eval_batch_size=2, num_workers=0)
+    datamodule.setup("validate")
+    (loader,) = datamodule.val_dataloader()
+    iterator = iter(loader)
+    images, _ = next(iterator)
+    assert images.shape == (2, 3, 8, 8)
+    with pytest.raises(CorruptImageError, match=r"cannot decode image .*ann/ann_0001\.jpg"):
+        next(iterator)
 
 
 def test_datamodule_batches_and_classes(identity_folder):

@@ -28,6 +28,11 @@ def test_unknown_backbone_name_through_train(data_dir, tmp_path):
         train(compose_train(tmp_path, data_dir, "experiment=smoke", "backbone.name=nope"))
 
 
+def test_unknown_backbone_name_suggests_close_matches(data_dir, tmp_path):
+    with pytest.raises(InstantiationException, match=r"unknown backbone \W+iresnet_50\W+: .*did you mean: iresnet50"):
+        train(compose_train(tmp_path, data_dir, "experiment=smoke", "backbone.name=iresnet_50"))
+
+
 def test_resuming_on_data_with_other_identities_names_both_counts(smoke_run, data_dir, tmp_path):
     cfg = compose_train(
         tmp_path, data_dir, "experiment=smoke", f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}",

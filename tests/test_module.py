@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+
 import lightning as L
 import pytest
+import timm
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 
 from facerec.module import FaceRecognitionModule
 from tests.helpers import REPO
+from tests.models.helpers import randomize_norm_stats
 
 HEADS = sorted(path.stem for path in (REPO / "conf" / "head").glob("*.yaml"))
 
@@ -65,6 +70,36 @@ def test_checkpoint_rebuilds_the_model_alone(tmp_path):
     images = torch.randn(2, 3, 32, 32)
     assert torch.equal(model(images), restored(images))
     assert restored.hparams.class_names == ["id0", "id1", "id2", "id3"]
+
+
+def cache_timm_weights(hub_cache, name: str = "test_resnet", revision: str = "0" * 40) -> None:
+    """Random weights for timm model ``name`` in the layout of the Hugging Face hub cache."""
+    repo = hub_cache / f"models--timm--{timm.models.get_pretrained_cfg(name).hf_hub_id.split('/')[1]}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    save_file(timm.create_model(name).state_dict(), repo / "snapshots" / revision / "model.safetensors")
+
+
+def test_checkpoint_rebuilds_without_the_weight_files_the_model_was_built_from(tmp_path, monkeypatch):
+    """``backbone.pretrained`` and ``backbone.checkpoint_path`` load at build; the checkpoint needs neither."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    cache_timm_weights(tmp_path / "hub")
+    source = smoke_model()
+    randomize_norm_stats(source.net)
+    torch.save(source.net.state_dict(), tmp_path / "net.pth")
+    model = smoke_model("backbone.pretrained=true", f"backbone.checkpoint_path={tmp_path / 'net.pth'}")
+    assert all(torch.equal(value, model.net.state_dict()[key]) for key, value in source.net.state_dict().items())
+    trainer = L.Trainer(accelerator="cpu", logger=False, max_steps=0, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    (tmp_path / "net.pth").unlink()
+    shutil.rmtree(tmp_path / "hub")
+
+    restored = FaceRecognitionModule.load_from_checkpoint(tmp_path / "m.ckpt", map_location="cpu")
+    assert (restored.hparams.backbone["pretrained"], restored.hparams.backbone["checkpoint_path"]) == (False, None)
+    weights = restored.state_dict()
+    assert all(torch.equal(value, weights[key]) for key, value in model.state_dict().items())
 
 
 def test_class_count_mismatch_is_explained():

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from facerec.hydra_callbacks import markdown_table
 from tests.helpers import REPO
@@ -27,21 +28,26 @@ def test_multirun_of_two_ddp_jobs_writes_a_summary(data_dir, tmp_path):
     summary = json.loads((sweep / "multirun_summary.json").read_text())
     assert [job["overrides"].split()[-1] for job in summary["jobs"]] == ["head=arcface", "head=cosface"]
     for job in summary["jobs"]:
-        assert 0.0 <= job["accuracy"]["synthetic"] <= 1.0 and job["best_monitored"] is not None
+        assert 0.0 <= job["accuracy"]["synthetic"] <= job["best_accuracy"]["synthetic"] <= 1.0
+        assert job["best_monitored"] == pytest.approx(job["best_accuracy"]["synthetic"])
         assert (sweep / str(job["job"]) / "checkpoints" / "last.ckpt").is_file()
-    assert "| job | overrides | synthetic accuracy |" in (sweep / "multirun_summary.md").read_text()
+    assert (
+        "| job | overrides | synthetic accuracy | synthetic best accuracy |"
+        in (sweep / "multirun_summary.md").read_text()
+    )
     assert "Sweep summary" in result.stdout
     assert not (tmp_path / "train" / "runs").exists(), "DDP ranks must not start runs of their own"
 
 
 def test_summary_table_marks_failed_jobs():
     rows = [
-        {"job": 0, "overrides": "head=arcface", "accuracy": {"lfw": 0.5}, "best_monitored": 0.75},
-        {"job": 1, "overrides": "head=cosface", "accuracy": {}, "best_monitored": None},
-    ]
+        {"job": 0, "overrides": "head=arcface", "accuracy": {"lfw": 0.5}, "best_accuracy": {"lfw": 0.6},
+         "best_monitored": 0.75},
+        {"job": 1, "overrides": "head=cosface", "accuracy": {}, "best_accuracy": {}, "best_monitored": None},
+    ]  # fmt: skip
     table = markdown_table(rows, "val/lfw/accuracy").splitlines()
-    assert table[0] == "| job | overrides | lfw accuracy | best val/lfw/accuracy |"
-    assert table[2:] == ["| 0 | head=arcface | 0.5000 | 0.7500 |", "| 1 | head=cosface | – | – |"]
+    assert table[0] == "| job | overrides | lfw accuracy | lfw best accuracy | best val/lfw/accuracy |"
+    assert table[2:] == ["| 0 | head=arcface | 0.5000 | 0.6000 | 0.7500 |", "| 1 | head=cosface | – | – | – |"]
 
 
 def test_optuna_search_preset_composes():
@@ -49,3 +55,28 @@ def test_optuna_search_preset_composes():
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["hparams_search=arcface_optuna"], return_hydra_config=True)
     assert cfg.hydra.sweeper.direction == "maximize"
+
+
+def test_optuna_search_runs_trials_on_the_monitored_accuracy(data_dir, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    command = [
+        sys.executable, "train.py", "-m", f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}",
+        "hparams_search=arcface_optuna", "experiment=smoke", "trainer.max_epochs=1", "hydra.sweeper.n_trials=2",
+    ]  # fmt: skip
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert 0.0 <= best["best_value"] <= 1.0
+    assert set(best["best_params"]) == {"head.margin", "head.scale", "optimizer.lr"}
+    assert len(json.loads((sweep / "multirun_summary.json").read_text())["jobs"]) == 2
+
+
+def test_submitit_slurm_launcher_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    overrides = ["hydra/launcher=submitit_slurm", "hydra.launcher.tasks_per_node=8", "trainer=ddp"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert cfg.hydra.launcher.tasks_per_node == 8

@@ -14,6 +14,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from facerec.callbacks import NonFiniteLossError
+from facerec.callbacks.nonfinite import first_nonfinite
+from facerec.module import FaceRecognitionModule
 from facerec.tasks import train
 from tests.helpers import REPO
 
@@ -100,3 +102,26 @@ def test_nonfinite_loss_skip_keeps_finite_weights(data_dir, tmp_path, caplog):
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     parameters = [v for k, v in checkpoint["state_dict"].items() if "running" not in k and v.is_floating_point()]
     assert all(torch.isfinite(p).all() for p in parameters)
+
+
+def test_the_first_nonfinite_loss_of_a_step_is_kept():
+    losses = [torch.tensor(v) for v in (1.0, float("nan"), 2.0, float("inf"))]
+    kept = None
+    for loss in losses:
+        kept = first_nonfinite(kept, loss)
+    assert kept.isnan()
+    assert first_nonfinite(first_nonfinite(None, losses[0]), losses[2]) == 2.0
+
+
+def test_resume_does_not_reread_the_initial_backbone_weights(smoke_run, data_dir, tmp_path):
+    """A run started from ``backbone.checkpoint_path`` resumes after that file is gone."""
+    net = tmp_path / "net.pth"
+    torch.save(
+        FaceRecognitionModule.load_from_checkpoint(smoke_run / "checkpoints" / "last.ckpt").net.state_dict(), net
+    )
+    run = tmp_path / "run"
+    start = ("experiment=smoke", "trainer.max_epochs=1", f"backbone.checkpoint_path={net}")
+    train(compose_train(run, data_dir, *start))
+    net.unlink()
+    train(compose_train(run, data_dir, *start, "ckpt_path=last", "trainer.max_epochs=2"))
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1

@@ -1,13 +1,16 @@
-"""Stop (or skip the batch) when the training loss is NaN or infinite."""
+"""Stop (or skip the step) when the training loss is NaN or infinite."""
 
 from __future__ import annotations
 
 import logging
+import math
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
+
+from facerec.distributed import all_reduce
 
 log = logging.getLogger(__name__)
 
@@ -16,16 +19,23 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+def first_nonfinite(previous: Tensor | None, loss: Tensor) -> Tensor:
+    """The first non-finite of the losses seen so far, else the latest ``loss`` (scalars; no host sync)."""
+    return loss if previous is None else torch.where(torch.isfinite(previous), loss, previous)
+
+
 class NonFiniteLossGuard(Callback):
     """Checks the loss before every optimizer step, so non-finite gradients never reach the weights.
 
-    The check is one ``bool(torch.isfinite(loss))`` per step: a scalar device → host copy (a GPU sync).
+    Every micro-batch of the step counts (gradient accumulation), and under DDP the decision is
+    all-reduced, so all processes raise or skip together. The cost is one scalar per step: an
+    all-reduce across processes and a device → host copy (a GPU sync).
 
     Args:
         skip: ``False``: raise :class:`NonFiniteLossError` naming the step, the head and the usual
             causes; the checkpoints on disk stay those of the last good epoch. ``True``: drop the
-            batch's gradients (the optimizer step changes nothing), log a warning, count the skipped
-            batches in ``train/nonfinite_skipped`` and go on.
+            step's gradients (the optimizer step changes nothing), log a warning, count the skipped
+            steps in ``train/nonfinite_skipped`` and go on.
     """
 
     def __init__(self, skip: bool = False) -> None:
@@ -34,17 +44,22 @@ class NonFiniteLossGuard(Callback):
         self._loss: Tensor | None = None
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
-        self._loss = loss.detach()
+        self._loss = first_nonfinite(self._loss, loss.detach())
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        if self._loss is None or bool(torch.isfinite(self._loss)):
+        if self._loss is None:
             return
+        loss, self._loss = self._loss, None
+        if not bool(all_reduce((~torch.isfinite(loss)).float(), torch.distributed.ReduceOp.MAX)):
+            return
+        value = loss.item()
+        loss_is = "non-finite in another process" if math.isfinite(value) else value
         head = type(pl_module.head).__name__
         if not self.skip:
             raise NonFiniteLossError(
-                f"training loss is {self._loss.item()} at step {trainer.global_step} "
+                f"training loss is {loss_is} at step {trainer.global_step} "
                 f"(epoch {trainer.current_epoch}) with head {head}. Usual causes: a learning rate too high "
                 "(lower optimizer.lr or lengthen scheduler.warmup_epochs), fp16 overflow "
                 "(use trainer.precision=bf16-mixed or 32-true), or a margin too large for the head "
@@ -53,5 +68,5 @@ class NonFiniteLossGuard(Callback):
             )
         optimizer.zero_grad(set_to_none=True)
         self.skipped += 1
-        log.warning("skipped batch at step %d: loss is %s with head %s", trainer.global_step, self._loss.item(), head)
+        log.warning("skipped batch at step %d: loss is %s with head %s", trainer.global_step, loss_is, head)
         pl_module.log("train/nonfinite_skipped", float(self.skipped))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -15,6 +16,29 @@ from facerec.eval.plots import save_roc
 from facerec.eval.verification import evaluate, pair_distances, roc_curve
 
 
+def rows_by_index(index: torch.Tensor, rows: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Places gathered rows by their index, keeping the first row of an index that occurs twice.
+
+    The distributed sampler pads the last processes with repeats of the first samples, so after an
+    all-gather in rank order the first occurrence is the sample's own.
+
+    Args:
+        index: (N,) row index of each gathered row, in [0, num_rows), repeats allowed.
+        rows: (N, E) gathered rows.
+        num_rows: Rows of the result.
+
+    Returns:
+        ``(placed, covered)``: (num_rows, E) rows, zero where no row came, and the (num_rows,) mask of those that did.
+    """
+    positions = torch.arange(len(index), device=index.device)
+    first = torch.full((num_rows,), len(index), device=index.device)
+    first = first.scatter_reduce(0, index.long(), positions, "amin")
+    covered = first < len(index)
+    placed = rows.new_zeros((num_rows, rows.shape[-1]))
+    placed[covered] = rows[first[covered]]
+    return placed, covered
+
+
 class VerificationCallback(Callback):
     """Evaluates every verification set of the datamodule whenever validation runs.
 
@@ -25,6 +49,8 @@ class VerificationCallback(Callback):
     on ``val/<set>/accuracy`` works under DDP. Process zero also writes each set's ROC curve to
     ``<trainer.default_root_dir>/roc_<set>.png`` (overwritten at every evaluation) and logs it as the
     image ``val/<set>/roc`` to every :class:`~lightning.pytorch.loggers.WandbLogger` of the trainer.
+    The best accuracy of every set is kept in checkpoints, so ``val/<set>/best_accuracy`` continues
+    after a resume.
 
     Validation (hence verification) runs every ``trainer.check_val_every_n_epoch`` epochs.
 
@@ -40,6 +66,12 @@ class VerificationCallback(Callback):
         self.best_accuracy: dict[str, float] = {}
         self.evaluated_at_step: int | None = None
         self._batches: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_accuracy": dict(self.best_accuracy)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_accuracy = dict(state_dict["best_accuracy"])
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._batches = {}
@@ -126,9 +158,7 @@ class VerificationCallback(Callback):
         if pl_module.trainer.world_size > 1:
             index = pl_module.all_gather(index).reshape(-1)
             embeddings = pl_module.all_gather(embeddings).reshape(-1, embeddings.shape[-1])
-        gathered = torch.zeros((num_images, embeddings.shape[-1]), device=embeddings.device)
-        covered = torch.zeros(num_images, dtype=torch.bool, device=embeddings.device)
-        gathered[index], covered[index] = embeddings, True
+        gathered, covered = rows_by_index(index, embeddings, num_images)
         if not covered.all():
             raise RuntimeError(
                 f"verification embeddings missing for {int((~covered).sum())} of {num_images} images; "

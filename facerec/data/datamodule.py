@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from facerec.data.folder import IdentityFolderDataset
 from facerec.data.rec_dataset import RecordDataset
-from facerec.data.sampling import EpochSeededSampler, seed_worker
+from facerec.data.sampling import EpochSeededDistributedSampler, EpochSeededSampler, seed_worker
 from facerec.data.synthetic import SyntheticSpec, generate
 from facerec.data.training_set import open_training_set
 from facerec.data.transforms import eval_transform, train_transform
@@ -133,7 +133,12 @@ class FaceDataModule(L.LightningDataModule):
             ]
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochSeededSampler(self.train_set, self.seed)
+        """Training batches in an order (and with augmentations) fixed by ``seed``, epoch and rank."""
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            sampler = EpochSeededDistributedSampler(self.train_set, trainer.world_size, trainer.global_rank, self.seed)
+        else:
+            sampler = EpochSeededSampler(self.train_set, self.seed)
         return DataLoader(
             self.train_set,
             self.batch_size,

@@ -46,8 +46,9 @@ def decode_image(
             f"image {source} is {height}x{width} (HxW), but data.strict_size=true requires "
             f"data.image_size {expected_size[0]}x{expected_size[1]}; resize the dataset or set data.strict_size=false"
         )
-    if image.dtype != np.uint8:
-        image = cv2.convertScaleAbs(image, alpha=255.0 / max(float(image.max()), 1.0))
+    if image.dtype != np.uint8:  # 16-bit PNG/TIFF: keep the brightness, scale the full range to 0..255
+        full_scale = np.iinfo(image.dtype).max if np.issubdtype(image.dtype, np.integer) else 1.0
+        image = cv2.convertScaleAbs(image, alpha=255.0 / full_scale)
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     if image.shape[2] == 4:

@@ -16,8 +16,11 @@ class CenterLoss(nn.Module):
 
     ``update="paper"``: ``centers`` is a buffer the optimizer never sees; after each step
     :meth:`update_centers` applies ``Δc_j = Σ_i δ(y_i=j)(c_j − x_i) / (1 + Σ_i δ(y_i=j))``,
-    ``c_j ← c_j − α·Δc_j`` to the last training batch. Under DDP the per-class sums and counts are
-    all-reduced first, so the rule sees the global batch and every rank holds identical centres.
+    ``c_j ← c_j − α·Δc_j`` to the training batches seen since the last update: every micro-batch of
+    a step under gradient accumulation, so the update equals one on their concatenation, as the
+    gradient step does. The forward only sums the features and counts per class (no communication);
+    under DDP these are all-reduced at the update, so the rule sees the global batch and every rank
+    holds identical centres.
     ``update="sgd"``: ``centers`` is a parameter trained by the optimizer with its own learning
     rate ``center_lr`` (default ``α/λ``, which makes the SGD step on ``c_j`` equal
     ``α·Σ_i δ(y_i=j)(c_j − x_i)/B``, close to the paper's rule).
@@ -28,7 +31,8 @@ class CenterLoss(nn.Module):
         center_weight: λ (default 0.003).
         alpha: α, the centre learning rate of the paper rule (default 0.5).
         update: ``"paper"`` or ``"sgd"``.
-        center_lr: Learning rate of the centres for ``update="sgd"``; ``None`` means ``α/λ``.
+        center_lr: Learning rate of the centres for ``update="sgd"``; ``None`` means ``α/λ`` (α when
+            λ = 0, which leaves the centres without gradient).
 
     Raises:
         ValueError: If ``update`` is not one of ``"paper"``, ``"sgd"``.
@@ -49,33 +53,42 @@ class CenterLoss(nn.Module):
         self.center_weight = center_weight
         self.alpha = alpha
         self.update = update
-        self.center_lr = alpha / center_weight if center_lr is None else center_lr
+        default_lr = alpha / center_weight if center_weight else alpha
+        self.center_lr = default_lr if center_lr is None else center_lr
         centers = torch.zeros(num_classes, embedding_size)
         if update == "sgd":
             self.centers = nn.Parameter(centers)
         else:
             self.register_buffer("centers", centers)
-        self._last_batch: tuple[Tensor, Tensor] | None = None
+        self._stats: Tensor | None = None
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
-        """Scalar center loss for (B, E) features and (B,) labels; remembers the batch if training."""
+        """Scalar center loss for (B, E) features and (B,) labels; adds the batch to the statistics if training."""
         x = full_precision(features)
         if self.update == "paper" and self.training and torch.is_grad_enabled():
-            self._last_batch = (x.detach(), labels.detach())
+            self._accumulate(x.detach(), labels)
         diff = x - self.centers.to(x.dtype)[labels]
         return self.center_weight * 0.5 * diff.pow(2).sum(dim=1).mean()
 
+    def _accumulate(self, x: Tensor, labels: Tensor) -> None:
+        """Adds (B, E) features and (B,) labels to the (C, E + 1) per-class sums and counts."""
+        num_classes, dim = self.centers.shape
+        if self._stats is None:
+            self._stats = torch.zeros(num_classes, dim + 1, dtype=self.centers.dtype, device=self.centers.device)
+        self._stats[:, :dim].index_add_(0, labels, x.to(self._stats.dtype))
+        self._stats[:, dim].index_add_(0, labels, torch.ones_like(labels, dtype=self._stats.dtype))
+
+    def discard_statistics(self) -> None:
+        """Forgets the training batches seen since the last update (a skipped step)."""
+        self._stats = None
+
     @torch.no_grad()
     def update_centers(self) -> None:
-        """Applies the paper rule to the last training batch (once); a no-op for ``update="sgd"``."""
-        if self._last_batch is None:
+        """Applies the paper rule to the training batches since the last update; a no-op for ``update="sgd"``."""
+        if self._stats is None:
             return
-        x, labels = self._last_batch
-        self._last_batch = None
-        num_classes, dim = self.centers.shape
-        stats = torch.zeros(num_classes, dim + 1, dtype=self.centers.dtype, device=self.centers.device)
-        stats[:, :dim].index_add_(0, labels, x.to(stats.dtype))
-        stats[:, dim].index_add_(0, labels, torch.ones_like(labels, dtype=stats.dtype))
+        stats, self._stats = self._stats, None
+        dim = self.centers.shape[1]
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(stats)
         present = stats[:, dim].nonzero().squeeze(1)
@@ -96,9 +109,18 @@ class CenterLossMixin:
         """Adds the center loss of (B, E) features and (B,) labels to ``output.loss``."""
         return HeadOutput(loss=output.loss + self.center_loss(features, labels), logits=output.logits)
 
-    def update_after_step(self) -> None:
-        """Paper-rule centre update from the last training forward; call after ``optimizer.step()``."""
-        self.center_loss.update_centers()
+    def update_after_step(self, skipped: bool = False) -> None:
+        """Paper-rule centre update from the training forwards since the last call.
+
+        Call once after each ``optimizer.step()``, on every rank (the update is collective under DDP).
+
+        Args:
+            skipped: The step was skipped (its gradients dropped): drop its batches, centres unchanged.
+        """
+        if skipped:
+            self.center_loss.discard_statistics()
+        else:
+            self.center_loss.update_centers()
 
     def param_groups(self) -> list[dict]:
         """All parameters; with ``update="sgd"`` the centres form their own group (lr, no decay)."""

@@ -12,7 +12,7 @@ on the global batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -208,6 +208,35 @@ class PartialFC(nn.Module):
                 f"({self.num_classes} classes); resume with the training data and head it was trained with"
             )
         return full[self.class_start * self.rows_per_class : self.class_end * self.rows_per_class].clone()
+
+
+def clip_grad_norm_sharded_(parameters: Iterable[Tensor], shard: Tensor, max_norm: float) -> Tensor:
+    """:func:`torch.nn.utils.clip_grad_norm_` (2-norm) when one parameter is sharded across ranks.
+
+    The norm is that of the whole gradient, ``√(Σ_other ‖g‖² + Σ_ranks ‖g_shard‖²)``: the other
+    parameters' gradients are the same on every rank (DDP has averaged them), the shards' squared
+    norms are all-reduced. Every rank then scales its gradients by the same coefficient,
+    ``min(1, max_norm / (norm + 1e-6))``, as one process holding all centres would. Collective:
+    every rank must call it.
+
+    Args:
+        parameters: Every optimised parameter, ``shard`` included; those without gradient are skipped.
+        shard: This rank's slice of the sharded parameter (the Partial FC centres).
+        max_norm: The largest norm kept.
+
+    Returns:
+        The whole gradient's norm before clipping (scalar).
+    """
+    others = [p.grad for p in parameters if p.grad is not None and p is not shard]
+    shard_grads = [] if shard.grad is None else [shard.grad]
+    zero = torch.zeros((), device=shard.device)
+    squared = torch.stack([torch.linalg.vector_norm(g) for g in others]).square().sum() if others else zero
+    shard_squared = torch.linalg.vector_norm(shard.grad).square() if shard_grads else zero.clone()
+    norm = (squared + all_reduce(shard_squared)).sqrt()
+    coefficient = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for grad in others + shard_grads:
+        grad.mul_(coefficient.to(grad.dtype))
+    return norm
 
 
 def _optimizer_slot(optimizers: list[torch.optim.Optimizer], parameter: Tensor) -> tuple[int, int] | None:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
+
 import timm
 import torch
 from torch import nn
 
 from facerec.models.checkpoint import load_backbone_weights
 from facerec.models.pretrained import cached_weights
+
+
+def similar_names(name: str, known: set[str], limit: int = 5) -> list[str]:
+    """Up to ``limit`` names of ``known`` close to ``name``: the shortest that extend it, then difflib's closest."""
+    extensions = sorted((n for n in known if n.startswith(name)), key=lambda n: (len(n), n))
+    close = difflib.get_close_matches(name, sorted(known), n=limit)
+    return list(dict.fromkeys([*extensions[:limit], *close]))[:limit]
 
 
 def create_backbone(
@@ -37,10 +46,13 @@ def create_backbone(
         A timm model: ``forward_features(x)`` gives the feature map, ``forward_head(f,
         pre_logits=True)`` the pooled features of width ``num_features``.
     """
-    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+    architectures, tagged = set(timm.list_models()), set(timm.list_models(pretrained=True))
+    if name not in architectures | tagged:
+        close = similar_names(name, tagged if "." in name else architectures)
+        hint = f"did you mean: {', '.join(close)}? " if close else ""
         raise ValueError(
-            f"unknown backbone {name!r}: not in timm's registry. "
-            'List the choices with `python -c "import facerec, timm; print(timm.list_models())"`.'
+            f"unknown backbone {name!r}: not in timm's registry; {hint}"
+            'list the choices with `python -c "import facerec, timm; print(timm.list_models())"`.'
         )
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate

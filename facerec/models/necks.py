@@ -20,7 +20,7 @@ class LinearNeck(nn.Module):
     1, as in insightface.
 
     Args:
-        feature_shape: Per-sample shape of ``backbone.forward_features``, (C, H, W) or (N, C).
+        feature_shape: Per-sample shape of :meth:`EmbeddingNet.features`, (C, H, W) or (N, C).
         embedding_size: E.
         dropout: Dropout probability before the FC layer.
     """
@@ -76,7 +76,7 @@ class GDCNeck(nn.Module):
     The depthwise kernel covers the whole (H, W) map, so each channel learns its own spatial pooling.
 
     Args:
-        feature_shape: Per-sample shape of ``backbone.forward_features``, (C, H, W).
+        feature_shape: Per-sample shape of :meth:`EmbeddingNet.features`, (C, H, W).
         embedding_size: E.
         dropout: Dropout probability before the FC layer.
     """
@@ -108,6 +108,9 @@ class GDCNeck(nn.Module):
 class EmbeddingNet(nn.Module):
     """Backbone + neck: images (B, 3, H, W) → embeddings (B, E). What eval and export use.
 
+    The neck always gets channels-first maps (B, C, h, w): the features of a channels-last timm
+    backbone (``output_fmt == "NHWC"``, e.g. swin, mambaout) are permuted from (B, h, w, C).
+
     Args:
         backbone: A timm model built with ``num_classes=0``.
         neck: Neck factory taking ``feature_shape`` and ``embedding_size``.
@@ -124,6 +127,7 @@ class EmbeddingNet(nn.Module):
         self.backbone = backbone
         self.channels_last = channels_last
         self.embedding_size = embedding_size
+        self.nhwc = getattr(backbone, "output_fmt", "NCHW") == "NHWC"
         self.pooled = getattr(neck, "func", neck).uses_pooled_features
         self.neck = neck(feature_shape=self._feature_shape(tuple(input_size)), embedding_size=embedding_size)
 
@@ -144,11 +148,13 @@ class EmbeddingNet(nn.Module):
         return tuple(features.shape[1:])
 
     def features(self, images: Tensor) -> Tensor:
-        """Backbone features as the neck expects them (pooled or not)."""
+        """Backbone features as the neck expects them: pooled (B, C), map (B, C, h, w) or tokens (B, N, C)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         features = self.backbone.forward_features(images)
-        return self.backbone.forward_head(features, pre_logits=True) if self.pooled else features
+        if self.pooled:
+            return self.backbone.forward_head(features, pre_logits=True)
+        return features.permute(0, 3, 1, 2) if self.nhwc else features
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) → (B, E) un-normalised embeddings."""

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from facerec.data import FaceDataModule
 from facerec.data.__main__ import main
@@ -16,7 +20,7 @@ from facerec.data.folder import scan_identity_folder
 from facerec.data.recordio import IRHeader, RecordWriter, pack
 from facerec.data.synthetic import SyntheticSpec, generate
 from facerec.data.tools import folder_to_rec
-from tests.helpers import read_metrics, run_dir, run_script, shared_file
+from tests.helpers import REPO, read_metrics, run_dir, run_script, shared_file
 
 TINY = SyntheticSpec(
     num_identities=3,
@@ -92,15 +96,39 @@ def test_rec_multi_worker_loading(tiny):
     assert sorted(label for _, labels in batches for label in labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
 
 
-def test_training_from_the_golden_rec(tmp_path):
+@pytest.fixture
+def golden_rec(tmp_path) -> Path:
+    """A folder holding the real MXNet ``golden.rec`` + ``.idx`` as ``train.rec`` + ``train.idx``."""
     golden = shared_file("mxnet_recordio/golden.rec")
-    (tmp_path / "train.rec").symlink_to(golden)
-    (tmp_path / "train.idx").symlink_to(golden.with_suffix(".idx"))
-    datamodule = FaceDataModule(root=str(tmp_path), format="rec", batch_size=3, num_workers=0, strict_size=True)
+    (tmp_path / "golden").mkdir()
+    (tmp_path / "golden" / "train.rec").symlink_to(golden)
+    (tmp_path / "golden" / "train.idx").symlink_to(golden.with_suffix(".idx"))
+    return tmp_path / "golden"
+
+
+def test_training_from_the_golden_rec(golden_rec):
+    datamodule = FaceDataModule(root=str(golden_rec), format="rec", batch_size=3, num_workers=0, strict_size=True)
     assert datamodule.class_names == ["0", "1", "2"]
     datamodule.setup("fit")
     images, labels = next(iter(datamodule.train_dataloader()))
     assert images.shape == (3, 3, 112, 112) and images.dtype == torch.float32 and labels.max() <= 2
+
+
+def test_two_training_steps_on_the_golden_rec(golden_rec, tmp_path):
+    datamodule = FaceDataModule(
+        root=str(golden_rec), format="rec", strict_size=True, batch_size=3, num_workers=0, pin_memory=False
+    )
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=smoke", "data.image_size=[112,112]"])
+    model = instantiate(cfg.model, num_classes=3, class_names=datamodule.class_names, _recursive_=False)
+    before = [parameter.detach().clone() for parameter in model.net.parameters()]
+    trainer = L.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.net.parameters(), strict=True))
 
 
 def test_unknown_format_is_explained(tiny):
@@ -118,6 +146,28 @@ def test_bin_verification_set_through_the_val_dataloader():
     (loader,) = datamodule.val_dataloader()
     images, indices = next(iter(loader))
     assert images.shape == (8, 3, 56, 56) and indices.tolist() == list(range(8))
+
+
+def test_eval_scores_a_real_bin_end_to_end(smoke_run, data_dir, tmp_path):
+    checkpoint = smoke_run / "checkpoints" / "last.ckpt"
+    hyper_parameters = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert hyper_parameters["input_size"] == [32, 32], "the .bin's 112x112 images must be resized to the model's input"
+    result = run_script(
+        "eval.py",
+        "data=folder",
+        "data.num_workers=0",
+        f"ckpt_path={checkpoint}",
+        f"+data.val_sets.lfw.bin={shared_file('insightface/small_lfw.bin')}",
+        f"metrics_file={tmp_path / 'lfw.json'}",
+        log_dir=tmp_path,
+        data_dir=data_dir,
+    )
+    metrics = read_metrics(tmp_path / "lfw.json")
+    assert list(metrics) == ["lfw"] and "\nlfw " in result.stdout
+    lfw = metrics["lfw"]
+    assert 0.0 <= lfw["accuracy"] <= 1.0 and lfw["accuracy_std"] >= 0.0 and lfw["xnorm"] > 0.0
+    # small_lfw.bin holds only same-identity pairs (one per fold): no ROC, so its summaries are NaN.
+    assert all(math.isnan(lfw[key]) for key in ("auc", "eer", "tar@far=1e-3", "tar@far=1e-4"))
 
 
 def test_strict_size_names_the_file_and_both_sizes(tmp_path):

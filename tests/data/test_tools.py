@@ -210,4 +210,19 @@ def test_make_pairs_too_few_pairs(tmp_path):
 def test_make_pairs_balances_folds_by_capacity(tmp_path):
     root = lfw_folder(tmp_path / "lfw", {f"P{index:02d}": 2 + index % 6 for index in range(60)})
     make_pairs(root, tmp_path / "pairs.txt", folds=10, pairs_per_fold=50)
-    assert len(read_pairs(tmp_path / "pairs.txt")) == 1000
+    assert (tmp_path / "pairs.txt").read_text().splitlines()[0] == "10\t50"
+    pairs = read_pairs(tmp_path / "pairs.txt")
+    assert len(pairs) == 1000
+    fold_people = []
+    for fold in range(10):
+        block = slice(100 * fold, 100 * fold + 100)
+        left, right, issame = pairs.left[block], pairs.right[block], pairs.issame[block]
+        assert issame == [True] * 50 + [False] * 50, f"fold {fold}"
+        people = [(a.split("/")[0], b.split("/")[0]) for a, b in zip(left, right, strict=True)]
+        assert all(a == b for a, b in people[:50]) and all(a != b for a, b in people[50:]), f"fold {fold}"
+        assert all(a != b for a, b in zip(left, right, strict=True)), f"fold {fold}: an image paired with itself"
+        assert len(set(zip(left, right, strict=True))) == 100, f"fold {fold}: repeated pair"
+        fold_people.append({name for pair in people for name in pair})
+    for fold, people in enumerate(fold_people):
+        others = set().union(*fold_people[:fold], *fold_people[fold + 1 :])
+        assert not people & others, f"fold {fold} shares identities with another fold"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facerec.data.decode import CorruptImageError, encode_jpeg
+from facerec.data.decode import CorruptImageError, decode_image, encode_jpeg
 from facerec.data.verification_bin import UnsafePickleError, load_verification_bin, write_verification_bin
 
 SMALL_LFW = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "insightface" / "small_lfw.bin"
@@ -51,6 +51,35 @@ def test_python2_pickle(tmp_path):
     data = b"\x80\x02](" + strings + b"e](\x88e\x86."
     (tmp_path / "v.bin").write_bytes(data)
     assert load_verification_bin(tmp_path / "v.bin").issame == [True]
+
+
+def python2_uint8_array(data: bytes) -> bytes:
+    """Protocol-2 pickle opcodes of a uint8 array holding ``data``, as Python 2 with numpy 1.x writes it.
+
+    ``_reconstruct(ndarray, (0,), 'b')``, then ``__setstate__((1, shape, dtype, False, raw))`` with the
+    dtype ``dtype('u1', 0, 1)`` of state ``(3, '|', None, None, None, -1, -1, 0)``; every ``str`` (the raw
+    data included) is a Python 2 string opcode (``BINSTRING``, ``SHORT_BINSTRING``), unpickled as bytes.
+    """
+    size = struct.pack("<i", len(data))
+    return (
+        b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R"
+        b"(K\x01J" + size + b"\x85cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R"
+        b"(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        b"\x89T" + size + data + b"tb"
+    )
+
+
+def test_python2_pickle_of_numpy_arrays(tmp_path):
+    buffers = jpegs(4)
+    arrays = b"".join(python2_uint8_array(buffer) for buffer in buffers)
+    data = b"\x80\x02](" + arrays + b"e](\x88\x89e\x86."
+    bins, issame = pickle.loads(data, encoding="latin1")  # the helper writes what numpy itself reads back
+    assert [array.tobytes() for array in bins] == buffers and bins[0].dtype == np.uint8 and issame == [True, False]
+    (tmp_path / "v.bin").write_bytes(data)
+    loaded = load_verification_bin(tmp_path / "v.bin")
+    assert loaded.issame == [True, False]
+    for image, buffer in zip(loaded.images, buffers, strict=True):
+        np.testing.assert_array_equal(image, decode_image(buffer))
 
 
 class Exploit:

@@ -134,3 +134,26 @@ def test_real_process_group(tmp_path) -> None:
     finally:
         dist.destroy_process_group()
     torch.testing.assert_close(center_loss.centers[0], torch.tensor([2 / 3, 4 / 3]))
+
+
+def test_update_covers_every_batch_since_the_last_one() -> None:
+    """Two forwards (accumulated micro-batches), one update: as one forward on both batches."""
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 0, 3, 2, 0, 1, 1])
+    split, whole = hand_example(), hand_example()
+    split(x[:4], labels[:4])
+    split(x[4:], labels[4:])
+    split.update_centers()
+    whole(x, labels)
+    whole.update_centers()
+    torch.testing.assert_close(split.centers, whole.centers)
+
+
+def test_skipped_step_drops_its_batches() -> None:
+    head = create_head("center", 2, 10)
+    head.center_loss = hand_example()
+    before = head.center_loss.centers.clone()
+    head(torch.zeros(4, 2), LABELS)
+    head.update_after_step(skipped=True)
+    head.update_after_step()
+    torch.testing.assert_close(head.center_loss.centers, before)

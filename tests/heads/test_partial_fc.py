@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from facerec.heads import PartialFC, create_head
-from facerec.heads.partial_fc import CHECKPOINT_KEY, shard_checkpoint
+from facerec.heads.partial_fc import CHECKPOINT_KEY, clip_grad_norm_sharded_, shard_checkpoint
 
 MARGIN_HEADS = ["adaface", "arcface", "combined", "cosface", "subcenter_arcface"]
 E, C, B = 6, 7, 8
@@ -46,6 +46,34 @@ def test_one_process_full_rate_equals_the_plain_head(name):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
+def parameters_with_gradients() -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
+    """A (3, 2) parameter and a (C, E) one, both with the same random gradients on every rank."""
+    generator = torch.Generator().manual_seed(1)
+    params = torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(C, E))
+    for param in params:
+        param.grad = torch.randn(param.shape, generator=generator, dtype=torch.float64).float()
+    return params
+
+
+def check_sharded_clipping(rank: int, world_size: int, max_norm: float = 0.5) -> None:
+    """Clipping with rank ``rank``'s rows of the (C, E) parameter equals torch's clipping with all of them."""
+    replicated, full = parameters_with_gradients()
+    expected = torch.nn.utils.clip_grad_norm_([replicated, full], max_norm)
+    rows = torch.arange(C).chunk(world_size)[rank]
+    other, whole = parameters_with_gradients()
+    shard = torch.nn.Parameter(whole.detach()[rows])
+    shard.grad = whole.grad[rows]
+    norm = clip_grad_norm_sharded_([other, shard], shard, max_norm)
+    assert norm > max_norm
+    torch.testing.assert_close(norm, expected)
+    torch.testing.assert_close(other.grad, replicated.grad)
+    torch.testing.assert_close(shard.grad, full.grad[rows])
+
+
+def test_sharded_clipping_without_process_group_is_torchs():
+    check_sharded_clipping(0, 1)
+
+
 def _two_process_worker(rank: int, port: int) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     torch.set_num_threads(1)
@@ -63,6 +91,7 @@ def _two_process_worker(rank: int, port: int) -> None:
         sampled = PartialFC(create_head("arcface", E, 40).double(), sample_rate=0.25)
         out = sampled(x[local].clone().requires_grad_(True), labels[local] * 5)
         assert out.logits.shape == (B, 5) and torch.isfinite(out.loss)
+        check_sharded_clipping(rank, 2)
     finally:
         dist.destroy_process_group()
 

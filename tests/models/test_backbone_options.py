@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,27 @@ BACKBONE_KEYS = {"_target_", "name", "pretrained", "checkpoint_path", "drop_path
 
 
 def test_unknown_name() -> None:
-    with pytest.raises(ValueError, match=r"unknown backbone 'not_a_net'.*timm\.list_models"):
+    with pytest.raises(ValueError, match=r"unknown backbone 'not_a_net'.*timm\.list_models") as error:
         create_backbone("not_a_net")
+    assert "did you mean" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "suggested"),
+    [
+        ("resnet18x", ["resnet18", "resnet18d"]),
+        ("iresnet_50", ["iresnet50"]),
+        ("mobilefacenet_larg", ["mobilefacenet_large", "mobilefacenet"]),
+        ("swin_tiny", ["swin_tiny_patch4_window7_224"]),
+        ("resnet18.a1_in1", ["resnet18.a1_in1k"]),
+    ],
+)
+def test_unknown_name_suggests_close_matches(name: str, suggested: list[str]) -> None:
+    with pytest.raises(ValueError, match=rf"unknown backbone '{re.escape(name)}'.*timm\.list_models") as error:
+        create_backbone(name)
+    matches = re.search(r"did you mean: (.*)\?", str(error.value)).group(1).split(", ")
+    assert matches[: len(suggested)] == suggested
+    assert len(matches) <= 5
 
 
 @pytest.fixture
@@ -79,6 +99,31 @@ def test_generic_timm_backbone(name: str, options: dict, neck: str) -> None:
     assert embeddings.shape == (2, 32)
     embeddings.sum().backward()
     assert net.backbone.forward_features(torch.zeros(1, 3, 64, 64)).requires_grad
+
+
+@pytest.mark.parametrize("neck", ["linear", "gdc", "pool_fc"])
+def test_channels_last_backbone(neck: str) -> None:
+    """timm's NHWC backbones (swin, mambaout, ...) give the neck a channels-first (B, C, h, w) map.
+
+    64×32 images give test_mambaout (stride 32, 64 channels) a (2, 1) map, so no two axes have the same size.
+    """
+    net = build_embedding_net(backbone_cfg("test_mambaout"), neck_cfg(neck), 16, (64, 32))
+    assert net.backbone.output_fmt == "NHWC"
+    images = torch.randn(2, 3, 64, 32)
+    raw = net.backbone.forward_features(images)
+    assert raw.shape == (2, 2, 1, 64)
+    if neck == "pool_fc":  # the backbone's own head pools its NHWC map (then a 64 → 256 MLP)
+        torch.testing.assert_close(net.features(images), net.backbone.forward_head(raw, pre_logits=True))
+        assert net.neck.fc.in_features == net.backbone.head_hidden_size == 256
+    else:
+        assert net.neck.bn.num_features == 64
+        torch.testing.assert_close(net.features(images), raw.permute(0, 3, 1, 2))
+    if neck == "gdc":
+        assert net.neck.conv.weight.shape == (64, 1, 2, 1)
+    embeddings = net(images)
+    assert embeddings.shape == (2, 16)
+    embeddings.square().sum().backward()
+    assert net.backbone.stem.conv1.weight.grad.abs().sum() > 0
 
 
 def test_gdc_neck_needs_a_map() -> None:
