@@ -125,6 +125,21 @@ class FaceRecognitionModule(L.LightningModule):
         if datamodule is not None and datamodule.num_classes != self.hparams.num_classes:
             raise _class_count_error(self.hparams.num_classes, datamodule.num_classes)
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Refuses training labels outside ``[0, num_classes)`` while they are still on the host (no device sync)."""
+        if self.trainer.training:
+            labels = batch[1]
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high >= self.hparams.num_classes:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"training label {bad} is outside [0, {self.hparams.num_classes}): the head has "
+                    f"{self.hparams.num_classes} classes. The dataset's labels must be 0..C-1 for its C identities "
+                    "(data=folder and data=rec derive C from the data; a custom dataset or a .rec whose header "
+                    "disagrees with its records does not)"
+                )
+        return batch
+
     def setup(self, stage: str) -> None:
         """Shards Partial FC centres for this rank and keeps DDP from syncing or averaging them."""
         if isinstance(self.head, PartialFC):

@@ -13,7 +13,9 @@ Every run has the non-finite guard (skip mode) on. ``nonfinite_skipped`` puts a 
 in the global batch of step 1, on rank 1 only, and in the first micro-batch of an accumulated step,
 so the guard must reduce its decision across ranks and micro-batches. ``partial_fc_clipped`` clips
 the gradient norm hard (the centres' gradient alone has a norm in the hundreds), which each rank must
-compute over all shards.
+compute over all shards. ``partial_fc_center`` shards ArcFace's centres while the center loss' ``sgd``
+centres stay replicated: their gradient, computed from each rank's samples, must average to the
+global batch's.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ RUNS = {
     "center": Run(CENTER),
     "partial_fc": Run(PARTIAL_FC),
     "partial_fc_clipped": Run(PARTIAL_FC, gradient_clip_val=1.0),
+    "partial_fc_center": Run(("head=arcface_center", "head.partial_fc.enabled=true", "head.update=sgd")),
     "nonfinite_skipped": Run(CENTER, nan_sample=9),
 }
 STEPS, GLOBAL_BATCH, NUM_CLASSES = 3, 8, 5

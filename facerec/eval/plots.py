@@ -46,7 +46,7 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(loc="lower right", fontsize="small")
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.13, right=0.96, bottom=0.12, top=0.92)  # fixed: tight_layout costs ~0.1 s
     return figure
 
 

@@ -57,9 +57,11 @@ class ArcFaceCenterHead(CenterLossMixin, ArcFaceHead):
         self.center_on = center_on
         self.center_loss = CenterLoss(num_classes, embedding_size, center_weight, alpha, update, center_lr)
 
+    def center_features(self, embeddings: Tensor) -> Tensor:
+        """(B, E) embeddings → (B, E) ``x/‖x‖`` (``center_on="normalized"``) or ``x`` (``"raw"``), full precision."""
+        features = full_precision(embeddings)
+        return F.normalize(features, dim=1) if self.center_on == "normalized" else features
+
     def forward(self, embeddings: Tensor, labels: Tensor) -> HeadOutput:
         """ArcFace CE + center loss for (B, E) embeddings and (B,) labels; logits (B, C)."""
-        features = full_precision(embeddings)
-        if self.center_on == "normalized":
-            features = F.normalize(features, dim=1)
-        return self.with_center_loss(super().forward(embeddings, labels), features, labels)
+        return self.with_center_loss(super().forward(embeddings, labels), embeddings, labels)

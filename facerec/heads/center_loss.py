@@ -100,14 +100,20 @@ class CenterLossMixin:
     """Adds a :class:`CenterLoss` attribute ``center_loss`` to a head's output and optimisation.
 
     Provides the hooks the training module calls: :meth:`update_after_step` and
-    :meth:`param_groups`.
+    :meth:`param_groups`; :meth:`center_features` is what the center loss sees (Partial FC calls
+    it too).
     """
 
     center_loss: CenterLoss
 
-    def with_center_loss(self, output: HeadOutput, features: Tensor, labels: Tensor) -> HeadOutput:
-        """Adds the center loss of (B, E) features and (B,) labels to ``output.loss``."""
-        return HeadOutput(loss=output.loss + self.center_loss(features, labels), logits=output.logits)
+    def center_features(self, embeddings: Tensor) -> Tensor:
+        """The (B, E) features the center loss pulls towards the centres: the (B, E) embeddings as they are."""
+        return full_precision(embeddings)
+
+    def with_center_loss(self, output: HeadOutput, embeddings: Tensor, labels: Tensor) -> HeadOutput:
+        """Adds the center loss of (B, E) embeddings' :meth:`center_features` and (B,) labels to ``output.loss``."""
+        loss = output.loss + self.center_loss(self.center_features(embeddings), labels)
+        return HeadOutput(loss=loss, logits=output.logits)
 
     def update_after_step(self, skipped: bool = False) -> None:
         """Paper-rule centre update from the training forwards since the last call.

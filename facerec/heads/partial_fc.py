@@ -5,8 +5,9 @@ With C classes over W ranks, rank k holds the centres of classes ``[k·n, min((k
 every rank the classes of its shard that occur in the global batch plus random others up to
 ``⌈r·shard⌉`` (r = ``sample_rate``), computes the head's margin logits against those centres
 only, and the cross-entropy over all shards with a distributed log-sum-exp in float32/float64.
-No rank materialises the (B, C) logits. With r = 1 the loss and gradients equal the wrapped head
-on the global batch.
+No rank materialises the (B, C) logits. A head's center loss (``arcface_center``) keeps its centres
+whole on every rank and is computed on each rank's own samples. With r = 1 the loss and gradients
+equal the wrapped head on the global batch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from facerec.distributed import all_reduce, gather_rows, gather_rows_with_grad, rank_and_world_size, scale_grad
 from facerec.heads.base import HeadOutput, MarginHead, full_precision
+from facerec.heads.center_loss import CenterLossMixin
 
 CHECKPOINT_KEY = "partial_fc"
 """Checkpoint entry recording where the sharded centres' optimizer state is."""
@@ -66,6 +68,11 @@ class PartialFC(nn.Module):
     all ranks) and ``logits`` are **this rank's sampled columns only**, (B_global, n_sampled), not
     class-indexed logits; :attr:`full_logits` is False so callers skip argmax accuracy.
 
+    A head with a center loss (:class:`~facerec.heads.center_loss.CenterLossMixin`) keeps its
+    ``center_loss.centers`` (C, E) whole on every rank (replicated: the paper rule all-reduces its
+    statistics, DDP averages the gradient of ``update="sgd"`` centres); see :meth:`center_term`.
+    :meth:`update_after_step` and :meth:`param_groups` forward the head's hooks to the module.
+
     Args:
         head: The margin head to shard (built with the full class count).
         sample_rate: r in (0, 1], the share of the shard's classes used per step; the classes of
@@ -79,7 +86,7 @@ class PartialFC(nn.Module):
             world size under DDP, whose gradient averaging then gives the global-batch gradient.
 
     Raises:
-        TypeError: If ``head`` is not a :class:`~facerec.heads.MarginHead` or carries a center loss.
+        TypeError: If ``head`` is not a :class:`~facerec.heads.MarginHead` (``softmax``, ``center``).
         ValueError: If ``sample_rate`` is outside (0, 1], or a rank's shard would be empty.
     """
 
@@ -89,10 +96,11 @@ class PartialFC(nn.Module):
         self, head: nn.Module, sample_rate: float = 1.0, rank: int | None = None, world_size: int | None = None
     ) -> None:
         super().__init__()
-        if not isinstance(head, MarginHead) or hasattr(head, "center_loss"):
+        if not isinstance(head, MarginHead):
             raise TypeError(
-                f"partial FC needs a margin head without center loss (arcface, cosface, combined, "
-                f"subcenter_arcface, adaface), got {type(head).__name__}; set head.partial_fc.enabled=false"
+                f"partial FC needs a margin head (arcface, arcface_center, cosface, combined, subcenter_arcface, "
+                f"adaface), got {type(head).__name__} (softmax and center have no margin); "
+                "set head.partial_fc.enabled=false"
             )
         if not 0.0 < sample_rate <= 1.0:
             raise ValueError(f"partial FC sample_rate must be in (0, 1], got {sample_rate}")
@@ -169,14 +177,14 @@ class PartialFC(nn.Module):
             labels: (B,) int64 global class indices in [0, C).
 
         Returns:
-            ``loss``: scalar mean over the global batch; ``logits``: (B_global, n_sampled) this
-            rank's sampled columns, margin applied.
+            ``loss``: scalar mean over the global batch (center loss included); ``logits``:
+            (B_global, n_sampled) this rank's sampled columns, margin applied.
         """
         head = self.margin_head
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             x = gather_rows_with_grad(scale_grad(full_precision(embeddings), self.embedding_grad_scale))
-            labels = gather_rows(labels)
-            classes, local_labels = self.sample(labels)
+            global_labels = gather_rows(labels)
+            classes, local_labels = self.sample(global_labels)
             weight = full_precision(self.weight).to(x.dtype)
             if classes is not None:
                 rows = classes.unsqueeze(1) * self.rows_per_class + torch.arange(self.rows_per_class, device=x.device)
@@ -189,7 +197,52 @@ class PartialFC(nn.Module):
             target = head.scale * head.target_logit(cos_target, x.norm(dim=1))
             target = torch.where(on_shard, target.to(scaled.dtype), scaled_target)
             logits = scaled.scatter(1, index, target.unsqueeze(1))
-            return HeadOutput(loss=_DistributedCrossEntropy.apply(logits, local_labels), logits=logits)
+            loss = _DistributedCrossEntropy.apply(logits, local_labels)
+            if isinstance(head, CenterLossMixin):
+                loss = loss + self.center_term(embeddings, labels, len(global_labels))
+            return HeadOutput(loss=loss, logits=logits)
+
+    def center_term(self, embeddings: Tensor, labels: Tensor, global_batch: int) -> Tensor:
+        """The wrapped head's center loss of the global batch, computed from this rank's samples only.
+
+        Each rank computes ``share = Σ_local ℓ_i / B_global`` (ℓ_i = ``λ·½·‖f_i − c_{y_i}‖²`` on the
+        head's :meth:`~facerec.heads.center_loss.CenterLossMixin.center_features`; the paper rule
+        accumulates only these samples, its update all-reduces them). The value returned is the
+        all-reduced ``Σ_ranks share``, the global-batch mean, the same on every rank; its gradient is
+        ``embedding_grad_scale · ∂share`` alone (the other ranks' part is a detached constant). With
+        scale 1 that is this rank's part of the exact gradient, like the margin term's; with scale W
+        (the module, under DDP) it is the local mean's gradient for equal batches, and DDP's average
+        over ranks gives the backbone and ``update="sgd"`` centres the exact global-batch gradient
+        (for any split of the batch).
+
+        Args:
+            embeddings: (B, E) this rank's features, as passed to :meth:`forward`.
+            labels: (B,) their global class indices.
+            global_batch: B_global, the number of samples over all ranks.
+
+        Returns:
+            Scalar, the center loss' global-batch mean.
+        """
+        head = self.margin_head
+        share = head.center_loss(head.center_features(embeddings), labels) * (len(labels) / global_batch)
+        total = all_reduce(share.detach().clone())
+        return scale_grad(share, self.embedding_grad_scale) + (total - share.detach())
+
+    def update_after_step(self, skipped: bool = False) -> None:
+        """The wrapped head's post-step hook (center loss' paper rule; collective); a no-op without one.
+
+        Args:
+            skipped: The step was skipped (its gradients dropped).
+        """
+        if isinstance(self.margin_head, CenterLossMixin):
+            self.margin_head.update_after_step(skipped=skipped)
+
+    def param_groups(self) -> list[dict]:
+        """Optimizer groups: the wrapped head's (``update="sgd"`` centres apart), the centre shard in the first."""
+        if not isinstance(self.margin_head, CenterLossMixin):
+            return [{"params": list(self.parameters())}]
+        first, *others = self.margin_head.param_groups()
+        return [{**first, "params": [self.weight, *first["params"]]}, *others]
 
     def full_rows(self, shard: Tensor) -> Tensor:
         """All ranks' (rows, ...) slices of a per-row tensor (the centres, their optimizer state) in class order."""

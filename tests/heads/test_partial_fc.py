@@ -1,4 +1,8 @@
-"""Partial FC equals the plain margin head on the global batch (1 and 2 gloo processes, r = 1)."""
+"""Partial FC equals the plain margin head on the global batch (1 and 2 gloo processes, r = 1).
+
+``arcface_center`` is checked through a whole step: loss, gradients (embeddings, class centres,
+``update="sgd"`` centre-loss centres) and the centre-loss centres after the post-step hook.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from facerec.heads import PartialFC, create_head
 from facerec.heads.partial_fc import CHECKPOINT_KEY, clip_grad_norm_sharded_, shard_checkpoint
 
 MARGIN_HEADS = ["adaface", "arcface", "combined", "cosface", "subcenter_arcface"]
+CENTER_VARIANTS = [(center_on, update) for center_on in ("normalized", "raw") for update in ("paper", "sgd")]
 E, C, B = 6, 7, 8
 
 
@@ -27,6 +32,33 @@ def plain_and_partial(name: str, rank: int | None = None, world_size: int | None
     torch.manual_seed(0)
     plain = create_head(name, E, C).double()
     return plain, PartialFC(copy.deepcopy(plain), rank=rank, world_size=world_size)
+
+
+def center_heads(center_on: str, update: str) -> tuple[torch.nn.Module, PartialFC]:
+    """A plain ``arcface_center`` head with random centre-loss centres and a PartialFC copy (1 process)."""
+    torch.manual_seed(0)
+    plain = create_head(
+        "arcface_center", E, C, scale=30.0, center_weight=0.2, update=update, center_on=center_on
+    ).double()
+    with torch.no_grad():
+        plain.center_loss.centers.normal_()
+    return plain, PartialFC(copy.deepcopy(plain), rank=0, world_size=1)
+
+
+def center_step(head: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    """Forward, backward and post-step hook (collective under a process group); what the step produced."""
+    x = x.clone().requires_grad_(True)
+    loss = head(x, labels).loss
+    loss.backward()
+    centers = (head.margin_head if isinstance(head, PartialFC) else head).center_loss.centers
+    head.update_after_step()
+    return {
+        "loss": loss.detach(),
+        "grad x": x.grad,
+        "grad weight": head.weight.grad,
+        "grad centers": centers.grad,
+        "centers": centers.detach().clone(),
+    }
 
 
 def loss_and_grads(head, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -44,6 +76,33 @@ def test_one_process_full_rate_equals_the_plain_head(name):
     expected, partial_out = loss_and_grads(plain, x, labels), loss_and_grads(partial, x, labels)
     for want, got in zip(expected, partial_out, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("center_on", "update"), CENTER_VARIANTS)
+def test_one_process_full_rate_equals_the_plain_head_with_center_loss(center_on, update):
+    plain, partial = center_heads(center_on, update)
+    initial = plain.center_loss.centers.detach().clone()
+    x, labels = batch()
+    expected, got = center_step(plain, x, labels), center_step(partial, x, labels)
+    assert (expected["grad centers"] is None) == (update == "paper")
+    assert (update == "paper") != torch.equal(expected["centers"], initial), "only the paper rule moves them here"
+    for key, want in expected.items():
+        torch.testing.assert_close(got[key], want, rtol=1e-12, atol=1e-12, msg=key)
+
+
+def test_center_loss_hooks_are_forwarded():
+    _, sgd = center_heads("normalized", "sgd")
+    centers = sgd.margin_head.center_loss.centers
+    groups = sgd.param_groups()
+    assert [g["params"] for g in groups] == [[sgd.weight], [centers]]
+    assert (groups[1]["lr"], groups[1]["weight_decay"]) == (0.5 / 0.2, 0.0)
+    _, paper = center_heads("normalized", "paper")
+    before = paper.margin_head.center_loss.centers.clone()
+    paper(*batch())
+    paper.update_after_step(skipped=True)
+    paper.update_after_step()
+    assert torch.equal(paper.margin_head.center_loss.centers, before), "a skipped step's batch is dropped"
+    assert [g["params"] for g in paper.param_groups()] == [[paper.weight]]
 
 
 def parameters_with_gradients() -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
@@ -75,10 +134,12 @@ def test_sharded_clipping_without_process_group_is_torchs():
 
 
 def _two_process_worker(rank: int, port: int) -> None:
+    x, labels = batch()
+    # Before the group exists: the plain head's paper-rule update would all-reduce its statistics.
+    expected_center = {variant: center_step(center_heads(*variant)[0], x, labels) for variant in CENTER_VARIANTS}
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     torch.set_num_threads(1)
     try:
-        x, labels = batch()
         local = slice(rank * B // 2, (rank + 1) * B // 2)
         for name in MARGIN_HEADS:
             plain, partial = plain_and_partial(name)
@@ -88,12 +149,30 @@ def _two_process_worker(rank: int, port: int) -> None:
             torch.testing.assert_close(got_loss, loss, rtol=1e-12, atol=1e-12, msg=f"{name} loss")
             torch.testing.assert_close(got_x, grad_x[local], rtol=1e-12, atol=1e-12, msg=f"{name} grad x")
             torch.testing.assert_close(got_w, partial.local_rows(grad_w), rtol=1e-12, atol=1e-12, msg=f"{name} grad w")
+        for variant, want in expected_center.items():
+            _, partial = center_heads(*variant)
+            partial.shard(rank, 2)
+            partial.embedding_grad_scale = 2.0  # as the module sets it: DDP averages the replicated gradients
+            got = center_step(partial, x[local], labels[local])
+            if got["grad centers"] is not None:
+                got["grad centers"] = dist_mean(got["grad centers"])
+            got["grad x"] = got["grad x"] / 2.0
+            want = {**want, "grad x": want["grad x"][local], "grad weight": partial.local_rows(want["grad weight"])}
+            for key, value in want.items():
+                torch.testing.assert_close(got[key], value, rtol=1e-12, atol=1e-12, msg=f"{variant} {key}")
         sampled = PartialFC(create_head("arcface", E, 40).double(), sample_rate=0.25)
         out = sampled(x[local].clone().requires_grad_(True), labels[local] * 5)
         assert out.logits.shape == (B, 5) and torch.isfinite(out.loss)
         check_sharded_clipping(rank, 2)
     finally:
         dist.destroy_process_group()
+
+
+def dist_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean over ranks of ``tensor``, as DDP averages gradients."""
+    total = tensor.clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
 
 
 def free_port() -> int:
@@ -132,7 +211,7 @@ def test_shards_are_contiguous_and_cover_every_class():
     ("build", "error", "match"),
     [
         (lambda: PartialFC(create_head("softmax", E, C)), TypeError, "needs a margin head"),
-        (lambda: PartialFC(create_head("arcface_center", E, C)), TypeError, "without center loss"),
+        (lambda: PartialFC(create_head("center", E, C)), TypeError, "softmax and center have no margin"),
         (
             lambda: PartialFC(create_head("arcface", E, C), sample_rate=0.0),
             ValueError,
