@@ -18,12 +18,15 @@ from tests.test_module import smoke_model
 from tests.test_resume import compose_train
 
 
-def test_unknown_head_lists_the_options():
+@pytest.mark.parametrize(
+    ("group", "listed"), [("head", "arcface_center"), ("data", "synthetic_mini"), ("backbone", "iresnet50")]
+)
+def test_unknown_option_lists_the_valid_ones(group, listed):
     with (
         initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"),
-        pytest.raises(MissingConfigException, match=r"(?s)Could not find 'head/nope'.*arcface_center"),
+        pytest.raises(MissingConfigException, match=rf"(?s)Could not find '{group}/nope'.*{listed}"),
     ):
-        compose(config_name="train", overrides=["head=nope"])
+        compose(config_name="train", overrides=[f"{group}=nope"])
 
 
 def test_unknown_backbone_name_through_train(data_dir, tmp_path):
