@@ -185,13 +185,18 @@ class FaceRecognitionModule(L.LightningModule):
 
         Lightning calls this once per optimizer step, after the last micro-batch under gradient
         accumulation, so the head's update covers all micro-batches of the step, as the gradients do.
-        A step whose gradients were dropped (:class:`~facerec.callbacks.NonFiniteLossGuard` with
-        ``skip=True``) drops the head's statistics too.
+        A step that changed no weights drops the head's statistics too: its gradients were dropped
+        (:class:`~facerec.callbacks.NonFiniteLossGuard` with ``skip=True``), or fp16's gradient
+        scaler found inf/NaN gradients and skipped it (seen as a lower scale; with a scaler and such
+        a head only, this reads the scale twice per step).
         """
-        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         update = getattr(self.head, "update_after_step", None)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None) if update is not None else None
+        scale = scaler.get_scale() if scaler is not None else None
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if update is not None:
-            update(skipped=not has_gradients(optimizer))
+            scaler_skipped = scale is not None and scaler.get_scale() < scale
+            update(skipped=scaler_skipped or not has_gradients(optimizer))
 
     def configure_gradient_clipping(
         self,

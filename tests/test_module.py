@@ -10,6 +10,7 @@ import timm
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.precision import MixedPrecision
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -107,3 +108,18 @@ def test_class_count_mismatch_is_explained():
         FaceRecognitionModule(
             backbone={}, neck={}, head={}, optimizer={}, scheduler=None, num_classes=4, class_names=["a", "b", "c"]
         )
+
+
+@pytest.mark.parametrize(("init_scale", "moved"), [(2.0**10, True), (2.0**126, False)])
+def test_center_update_follows_the_fp16_scaler(init_scale, moved):
+    """A step fp16's gradient scaler skips (inf gradients at a huge scale) leaves the centres alone."""
+    model = smoke_model("head=center")
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+    loader = DataLoader(TensorDataset(torch.randn(8, 3, 32, 32), torch.arange(8) % 4), batch_size=8)
+    trainer = L.Trainer(
+        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
+    )  # fmt: skip
+    trainer.fit(model, train_dataloaders=loader)
+    assert (scaler.get_scale() < init_scale) is not moved
+    assert bool(model.head.center_loss.centers.any()) is moved
