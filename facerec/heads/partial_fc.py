@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
 from facerec.distributed import all_reduce, gather_rows, gather_rows_with_grad, rank_and_world_size, scale_grad
 from facerec.heads.base import HeadOutput, MarginHead, full_precision
@@ -280,15 +281,11 @@ def clip_grad_norm_sharded_(parameters: Iterable[Tensor], shard: Tensor, max_nor
     Returns:
         The whole gradient's norm before clipping (scalar).
     """
-    others = [p.grad for p in parameters if p.grad is not None and p is not shard]
-    shard_grads = [] if shard.grad is None else [shard.grad]
-    zero = torch.zeros((), device=shard.device)
-    squared = torch.stack([torch.linalg.vector_norm(g) for g in others]).square().sum() if others else zero
-    shard_squared = torch.linalg.vector_norm(shard.grad).square() if shard_grads else zero.clone()
-    norm = (squared + all_reduce(shard_squared)).sqrt()
-    coefficient = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-    for grad in others + shard_grads:
-        grad.mul_(coefficient.to(grad.dtype))
+    parameters = [p for p in parameters if p.grad is not None]
+    others = get_total_norm([p.grad for p in parameters if p is not shard]).to(shard.device)
+    shard_norm = get_total_norm([] if shard.grad is None else [shard.grad]).to(shard.device)
+    norm = (others.square() + all_reduce(shard_norm.square())).sqrt()
+    clip_grads_with_norm_(parameters, max_norm, norm)
     return norm
 
 
