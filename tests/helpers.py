@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,3 +50,12 @@ def shared_file(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: the real reference data lives in ../shared/data beside the repo")
     return path
+
+
+def quiet_trainer(max_steps: int, **options) -> L.Trainer:
+    """A CPU ``Trainer`` for a few in-process steps: no logger, checkpoints, progress bar, summary or validation."""
+    quiet = {
+        "accelerator": "cpu", "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+        "enable_model_summary": False, "limit_val_batches": 0,
+    }  # fmt: skip
+    return L.Trainer(max_steps=max_steps, **(quiet | options))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -13,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from facerec.models import build_embedding_net
 from facerec.runs import check_devices, check_output_dir
 from facerec.tasks import evaluate, train
-from tests.helpers import REPO
+from tests.helpers import REPO, quiet_trainer
 from tests.test_module import smoke_model
 from tests.test_resume import compose_train
 
@@ -79,9 +78,6 @@ def test_training_label_out_of_range_names_the_label_and_class_count(bad_label):
     model = smoke_model(num_classes=4)
     labels = torch.tensor([0, 1, 2, bad_label])
     loader = DataLoader(TensorDataset(torch.randn(4, 3, 32, 32), labels), batch_size=4)
-    trainer = L.Trainer(
-        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-    )  # fmt: skip
+    trainer = quiet_trainer(1)
     with pytest.raises(ValueError, match=rf"training label {bad_label} is outside \[0, 4\): the head has 4 classes"):
         trainer.fit(model, train_dataloaders=loader)

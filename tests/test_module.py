@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 
 from facerec.module import FaceRecognitionModule
-from tests.helpers import REPO
+from tests.helpers import REPO, quiet_trainer
 from tests.models.helpers import randomize_norm_stats
 
 HEADS = sorted(path.stem for path in (REPO / "conf" / "head").glob("*.yaml"))
@@ -32,11 +32,7 @@ def fit_steps(model: FaceRecognitionModule, steps: int = 3) -> None:
     images = torch.randn(8 * steps, 3, 32, 32)
     labels = torch.arange(8 * steps) % model.hparams.num_classes
     loader = DataLoader(TensorDataset(images, labels), batch_size=8)
-    trainer = L.Trainer(
-        max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-    )  # fmt: skip
-    trainer.fit(model, train_dataloaders=loader)
+    quiet_trainer(steps).fit(model, train_dataloaders=loader)
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -116,10 +112,7 @@ def test_center_update_follows_the_fp16_scaler(init_scale, moved):
     model = smoke_model("head=center")
     scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
     loader = DataLoader(TensorDataset(torch.randn(8, 3, 32, 32), torch.arange(8) % 4), batch_size=8)
-    trainer = L.Trainer(
-        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
-    )  # fmt: skip
+    trainer = quiet_trainer(1, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
     trainer.fit(model, train_dataloaders=loader)
     assert (scaler.get_scale() < init_scale) is not moved
     assert bool(model.head.center_loss.centers.any()) is moved

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from facerec.callbacks import VerificationCallback
 from facerec.callbacks.verification import rows_by_index
+from tests.helpers import quiet_trainer
 from tests.test_module import smoke_model
 
 
@@ -25,10 +26,7 @@ def test_padded_duplicates_keep_the_first_occurrence():
 
 
 def fit(callback: VerificationCallback, tmp_path, ckpt_path=None) -> L.Trainer:
-    trainer = L.Trainer(
-        accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path, callbacks=[callback],
-    )  # fmt: skip
+    trainer = quiet_trainer(1, default_root_dir=tmp_path, callbacks=[callback])
     loader = DataLoader(TensorDataset(torch.randn(8, 3, 32, 32), torch.arange(8) % 4), batch_size=8)
     trainer.fit(smoke_model(), train_dataloaders=loader, ckpt_path=ckpt_path)
     return trainer

@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -20,7 +19,7 @@ from facerec.data.folder import scan_identity_folder
 from facerec.data.recordio import IRHeader, RecordWriter, pack
 from facerec.data.synthetic import SyntheticSpec, generate
 from facerec.data.tools import folder_to_rec
-from tests.helpers import REPO, read_metrics, run_dir, run_script, shared_file
+from tests.helpers import REPO, quiet_trainer, read_metrics, run_dir, run_script, shared_file
 
 TINY = SyntheticSpec(
     num_identities=3,
@@ -122,10 +121,7 @@ def test_two_training_steps_on_the_golden_rec(golden_rec, tmp_path):
         cfg = compose(config_name="train", overrides=["experiment=smoke", "data.image_size=[112,112]"])
     model = instantiate(cfg.model, num_classes=3, class_names=datamodule.class_names, _recursive_=False)
     before = [parameter.detach().clone() for parameter in model.net.parameters()]
-    trainer = L.Trainer(
-        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
-    )  # fmt: skip
+    trainer = quiet_trainer(2, default_root_dir=tmp_path)
     trainer.fit(model, datamodule=datamodule)
     assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train/loss"])
     assert any(not torch.equal(a, b) for a, b in zip(before, model.net.parameters(), strict=True))

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
 from facerec.module import FaceRecognitionModule
-from tests.helpers import REPO
+from tests.helpers import REPO, quiet_trainer
 
 NUM_CLASSES = 4
 IMAGE_SIZE = 32  # the smallest size with a (2, 2) final map after the face nets' stride 16
@@ -44,16 +44,7 @@ def test_face_net_trains(backbone: str, neck: str) -> None:
     images = torch.randn(steps * batch_size, 3, IMAGE_SIZE, IMAGE_SIZE)
     labels = torch.arange(steps * batch_size) % NUM_CLASSES
     recorder = LossRecorder()
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[recorder],
-    )
+    trainer = quiet_trainer(steps, callbacks=[recorder])
     trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(images, labels), batch_size=batch_size))
 
     assert len(recorder.losses) == steps
