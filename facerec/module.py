@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from facerec.data.transforms import check_crop
 from facerec.heads.partial_fc import PartialFC, clip_grad_norm_sharded_, consolidate_checkpoint, shard_checkpoint
 from facerec.models import build_embedding_net
 
@@ -21,6 +22,12 @@ def _plain(config: Mapping | None) -> dict | None:
     if isinstance(config, DictConfig):
         return OmegaConf.to_container(config, resolve=True)
     return None if config is None else dict(config)
+
+
+def _plain_crop(crop: Any) -> float | list[int] | None:
+    """``data.crop`` as a float, a list of ints or None, for the checkpoint's hyperparameters."""
+    crop = check_crop(crop)
+    return list(crop) if isinstance(crop, tuple) else crop
 
 
 WEIGHT_SOURCES = {"checkpoint_path": None, "pretrained": False}
@@ -65,6 +72,8 @@ class FaceRecognitionModule(L.LightningModule):
         num_classes: Number of training identities.
         embedding_size: E.
         input_size: (H, W) of the input images.
+        input_crop: The face crop (``data.crop``) images get before resizing to ``input_size``; kept
+            so that ``eval.py`` prepares verification images as in training.
         class_names: Identity names in label order (saved with the model).
         flip_test: At evaluation, sum the embeddings of the image and its mirror image.
         compile: Wrap the backbone in ``torch.compile``.
@@ -80,6 +89,7 @@ class FaceRecognitionModule(L.LightningModule):
         num_classes: int,
         embedding_size: int = 512,
         input_size: tuple[int, int] = (112, 112),
+        input_crop: float | list[int] | None = None,
         class_names: list[str] | None = None,
         flip_test: bool = True,
         compile: bool = False,
@@ -98,6 +108,7 @@ class FaceRecognitionModule(L.LightningModule):
                 "num_classes": int(num_classes),
                 "embedding_size": int(embedding_size),
                 "input_size": [int(s) for s in input_size],
+                "input_crop": _plain_crop(input_crop),
                 "class_names": list(class_names) if class_names is not None else None,
                 "flip_test": bool(flip_test),
                 "compile": bool(compile),

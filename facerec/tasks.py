@@ -88,7 +88,7 @@ def train(cfg: DictConfig) -> float | None:
     results = dict(verification.results)
     if cfg.report_baseline:
         for val_set in datamodule.val_sets:
-            results[f"{val_set.name} (raw pixels)"] = raw_pixel_metrics(val_set, datamodule.image_size)
+            results[f"{val_set.name} (raw pixels)"] = raw_pixel_metrics(val_set, datamodule.image_size, datamodule.crop)
     report(results, cfg.metrics_file, "Verification on held-out identities")
     monitored = trainer.callback_metrics.get(cfg.monitor) if cfg.monitor else None
     return None if monitored is None else float(monitored)
@@ -116,7 +116,9 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
     model = FaceRecognitionModule.load_from_checkpoint(ckpt_path, map_location="cpu", flip_test=cfg.flip_test)
-    datamodule = instantiate(cfg.data, root=None, image_size=model.hparams.input_size)
+    datamodule = instantiate(
+        cfg.data, root=None, image_size=model.hparams.input_size, crop=model.hparams.get("input_crop")
+    )
     if not datamodule.val_set_paths:
         raise ValueError(
             "no verification sets configured: add data.val_sets.<name>.pairs and .images, or data.val_sets.<name>.bin"

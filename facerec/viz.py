@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from facerec.data.training_set import open_training_set
-from facerec.data.transforms import eval_transform
+from facerec.data.transforms import Crop, eval_transform
 
 Panel = tuple[str, np.ndarray, np.ndarray]
 
@@ -39,6 +40,7 @@ def embed_identity_folder(
     format: str = "folder",
     max_identities: int = 10,
     batch_size: int = 256,
+    crop: Crop = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeds every image of the first ``max_identities`` identities of a training-set layout.
 
@@ -49,11 +51,12 @@ def embed_identity_folder(
         format: ``folder`` or ``rec``.
         max_identities: Identities (labels ``0 .. max_identities-1``) to embed.
         batch_size: Images per forward pass.
+        crop: ``data.crop`` the network was trained with, applied before resizing.
 
     Returns:
         (N, E) float32 features and (N,) int labels.
     """
-    dataset = open_training_set(root, format, eval_transform(tuple(image_size)))
+    dataset = open_training_set(root, format, eval_transform(tuple(image_size), crop))
     keep = [i for i, label in enumerate(dataset.labels) if label < max_identities]
     device = next(net.parameters()).device
     was_training = net.training
@@ -102,12 +105,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--max-identities", type=int, default=10)
     args = parser.parse_args(argv)
     model = FaceRecognitionModule.load_from_checkpoint(args.ckpt_path, map_location="cpu")
-    size = model.hparams.input_size
-    panels = [("training", *embed_identity_folder(model.net, args.root, size, args.format, args.max_identities))]
+    size, crop = model.hparams.input_size, model.hparams.get("input_crop")
+    embed = partial(embed_identity_folder, model.net, image_size=size, max_identities=args.max_identities, crop=crop)
+    panels = [("training", *embed(args.root, format=args.format))]
     if args.heldout:
-        panels.append(
-            ("held-out", *embed_identity_folder(model.net, args.heldout, size, "folder", args.max_identities))
-        )
+        panels.append(("held-out", *embed(args.heldout, format="folder")))
     path = plot_panels(panels, args.out, Path(args.ckpt_path).name)
     print(path)
     return path

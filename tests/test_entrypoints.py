@@ -88,3 +88,18 @@ def test_two_process_ddp_matches_single_process_evaluation(data_dir, tmp_path):
     assert distributed.keys() == single.keys()
     for key, value in single["synthetic"].items():
         assert distributed["synthetic"][key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
+
+
+def test_eval_crops_verification_images_as_training_did(data_dir, tmp_path):
+    run_script(
+        "train.py", "experiment=smoke", "data.crop=[4,4,24,24]", "trainer.max_epochs=1",
+        log_dir=tmp_path / "logs", data_dir=data_dir,
+    )  # fmt: skip
+    run = run_dir(tmp_path / "logs")
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["hyper_parameters"]["input_crop"] == [4, 4, 24, 24]
+    run_script(
+        "eval.py", "data=synthetic_mini", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        f"metrics_file={tmp_path / 'eval.json'}", log_dir=tmp_path / "eval", data_dir=data_dir,
+    )  # fmt: skip
+    assert read_metrics(tmp_path / "eval.json") == read_metrics(run / "metrics.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -32,14 +33,17 @@ class FeaturePlot(Callback):
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         data = trainer.datamodule
-        size = data.image_size
-        panels = [
-            ("training", *embed_identity_folder(pl_module.net, data.root, size, data.format, self.max_identities))
-        ]
+        embed = partial(
+            embed_identity_folder,
+            pl_module.net,
+            image_size=data.image_size,
+            max_identities=self.max_identities,
+            crop=data.crop,
+        )
+        panels = [("training", *embed(data.root, format=data.format))]
         for name, options in data.val_set_paths.items():
             if "images" in options:
-                features = embed_identity_folder(pl_module.net, options["images"], size, "folder", self.max_identities)
-                panels.append((f"held-out ({name})", *features))
+                panels.append((f"held-out ({name})", *embed(options["images"], format="folder")))
         head = type(pl_module.head).__name__
         path = plot_panels(panels, self.path, f"{head}: {pl_module.hparams.embedding_size}-d features")
         log.info("feature plot written to %s", path)

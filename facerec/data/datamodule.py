@@ -12,9 +12,10 @@ from torch.utils.data import DataLoader
 from facerec.data.folder import IdentityFolderDataset
 from facerec.data.rec_dataset import RecordDataset
 from facerec.data.sampling import EpochSeededDistributedSampler, EpochSeededSampler, seed_worker
+from facerec.data.selection import IdentitySubset, restrict_identities
 from facerec.data.synthetic import SyntheticSpec, generate
 from facerec.data.training_set import open_training_set
-from facerec.data.transforms import eval_transform, train_transform
+from facerec.data.transforms import Crop, check_crop, eval_transform, train_transform
 from facerec.data.verification import VerificationImages, VerificationSet, load_verification_set
 
 
@@ -32,6 +33,12 @@ class FaceDataModule(L.LightningDataModule):
             ``{name: {"bin": insightface .bin}}``.
         format: Training data format, ``folder`` or ``rec``.
         image_size: (H, W) the network sees.
+        crop: Face crop applied to every training and verification image before resizing: a centre
+            fraction in (0, 1] or a pixel box ``[top, left, height, width]`` (for loose crops);
+            None keeps whole images.
+        min_images_per_identity: Training identities with fewer images are dropped.
+        max_images_per_identity: Training identities with more images keep a random subset of
+            this many (drawn from ``seed``); None keeps all.
         strict_size: Reject images not of size ``image_size`` (the error names the file and both
             sizes) instead of resizing them.
         batch_size: Training batch size per process.
@@ -55,6 +62,9 @@ class FaceDataModule(L.LightningDataModule):
         val_sets: Mapping[str, Mapping[str, Any]] | None = None,
         format: str = "folder",
         image_size: tuple[int, int] = (112, 112),
+        crop: Crop = None,
+        min_images_per_identity: int = 1,
+        max_images_per_identity: int | None = None,
         strict_size: bool = False,
         batch_size: int = 128,
         eval_batch_size: int = 256,
@@ -73,6 +83,9 @@ class FaceDataModule(L.LightningDataModule):
         self.val_set_paths = {name: dict(options) for name, options in (val_sets or {}).items()}
         self.format = format
         self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.crop = check_crop(crop)
+        self.min_images_per_identity = min_images_per_identity
+        self.max_images_per_identity = max_images_per_identity
         self.expected_size = self.image_size if strict_size else None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -89,7 +102,7 @@ class FaceDataModule(L.LightningDataModule):
         self.seed = seed
         if self.synthetic and not synthetic_dir:
             raise ValueError("data.synthetic needs data.synthetic_dir")
-        self.train_set: IdentityFolderDataset | RecordDataset | None = None
+        self.train_set: IdentityFolderDataset | RecordDataset | IdentitySubset | None = None
         self.val_sets: list[VerificationSet] = []
 
     def prepare_data(self) -> None:
@@ -97,19 +110,22 @@ class FaceDataModule(L.LightningDataModule):
         if self.synthetic:
             generate(self.synthetic_dir, self.synthetic)
 
-    def _training_set(self) -> IdentityFolderDataset | RecordDataset:
+    def _training_set(self) -> IdentityFolderDataset | RecordDataset | IdentitySubset:
         if self.train_set is None:
             if self.root is None:
                 raise ValueError(
                     "training needs data.root: a folder with one sub-folder per identity (data=folder) "
                     "or holding train.rec and train.idx (data=rec)"
                 )
-            self.train_set = open_training_set(
+            train_set = open_training_set(
                 self.root,
                 self.format,
-                train_transform(self.image_size, self.augment),
+                train_transform(self.image_size, self.augment, self.crop),
                 self.skip_corrupt,
                 self.expected_size,
+            )
+            self.train_set = restrict_identities(
+                train_set, self.min_images_per_identity, self.max_images_per_identity, self.seed
             )
         return self.train_set
 
@@ -149,7 +165,7 @@ class FaceDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> list[DataLoader]:
-        transform = eval_transform(self.image_size)
+        transform = eval_transform(self.image_size, self.crop)
         return [
             DataLoader(
                 VerificationImages(val_set, transform, self.expected_size), self.eval_batch_size, **self.loader_options

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from facerec.data.transforms import AUGMENTATIONS, eval_transform, train_transform
+from facerec.data.transforms import AUGMENTATIONS, check_crop, crop_face, eval_transform, train_transform
 
 # R = 255, G = 0, B = 128 everywhere: normalised to 1, -1 and 128 / 127.5 - 1.
 COLOUR = np.empty((20, 24, 3), np.uint8)
@@ -60,3 +60,44 @@ def test_eval_transform_is_deterministic_and_resizes():
 def test_unknown_augmentation_is_explained():
     with pytest.raises(ValueError, match=r"unknown augmentation 'heavy'; choose one of none, default, strong"):
         train_transform((16, 16), "heavy")
+
+
+def test_centre_crop_fraction_keeps_the_middle():
+    image = np.arange(10 * 20).reshape(10, 20, 1)
+    # 0.5 of 10x20 is 5x10, starting at row (10 - 5) // 2 = 2 and column (20 - 10) // 2 = 5.
+    np.testing.assert_array_equal(crop_face(image, 0.5), image[2:7, 5:15])
+    np.testing.assert_array_equal(crop_face(image, 1.0), image)
+
+
+def test_pixel_box_crop_and_a_box_that_does_not_fit():
+    image = np.arange(10 * 20).reshape(10, 20, 1)
+    np.testing.assert_array_equal(crop_face(image, (1, 2, 3, 4)), image[1:4, 2:6])
+    with pytest.raises(ValueError, match=r"does not fit a 10x20 \(HxW\) image"):
+        crop_face(image, (5, 0, 6, 4))
+
+
+@pytest.mark.parametrize(
+    ("crop", "message"),
+    [
+        (0.0, r"fraction must be in \(0, 1\]"),
+        (1.5, r"fraction must be in \(0, 1\]"),
+        (True, "give a centre fraction"),
+        ([1, 2, 3], "pixel box"),
+        ([0, 0, 2.5, 3], "pixel box"),
+        ([-1, 0, 2, 2], "top and left must be >= 0"),
+        ([0, 0, 0, 2], "height and width > 0"),
+    ],
+)
+def test_invalid_crops_are_explained(crop, message):
+    with pytest.raises(ValueError, match=message):
+        check_crop(crop)
+
+
+def test_training_and_evaluation_crop_before_resizing():
+    image = np.zeros((20, 24, 3), np.uint8)
+    image[5:15, 6:18] = 255  # the "face": the central half of each side
+    expected = torch.ones(3, 8, 8)
+    torch.testing.assert_close(eval_transform((8, 8), 0.5)(image=image)["image"], expected)
+    torch.testing.assert_close(eval_transform((8, 8), [5, 6, 10, 12])(image=image)["image"], expected)
+    torch.testing.assert_close(train_transform((8, 8), "none", 0.5)(image=image)["image"], expected)
+    assert eval_transform((8, 8))(image=image)["image"].min() == -1  # without a crop the border stays

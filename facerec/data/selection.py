@@ -1,0 +1,124 @@
+"""Which training identities and images to use: ``data.min_images_per_identity`` and ``data.max_images_per_identity``.
+
+Small real data sets are uneven: LFW has over 1,300 people with a single photo (nothing to learn a
+within-identity variation from) and one person with 530. :func:`select_images` drops the identities
+with too few images and caps the others, and :class:`IdentitySubset` relabels what is left
+``0 .. C'-1``, for either training format.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def select_images(
+    labels: Sequence[int] | np.ndarray,
+    min_images: int = 1,
+    max_images: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chooses the samples of identities with at least ``min_images`` images, at most ``max_images`` each.
+
+    Args:
+        labels: (N,) class label of every sample.
+        min_images: Identities with fewer samples are dropped (1 keeps all).
+        max_images: An identity with more samples keeps a random ``max_images`` of them, drawn from
+            ``seed`` and its label (so the choice is stable across runs and resumes); ``None`` keeps all.
+        seed: Seed of that draw.
+
+    Returns:
+        ``(samples, kept_labels)``: the sorted indices of the chosen samples, and the sorted original
+        labels that remain (new label ``i`` is ``kept_labels[i]``).
+
+    Raises:
+        ValueError: If ``min_images < 1``, ``max_images < 1`` or ``max_images < min_images``.
+    """
+    if min_images < 1:
+        raise ValueError(f"data.min_images_per_identity must be >= 1, got {min_images}")
+    if max_images is not None and (max_images < 1 or max_images < min_images):
+        raise ValueError(
+            f"data.max_images_per_identity must be >= 1 and >= data.min_images_per_identity ({min_images}), "
+            f"got {max_images}"
+        )
+    labels = np.asarray(labels, dtype=np.int64)
+    chosen: list[np.ndarray] = []
+    kept_labels: list[int] = []
+    for label in np.unique(labels):
+        samples = np.flatnonzero(labels == label)
+        if len(samples) < min_images:
+            continue
+        if max_images is not None and len(samples) > max_images:
+            rng = np.random.default_rng([seed, int(label)])
+            samples = np.sort(rng.choice(samples, size=max_images, replace=False))
+        chosen.append(samples)
+        kept_labels.append(int(label))
+    samples = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+    return samples, np.asarray(kept_labels, dtype=np.int64)
+
+
+class IdentitySubset:
+    """A training set restricted to some samples, with the remaining identities relabelled ``0 .. C'-1``.
+
+    Exposes what the datamodule and samplers use of a training set: ``labels``, ``class_names``,
+    ``transform`` (the wrapped set's, so epoch reseeding reaches it) and ``(image, label)`` samples.
+
+    Args:
+        dataset: An :class:`~facerec.data.folder.IdentityFolderDataset` or
+            :class:`~facerec.data.rec_dataset.RecordDataset`.
+        samples: Indices of ``dataset`` to keep, as :func:`select_images` returns them.
+        kept_labels: Original labels that remain, sorted (new label ``i`` is ``kept_labels[i]``).
+    """
+
+    def __init__(self, dataset: Any, samples: np.ndarray, kept_labels: np.ndarray) -> None:
+        self.dataset = dataset
+        self.samples = np.asarray(samples, dtype=np.int64)
+        new_label = {int(old): new for new, old in enumerate(kept_labels)}
+        original = np.asarray(dataset.labels, dtype=np.int64)[self.samples]
+        self.labels = np.asarray([new_label[int(old)] for old in original], dtype=np.int64)
+        self.class_names = [dataset.class_names[int(old)] for old in kept_labels]
+
+    @property
+    def transform(self) -> Any:
+        """The wrapped set's transform."""
+        return self.dataset.transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        image, _ = self.dataset[int(self.samples[i])]
+        return image, int(self.labels[i])
+
+
+def restrict_identities(dataset: Any, min_images: int = 1, max_images: int | None = None, seed: int = 0) -> Any:
+    """``dataset`` itself when nothing is dropped or capped, else an :class:`IdentitySubset` of it (logged).
+
+    Raises:
+        ValueError: If no identity has ``min_images`` images (the message gives the largest count).
+    """
+    samples, kept_labels = select_images(dataset.labels, min_images, max_images, seed)
+    if len(samples) == len(dataset.labels):
+        return dataset
+    if not len(kept_labels):
+        largest = int(np.bincount(np.asarray(dataset.labels, dtype=np.int64)).max())
+        raise ValueError(
+            f"no identity has data.min_images_per_identity={min_images} images "
+            f"(the largest has {largest}); lower data.min_images_per_identity"
+        )
+    cap = f", at most {max_images} per identity" if max_images is not None else ""
+    log.info(
+        "kept %d of %d identities (>= %d images each) and %d of %d images%s",
+        len(kept_labels),
+        len(dataset.class_names),
+        min_images,
+        len(samples),
+        len(dataset.labels),
+        cap,
+    )
+    return IdentitySubset(dataset, samples, kept_labels)

@@ -1,0 +1,75 @@
+"""benchmarks.learning: the development split, and one quick run of the whole script on a tiny LFW-like folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.learning import make_dev_split, recipe_config
+from facerec.data.pairs import read_pairs
+from facerec.data.synthetic import SyntheticSpec, generate
+from tests.helpers import REPO, shared_file
+
+# 5 folds of 5 same + 5 different pairs over 12 people with 3 images each, 32x32.
+TINY_LFW = SyntheticSpec(
+    num_identities=2, images_per_identity=2, heldout_identities=12, heldout_images_per_identity=3,
+    folds=5, pairs_per_fold=5, image_size=32,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_lfw(tmp_path_factory):
+    """A folder laid out as ``../shared/data/lfw_folds1-5``: ``images/<Name>/<Name>_NNNN.jpg`` and ``pairs.txt``."""
+    return generate(tmp_path_factory.mktemp("lfw") / "synthetic", TINY_LFW) / "heldout"
+
+
+def test_dev_split_trains_on_folds_1_to_3_and_regroups_folds_4_5_into_10_balanced_folds(tiny_lfw, tmp_path):
+    train_root, pairs_file = make_dev_split(tiny_lfw, tmp_path)
+    original, dev = read_pairs(tiny_lfw / "pairs.txt"), read_pairs(pairs_file)
+    assert pairs_file.read_text().splitlines()[0] == "10\t1"
+    people = {path.split("/")[0] for path in original.left[:30] + original.right[:30]}
+    assert sorted(path.name for path in train_root.iterdir()) == sorted(people)
+    assert all((train_root / name).resolve() == (tiny_lfw / "images" / name).resolve() for name in people)
+    assert sorted(zip(dev.left, dev.right, dev.issame, strict=True)) == sorted(
+        zip(original.left[30:], original.right[30:], original.issame[30:], strict=True)
+    )
+    assert dev.issame == [True, False] * 10
+
+
+def test_quick_run_prints_the_table_with_baselines_and_reuses_finished_runs(tiny_lfw, tmp_path):
+    command = [
+        sys.executable, "-m", "benchmarks.learning", "--quick", "--lfw", str(tiny_lfw), "--out", str(tmp_path),
+        "trainer.max_epochs=1", "data.image_size=[32,32]", "data.batch_size=4", "data.num_workers=0",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    head = recipe_config([]).head.name
+    table = (tmp_path / "learning.md").read_text()
+    for row in (f"| {head} | 0 |", "| raw pixels |", "| eigenfaces (PCA-100) |", "| eigenfaces, whitened (PCA-100) |"):
+        assert row in table
+    assert "raw pixels" in result.stdout
+    runs = json.loads((tmp_path / "learning.json").read_text())["runs"]
+    assert list(runs) == [head] and 0 <= runs[head][0]["metrics"]["accuracy"] <= 1
+    assert "±" not in table  # one seed, and the baselines have no seeds: no spread to show
+
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert json.loads((tmp_path / "learning.json").read_text())["runs"] == runs  # same run, same recorded time
+
+
+def test_quick_run_on_the_real_grayscale_lfw_people(tmp_path):
+    lfw = shared_file("lfw_folds1-5")
+    command = [
+        sys.executable, "-m", "benchmarks.learning", "--quick", "--lfw", str(lfw), "--out", str(tmp_path),
+        "trainer.max_epochs=1", "data.image_size=[32,32]",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "train: 471 people with >= 2 images, 2551 images" in result.stdout
+    assert "verify: 1200 pairs" in result.stdout and "people in both: 0" in result.stdout
+    table = json.loads((tmp_path / "learning.json").read_text())["table"]
+    assert 0.55 < table["raw pixels"]["accuracy"] < 0.75  # real faces: raw pixels are weak, not chance

@@ -1,0 +1,205 @@
+"""Published large-scale recipes (``conf/experiment/``): their facts, LR scaling, and 2 real training steps each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationResolutionError
+
+import facerec  # noqa: F401  (registers the ${global_batch:...} / ${lr_for_batch:...} resolvers)
+from facerec.data.decode import encode_jpeg
+from facerec.data.tools import folder_to_rec
+from facerec.data.verification_bin import write_verification_bin
+from facerec.resolvers import device_count, global_batch, lr_for_batch, steps_for_batch
+from facerec.tasks import train
+from tests.test_configs import compose_train
+from tests.test_resume import compose_train as compose_run
+
+VAL_SETS = ("lfw", "cfp_fp", "agedb_30")
+
+# The facts each preset must carry, from its source (see the header comment of conf/experiment/<name>.yaml).
+RECIPES = {
+    "casia_iresnet50": {  # ArcFace paper (Deng et al., CVPR 2019), Sec. 3.1 and Table 2
+        "backbone": "iresnet50", "head": "arcface", "margin": 0.5, "partial_fc": {"enabled": False, "sample_rate": 1.0},
+        "batch": 128, "devices": 4, "lr": 0.1, "weight_decay": 5e-4, "precision": "32-true", "dropout": 0.4,
+        "schedule": {"decay": "step", "milestones": [20000, 28000], "milestone_unit": "step", "gamma": 0.1,
+                     "warmup_epochs": 0},
+        "length": {"max_epochs": -1, "max_steps": 32000},
+    },
+    "ms1mv3_iresnet50": {  # insightface recognition/arcface_torch/configs/ms1mv3_r50.py
+        "backbone": "iresnet50", "head": "arcface", "margin": 0.5, "partial_fc": {"enabled": True, "sample_rate": 1.0},
+        "batch": 128, "devices": 8, "lr": 0.2, "weight_decay": 5e-4, "precision": "16-mixed", "dropout": 0.0,
+        "schedule": {"decay": "poly", "power": 2.0, "warmup_epochs": 2, "min_lr_ratio": 0.0},
+        "length": {"max_epochs": 25},
+    },
+    "ms1mv3_iresnet100": {  # insightface recognition/arcface_torch/configs/ms1mv3_r100.py
+        "backbone": "iresnet100", "head": "arcface", "margin": 0.5, "partial_fc": {"enabled": True, "sample_rate": 1.0},
+        "batch": 128, "devices": 8, "lr": 0.2, "weight_decay": 5e-4, "precision": "16-mixed", "dropout": 0.0,
+        "schedule": {"decay": "poly", "power": 2.0, "warmup_epochs": 0, "min_lr_ratio": 0.0},
+        "length": {"max_epochs": 25},
+    },
+    "glint360k_iresnet100": {  # insightface recognition/arcface_torch/configs/glint360k_r100.py
+        "backbone": "iresnet100", "head": "cosface", "margin": 0.4, "partial_fc": {"enabled": True, "sample_rate": 1.0},
+        "batch": 128, "devices": 8, "lr": 0.1, "weight_decay": 1e-4, "precision": "16-mixed", "dropout": 0.0,
+        "schedule": {"decay": "poly", "power": 2.0, "warmup_epochs": 0, "min_lr_ratio": 0.0},
+        "length": {"max_epochs": 20},
+    },
+}  # fmt: skip
+PRESETS = sorted(RECIPES)
+
+
+def compose_preset(name: str, *overrides: str):
+    return compose_train(f"experiment={name}", "data.root=/data/set", *overrides)
+
+
+def plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True)
+
+
+@pytest.fixture(scope="module")
+def presets() -> dict:
+    """Every preset composed once, as ``python train.py experiment=<name> data.root=/data/set`` would."""
+    return {name: compose_preset(name) for name in PRESETS}
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_carries_the_published_recipe(name, presets):
+    facts, cfg = RECIPES[name], presets[name]
+    global_batch_size = facts["batch"] * facts["devices"]
+    assert (cfg.data.batch_size, cfg.trainer.devices, cfg.trainer.num_nodes) == (facts["batch"], facts["devices"], 1)
+    assert cfg.recipe.reference_batch == cfg.recipe.global_batch == global_batch_size
+    assert cfg.recipe.reference_lr == cfg.optimizer.lr == pytest.approx(facts["lr"])
+    assert (cfg.data.format, cfg.data.root, list(cfg.data.image_size)) == ("rec", "/data/set", [112, 112])
+    assert plain(cfg.data.val_sets) == {name: {"bin": f"/data/set/{name}.bin"} for name in VAL_SETS}
+    assert cfg.monitor == "val/lfw/accuracy"
+    assert cfg.backbone.name == facts["backbone"]
+    assert (cfg.neck._target_, cfg.neck.dropout) == ("facerec.models.LinearNeck", facts["dropout"])
+    assert cfg.model.embedding_size == 512
+    head = plain(cfg.head)
+    assert (head["name"], head["scale"], head["margin"]) == (facts["head"], 64.0, facts["margin"])
+    assert head["partial_fc"] == facts["partial_fc"]
+    assert cfg.optimizer._target_ == "torch.optim.SGD"
+    assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.9, pytest.approx(facts["weight_decay"]))
+    assert plain(cfg.scheduler).items() >= facts["schedule"].items()
+    assert cfg.scheduler._target_ == "facerec.optim.WarmupDecay"
+    trainer = {key: cfg.trainer.get(key) for key in (*facts["length"], "precision", "strategy")}
+    assert trainer == {**facts["length"], "precision": facts["precision"], "strategy": "ddp"}
+    assert (cfg.trainer.accelerator, cfg.trainer.sync_batchnorm) == ("gpu", False)
+
+
+def check_scaling(name: str, cfg, global_batch_size: int) -> None:
+    """LR linear in the global batch; epochs kept, or (a schedule in iterations) steps scaled inversely."""
+    facts = RECIPES[name]
+    ratio = global_batch_size / (facts["batch"] * facts["devices"])
+    assert cfg.recipe.global_batch == global_batch_size
+    assert cfg.optimizer.lr == pytest.approx(facts["lr"] * ratio)
+    if facts["schedule"]["decay"] == "step":
+        assert cfg.trainer.max_steps == round(facts["length"]["max_steps"] / ratio)
+        assert list(cfg.scheduler.milestones) == [round(m / ratio) for m in facts["schedule"]["milestones"]]
+    else:
+        assert cfg.trainer.max_epochs == facts["length"]["max_epochs"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_lr_scales_linearly_with_the_global_batch(name):
+    cfg = compose_preset(name, "trainer.devices=1")  # one GPU: 1/4 (CASIA) or 1/8 of the reference batch
+    check_scaling(name, cfg, 128)
+    # The interpolations follow every factor of the global batch (edited in place, as further overrides would).
+    for changes, global_batch_size in [
+        ({"trainer.devices": 2, "trainer.num_nodes": 2}, 512),
+        ({"trainer.devices": [0, 1], "trainer.num_nodes": 1, "trainer.accumulate_grad_batches": 2}, 512),
+        ({"trainer.devices": "1", "trainer.accumulate_grad_batches": 1, "data.batch_size": 64}, 64),
+        ({"trainer.devices": 8, "trainer.num_nodes": 2, "data.batch_size": 128}, 2048),
+    ]:
+        for key, value in changes.items():
+            OmegaConf.update(cfg, key, value)
+        check_scaling(name, cfg, global_batch_size)
+
+
+def test_casia_on_one_gpu_quarters_the_lr_and_quadruples_the_iterations():
+    cfg = compose_preset("casia_iresnet50", "trainer.devices=1")
+    assert cfg.optimizer.lr == pytest.approx(0.025)
+    assert (cfg.trainer.max_steps, list(cfg.scheduler.milestones)) == (128_000, [80_000, 112_000])
+
+
+def test_an_explicit_lr_is_not_scaled():
+    cfg = compose_preset("ms1mv3_iresnet50", "trainer.devices=1", "optimizer.lr=0.05")
+    assert cfg.optimizer.lr == 0.05
+
+
+def test_devices_auto_names_the_fix():
+    cfg = compose_preset("ms1mv3_iresnet50", "trainer.devices=auto")
+    with pytest.raises(InterpolationResolutionError, match="set trainer.devices to a number"):
+        _ = cfg.optimizer.lr
+
+
+@pytest.mark.parametrize(("devices", "count"), [(4, 4), ("4", 4), ([0, 1, 2], 3), ("0,1", 2), ("1,", 1)])
+def test_device_count(devices, count):
+    assert device_count(devices) == count
+
+
+@pytest.mark.parametrize("devices", ["auto", -1, "-1", 0, [], True])
+def test_device_count_rejects_machine_dependent_values(devices):
+    with pytest.raises(ValueError, match="cannot compute the global batch"):
+        device_count(devices)
+
+
+def test_scaling_resolvers():
+    assert global_batch(128, 8, 2, 4) == 8192
+    assert lr_for_batch(0.1, 512, 128) == pytest.approx(0.025)
+    assert steps_for_batch(20000, 512, 2048) == 5000
+    assert steps_for_batch(32000, 512, 384) == 42667
+    with pytest.raises(ValueError, match="data.batch_size must be a positive integer"):
+        global_batch(0, 1)
+
+
+def image(rng: np.random.Generator, base: int) -> np.ndarray:
+    return np.clip(base + rng.integers(-20, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    """A tiny insightface folder: train.rec/.idx (2 identities × 2 images) and lfw/cfp_fp/agedb_30.bin (2 pairs)."""
+    root, faces = tmp_path_factory.mktemp("insightface"), tmp_path_factory.mktemp("faces")
+    rng = np.random.default_rng(0)
+    for identity in range(2):
+        (faces / f"id{identity}").mkdir()
+        for number in range(2):
+            (faces / f"id{identity}" / f"{number}.jpg").write_bytes(encode_jpeg(image(rng, 60 + 100 * identity)))
+    assert folder_to_rec(faces, root) == (4, 2)
+    for val_set in VAL_SETS:
+        jpegs = [encode_jpeg(image(rng, 60 + 100 * (k in (0, 1, 2)))) for k in range(4)]
+        write_verification_bin(root / f"{val_set}.bin", jpegs, [True, False])
+    return root
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_two_training_steps_on_tiny_data(name, tiny_root, tmp_path):
+    # 4 images at batch 2 (drop_last): 2 steps are exactly one epoch, then one verification of the 3 sets.
+    # Kept cheap for 2 CPU cores: 2 folds of 2 pairs, no flip TTA, no best-by-monitor checkpoint, a weights-only
+    # last.ckpt (an IR-100 checkpoint with SGD momentum is ~0.5 GB).
+    cfg = compose_run(
+        tmp_path / "run", tmp_path / "data", f"experiment={name}", f"data.root={tiny_root}",
+        "data.image_size=[32,32]", "data.batch_size=2", "data.num_workers=0", "callbacks.verification.n_folds=2",
+        "model.flip_test=false", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto",
+        "trainer.precision=32-true", "++trainer.max_steps=2", "trainer.enable_progress_bar=false",
+        "++trainer.enable_model_summary=false", "logger=csv", "callbacks.verification.roc_plots=false",
+        "callbacks.model_checkpoint=null", "+callbacks.last_checkpoint.save_weights_only=true",
+    )  # fmt: skip
+    monitored = train(cfg)
+    assert monitored is not None and 0.0 <= monitored <= 1.0  # train() returns monitor=val/lfw/accuracy
+    facts, run = RECIPES[name], tmp_path / "run"
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True, mmap=True)
+    assert checkpoint["global_step"] == 2
+    hparams = checkpoint["hyper_parameters"]
+    assert hparams["optimizer"]["lr"] == pytest.approx(facts["lr"] * 2 / (facts["batch"] * facts["devices"]))
+    assert hparams["head"]["name"] == facts["head"] and hparams["scheduler"]["decay"] == facts["schedule"]["decay"]
+    assert hparams["backbone"]["name"] == facts["backbone"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert sorted(metrics) == sorted(VAL_SETS)
+    assert all(0.0 <= metrics[val_set]["accuracy"] <= 1.0 for val_set in VAL_SETS)
