@@ -56,20 +56,6 @@ HEADS = ("softmax", "center", "cosface", "arcface", "arcface_center", "combined"
 METRICS = ("accuracy", "auc", "tar@far=1e-3")
 EIGENFACES = 100
 
-# Head parameters under the small_data recipe: the logit scale halved to 32 and every margin at 0.6× its
-# large-data default (CosFace 0.35 → 0.21, ArcFace 0.5 → 0.3, ...): at s = 64 and full margins the
-# margin heads barely fit a few thousand images in the recipe's 20 epochs.
-HEAD_OVERRIDES: dict[str, list[str]] = {
-    "softmax": [],
-    "center": [],
-    "cosface": ["head.scale=32", "head.margin=0.21"],
-    "arcface": ["head.scale=32", "head.margin=0.3"],
-    "arcface_center": ["head.scale=32", "head.margin=0.3"],
-    "combined": ["head.scale=32", "head.m2=0.18", "head.m3=0.12"],
-    "subcenter_arcface": ["head.scale=32", "head.margin=0.3"],
-    "adaface": ["head.scale=32", "head.margin=0.24"],
-}
-
 
 @dataclass
 class Run:
@@ -151,7 +137,7 @@ def train(run: Run, train_root: Path, pairs: Path, images: Path, out: Path, over
     """
     run_dir = out / "runs" / f"{run.head}_seed{run.seed}"
     command = [
-        sys.executable, "train.py", "experiment=small_data", f"head={run.head}", *HEAD_OVERRIDES[run.head],
+        sys.executable, "train.py", "experiment=small_data", f"head={run.head}",
         f"seed={run.seed}", f"data.root={train_root}", "data.min_images_per_identity=2",
         f"+data.val_sets.lfw_dev.pairs={pairs}", f"+data.val_sets.lfw_dev.images={images}",
         "monitor=val/lfw_dev/accuracy", "report_baseline=false", "trainer.enable_progress_bar=false",

@@ -1,6 +1,7 @@
 """OmegaConf resolvers used by ``conf/``; registered when :mod:`facerec` is imported.
 
-Besides ``${wandb_offline:}``, three resolvers let a published recipe (``conf/experiment/``) keep
+``${first_set_accuracy:${data.val_sets}}`` is the accuracy on the first verification set (what presets
+monitor). Besides it and ``${wandb_offline:}``, three resolvers let a published recipe (``conf/experiment/``) keep
 its learning rate and schedule when it runs on another global batch (the linear scaling rule):
 
 - ``${global_batch:BATCH,DEVICES,NODES,ACCUMULATE}``: per-process batch × devices × nodes ×
@@ -15,7 +16,7 @@ its learning rate and schedule when it runs on another global batch (the linear 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from omegaconf import ListConfig, OmegaConf
 
@@ -83,6 +84,15 @@ def steps_for_batch(steps: int, reference_batch: int, batch: int) -> int:
     return round(int(steps) * int(reference_batch) / int(batch))
 
 
+def first_set_accuracy(val_sets: Mapping[str, object] | None) -> str | None:
+    """``val/<first verification set>/accuracy``, the metric a preset monitors; None without sets.
+
+    ``monitor: ${first_set_accuracy:${data.val_sets}}`` follows the sets a user configures, so a preset
+    never monitors a set that is not there.
+    """
+    return f"val/{next(iter(val_sets))}/accuracy" if val_sets else None
+
+
 def register_resolvers() -> None:
     """Registers ``${wandb_offline:}``, ``${global_batch:...}``, ``${lr_for_batch:...}`` and ``${steps_for_batch:...}``.
 
@@ -92,3 +102,4 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("global_batch", global_batch, replace=True)
     OmegaConf.register_new_resolver("lr_for_batch", lr_for_batch, replace=True)
     OmegaConf.register_new_resolver("steps_for_batch", steps_for_batch, replace=True)
+    OmegaConf.register_new_resolver("first_set_accuracy", first_set_accuracy, replace=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
 
 
 def check_output_dir(output_dir: str | Path) -> None:
-    """Fails early, with the path in the message, if the run's output folder cannot be written.
+    """Fails early, with the path in the message, if a folder the run writes cannot be written.
 
     Raises:
         PermissionError: If ``output_dir`` cannot be created or written.
@@ -44,6 +45,54 @@ def check_output_dir(output_dir: str | Path) -> None:
             f"output directory {output_dir} is not writable ({error.strerror or error}); "
             "choose another with paths.log_dir=DIR or hydra.run.dir=DIR"
         ) from error
+
+
+def output_dirs(cfg: DictConfig) -> list[str]:
+    """Every local folder a training run writes: the run dir, checkpoint and logger folders, the metrics' folder."""
+    dirs = [str(cfg.paths.output_dir)]
+    for group, key in (("callbacks", "dirpath"), ("logger", "save_dir")):
+        dirs += [str(entry[key]) for entry in (cfg.get(group) or {}).values() if entry and entry.get(key)]
+    if cfg.get("metrics_file"):
+        dirs.append(str(Path(cfg.metrics_file).parent))
+    return [path for path in dict.fromkeys(dirs) if "://" not in path]
+
+
+def check_monitor(monitor: str | None, val_sets: Mapping[str, object]) -> None:
+    """Refuses a ``monitor`` of a verification set that is not configured, before training.
+
+    Raises:
+        ValueError: If ``monitor`` is ``val/<set>/<metric>`` and ``<set>`` is not in ``val_sets``; the
+            message lists the configured sets.
+    """
+    parts = (monitor or "").split("/")
+    if len(parts) == 3 and parts[0] == "val" and parts[1] not in val_sets:
+        sets = ", ".join(val_sets) or "none"
+        first = f"; e.g. monitor=val/{next(iter(val_sets))}/{parts[2]}" if val_sets else ", so set monitor=null"
+        raise ValueError(
+            f"monitor={monitor} names verification set {parts[1]!r}, which is not configured "
+            f"(configured: {sets}){first}"
+        )
+
+
+def check_resumed_classes(checkpoint: Mapping, class_names: list[str], ckpt_path: str | Path) -> None:
+    """Refuses to resume on data whose identities have other names than the checkpoint's (same count).
+
+    Labels are positions in the sorted identity names, so a renamed identity would silently take
+    another's class centre. (A different count is refused when the head's weights are loaded.)
+
+    Raises:
+        ValueError: Naming up to five labels whose identity differs.
+    """
+    saved = (checkpoint.get("hyper_parameters") or {}).get("class_names")
+    if saved is None or len(saved) != len(class_names) or list(saved) == list(class_names):
+        return
+    changed = [(i, old, new) for i, (old, new) in enumerate(zip(saved, class_names, strict=True)) if old != new][:5]
+    count = sum(old != new for old, new in zip(saved, class_names, strict=True))
+    listed = "; ".join(f"label {label}: {old!r} in the checkpoint, {new!r} in the data" for label, old, new in changed)
+    raise ValueError(
+        f"{ckpt_path} was trained on other identities than data.root holds ({count} of {len(saved)} labels "
+        f"differ: {listed}): resume on the same data, or fine-tune a new head from its embedding network"
+    )
 
 
 def check_devices(trainer: DictConfig) -> None:

@@ -13,10 +13,21 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from facerec.callbacks import VerificationCallback
+from facerec.callbacks.interrupt import interrupt_exit_status
 from facerec.eval.baseline import raw_pixel_metrics
 from facerec.export import check_onnx, export_onnx
+from facerec.models.checkpoint import read_training_checkpoint
 from facerec.module import FaceRecognitionModule, without_weight_sources
-from facerec.runs import check_devices, check_output_dir, resolve_ckpt_path, set_sweep_group
+from facerec.run_dir import hold_run_dir
+from facerec.runs import (
+    check_devices,
+    check_monitor,
+    check_output_dir,
+    check_resumed_classes,
+    output_dirs,
+    resolve_ckpt_path,
+    set_sweep_group,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +77,24 @@ def train(cfg: DictConfig) -> float | None:
     check_output_dir(cfg.paths.output_dir)
     check_devices(cfg.trainer)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
+    checkpoint = read_training_checkpoint(ckpt_path) if ckpt_path else None
+    with hold_run_dir(cfg.paths.output_dir, cfg, resuming=ckpt_path is not None):
+        for path in output_dirs(cfg):
+            check_output_dir(path)
+        return _train(cfg, ckpt_path, checkpoint)
+
+
+def _train(cfg: DictConfig, ckpt_path: str | None, checkpoint: dict | None) -> float | None:
     if ckpt_path:  # the checkpoint holds the weights: don't re-read backbone.pth or timm's cache
         cfg.backbone = without_weight_sources(cfg.backbone)
     set_sweep_group(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
+    check_monitor(cfg.monitor, datamodule.val_set_paths)
     datamodule.prepare_data()
     class_names = datamodule.class_names
+    if checkpoint is not None:
+        check_resumed_classes(checkpoint, class_names, ckpt_path)
     model = instantiate(cfg.model, num_classes=len(class_names), class_names=class_names, _recursive_=False)
     trainer = instantiate(
         cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger"))
@@ -81,7 +103,11 @@ def train(cfg: DictConfig) -> float | None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     _write_classes(Path(cfg.paths.output_dir) / "classes.json", class_names)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit as stop:
+        raise SystemExit(interrupt_exit_status(stop, trainer)) from stop
+    check_checkpoints_written(trainer)
     verification = verification_callback(trainer)
     if datamodule.val_sets and verification.evaluated_at_step != trainer.global_step:
         trainer.validate(model, datamodule=datamodule, verbose=False)
@@ -92,6 +118,21 @@ def train(cfg: DictConfig) -> float | None:
     report(results, cfg.metrics_file, "Verification on held-out identities")
     monitored = trainer.callback_metrics.get(cfg.monitor) if cfg.monitor else None
     return None if monitored is None else float(monitored)
+
+
+def check_checkpoints_written(trainer: L.Trainer) -> None:
+    """Fails if a checkpoint the run's ``ModelCheckpoint`` callbacks report is not on disk.
+
+    Lightning's checkpoint writer swallows a ``PermissionError``, so a run whose checkpoint folder
+    turned unwritable would otherwise end "successfully" with nothing saved.
+
+    Raises:
+        OSError: Naming the missing checkpoint and its folder.
+    """
+    for callback in trainer.checkpoint_callbacks:
+        for path in (callback.last_model_path, callback.best_model_path):
+            if path and "://" not in path and trainer.is_global_zero and not Path(path).is_file():
+                raise OSError(f"checkpoint {path} was not written: check that {Path(path).parent} is writable")
 
 
 @rank_zero_only
@@ -113,8 +154,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if not cfg.ckpt_path:
         raise ValueError("eval.py needs a checkpoint: python eval.py ckpt_path=/path/to/model.ckpt")
     ckpt_path = Path(cfg.ckpt_path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
+    read_training_checkpoint(ckpt_path)
     model = FaceRecognitionModule.load_from_checkpoint(ckpt_path, map_location="cpu", flip_test=cfg.flip_test)
     datamodule = instantiate(
         cfg.data, root=None, image_size=model.hparams.input_size, crop=model.hparams.get("input_crop")

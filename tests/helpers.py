@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import lightning as L
+import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -31,6 +35,31 @@ def run_script(
     if result.returncode != 0:
         pytest.fail(f"{' '.join(command)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def compose_train(*overrides: str) -> DictConfig:
+    """The ``train.py`` config composed with ``overrides`` (no Hydra app, nothing resolved)."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def train_process(*overrides: str, script: str = "train.py", timeout: int = 300) -> subprocess.CompletedProcess:
+    """Runs ``python <script> <overrides>`` from the repo root and returns it, whatever its exit status."""
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, script, *overrides], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=timeout, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def write_identity_folder(root: Path, images: dict[str, int], size: int = 16) -> Path:
+    """Writes ``root/<name>/<i>.jpg`` (``images[name]`` noise images per name, ``/`` in a name nests folders)."""
+    rng = np.random.default_rng(0)
+    for name, count in images.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            cv2.imwrite(str(root / name / f"{i}.jpg"), rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    return root
 
 
 def run_dir(log_dir: Path, task: str = "train") -> Path:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
-from hydra import compose, initialize_config_dir
-from hydra.errors import ConfigCompositionException
+import json
+import os
+import subprocess
+import sys
 
-from tests.helpers import REPO
+import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from tests.helpers import REPO, compose_train
 
 GROUPS = ["backbone", "neck", "head", "data", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment"]
+HEADS = sorted(path.stem for path in (REPO / "conf" / "head").glob("*.yaml"))
+PRESETS = sorted(path.stem for path in (REPO / "conf" / "experiment").glob("*.yaml"))
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((REPO / "conf" / group).glob("*.yaml"))]
-
-
-def compose_train(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -32,3 +35,35 @@ def test_unknown_option_lists_the_valid_ones():
     with pytest.raises(ConfigCompositionException, match="Available options") as error:
         compose_train("head=arcfase")
     assert "arcface" in str(error.value)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_with_every_head_and_builds_it(preset):
+    for head in HEADS:
+        cfg = compose_train(f"experiment={preset}", f"head={head}", "data.root=unused")
+        built = instantiate(OmegaConf.to_container(cfg.head, resolve=True), embedding_size=8, num_classes=4)
+        assert built.training, (preset, head)
+
+
+def test_a_preset_sets_each_head_it_names_and_the_command_line_wins():
+    cfg = compose_train("experiment=small_data", "head=cosface")
+    assert (cfg.head.scale, cfg.head.margin) == (32.0, 0.21)
+    assert compose_train("experiment=small_data", "head=cosface", "head.margin=0.3").head.margin == 0.3
+    assert (compose_train("experiment=quickstart", "head=cosface").head.margin) == 0.35  # not set by the preset
+    partial = compose_train("experiment=ms1mv3_iresnet50", "head=combined", "data.root=unused").head.partial_fc
+    assert partial.enabled is True
+
+
+def test_a_sweep_over_every_head_under_one_preset_trains_each(data_dir, tmp_path):
+    command = [
+        sys.executable, "train.py", "-m", "experiment=quickstart", f"head={','.join(HEADS)}",
+        f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}", "data=synthetic_mini", "backbone=test_resnet",
+        "logger=csv", "data.batch_size=8", "+trainer.max_steps=1", "~callbacks.features",
+    ]  # fmt: skip
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    jobs = json.loads((sweep / "multirun_summary.json").read_text())["jobs"]
+    assert [job["overrides"].split()[1] for job in jobs] == [f"head={head}" for head in HEADS]
+    assert all((sweep / str(job["job"]) / "checkpoints" / "last.ckpt").is_file() for job in jobs)

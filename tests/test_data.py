@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 
 import numpy as np
 import pytest
@@ -126,3 +127,13 @@ def test_datamodule_batches_and_classes(identity_folder):
 def test_training_without_root_is_explained():
     with pytest.raises(ValueError, match="training needs data.root"):
         FaceDataModule(root=None).setup("fit")
+
+
+def test_identity_names_are_unicode_nfc_and_nfc_twins_are_refused(tmp_path):
+    composed, decomposed = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
+    write_image(tmp_path / "a" / decomposed / "1.jpg")
+    write_image(tmp_path / "a" / "Ann" / "1.jpg")
+    assert scan_identity_folder(tmp_path / "a").class_names == ["Ann", composed]
+    write_image(tmp_path / "a" / composed / "1.jpg")
+    with pytest.raises(ValueError, match="two identity folders are both named 'José'.*merge them"):
+        scan_identity_folder(tmp_path / "a")

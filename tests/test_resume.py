@@ -74,6 +74,8 @@ def test_sigterm_saves_last_checkpoint_and_ckpt_path_last_resumes_it(data_dir, t
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=120)[0]
     assert "checkpoint saved to" in output, output[-4000:]
+    assert process.returncode == 128 + signal.SIGTERM, output[-4000:]
+    assert not (run / "metrics.json").exists()
     interrupted = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert interrupted["global_step"] > 0
     cfg = compose_train(
@@ -81,6 +83,19 @@ def test_sigterm_saves_last_checkpoint_and_ckpt_path_last_resumes_it(data_dir, t
     )
     train(cfg)
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] > interrupted["global_step"]
+    assert (run / ".hydra" / "overrides.yaml").read_text() != ""  # the interrupted run's records stay
+    assert (run / ".hydra" / "resume_1" / "config.yaml").is_file()
+
+
+def test_ctrl_c_saves_last_checkpoint_and_exits_130(data_dir, tmp_path):
+    run = tmp_path / "run"
+    process = start_train(run, data_dir, "experiment=smoke", "trainer.max_epochs=1000")
+    wait_for(run / "checkpoints" / "epoch_000.ckpt", process)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert "checkpoint saved to" in output, output[-4000:]
+    assert process.returncode == 128 + signal.SIGINT, output[-4000:]
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] > 0
 
 
 def test_ckpt_path_last_without_a_checkpoint_says_how_to_resume(data_dir, tmp_path):

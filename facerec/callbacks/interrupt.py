@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -30,3 +31,17 @@ class InterruptCheckpoint(Callback):
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             trainer.save_checkpoint(self.path)
             log.warning("interrupted at step %d: checkpoint saved to %s", trainer.global_step, self.path)
+
+
+def interrupt_exit_status(stop: SystemExit, trainer: L.Trainer) -> int | str | None:
+    """The exit status of a fit that Lightning ended with ``SystemExit``: 128 + the signal's number.
+
+    Lightning exits with status 0 after SIGTERM and 1 after Ctrl+C; a scheduler would read the first as
+    success. An interrupted run exits 143 (SIGTERM) or 130 (SIGINT) instead; any other ``SystemExit``
+    keeps its status.
+    """
+    if isinstance(stop, SIGTERMException):
+        return 128 + signal.SIGTERM
+    if trainer.interrupted and stop.code == 1:
+        return 128 + signal.SIGINT
+    return stop.code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -124,9 +125,17 @@ class FaceDataModule(L.LightningDataModule):
                 self.skip_corrupt,
                 self.expected_size,
             )
-            self.train_set = restrict_identities(
+            train_set = restrict_identities(
                 train_set, self.min_images_per_identity, self.max_images_per_identity, self.seed
             )
+            if len(train_set.class_names) < 2:
+                hint = train_set.index.wrong_root_hint() if isinstance(train_set, IdentityFolderDataset) else None
+                raise ValueError(
+                    f"{self.root}: {len(train_set.class_names)} training identity "
+                    f"({', '.join(train_set.class_names)}); face recognition needs at least 2 "
+                    f"(data.root holds one sub-folder per identity). {hint or ''}".rstrip()
+                )
+            self.train_set = train_set
         return self.train_set
 
     @property
@@ -151,7 +160,15 @@ class FaceDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Training batches in an order (and with augmentations) fixed by ``seed``, epoch and rank."""
         trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:
+        world_size = trainer.world_size if trainer is not None else 1
+        per_process = math.ceil(len(self.train_set) / world_size)
+        if per_process < self.batch_size:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is larger than the {per_process} training images each of the "
+                f"{world_size} process(es) gets ({len(self.train_set)} in all): not one full batch, nothing would "
+                f"train. Lower data.batch_size to at most {per_process}"
+            )
+        if world_size > 1:
             sampler = EpochSeededDistributedSampler(self.train_set, trainer.world_size, trainer.global_rank, self.seed)
         else:
             sampler = EpochSeededSampler(self.train_set, self.seed)

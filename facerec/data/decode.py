@@ -1,17 +1,22 @@
 """The one image decode path: every source (folders, .rec, .bin) goes through here.
 
 RGB everywhere: images are returned as RGB ``uint8`` arrays of shape (H, W, 3) (OpenCV's BGR is
-converted here, once); grayscale becomes 3 channels and an alpha channel is dropped.
+converted here, once); grayscale becomes 3 channels and an alpha channel is dropped; EXIF orientation
+(phones store rotated JPEGs) is applied.
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp")
+EXIF_ORIENTATION = 0x0112
 
 
 class CorruptImageError(ValueError):
@@ -20,6 +25,32 @@ class CorruptImageError(ValueError):
 
 class ImageSizeError(ValueError):
     """An image whose size is not the one required (``data.strict_size``); the message names its source."""
+
+
+ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    1: lambda image: image,
+    2: lambda image: image[:, ::-1],  # mirrored left-right
+    3: lambda image: image[::-1, ::-1],  # rotated 180°
+    4: lambda image: image[::-1],  # mirrored top-bottom
+    5: lambda image: image.swapaxes(0, 1),  # transposed
+    6: lambda image: np.rot90(image, -1),  # shown after a 90° clockwise turn
+    7: lambda image: np.rot90(image, 2).swapaxes(0, 1),  # transversed
+    8: lambda image: np.rot90(image, 1),  # shown after a 90° counter-clockwise turn
+}
+"""EXIF orientation → what makes the stored pixels upright (OpenCV's ``IMREAD_UNCHANGED`` ignores the tag)."""
+
+
+def exif_orientation(buffer: np.ndarray) -> int:
+    """The EXIF orientation (1–8, 1 = upright) of encoded image bytes; 1 without EXIF or an unknown value."""
+    head = buffer[:65536].tobytes()
+    if b"Exif\x00\x00" not in head:
+        return 1
+    try:
+        with Image.open(io.BytesIO(buffer.tobytes())) as image:
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, ValueError, SyntaxError):
+        return 1
+    return orientation if orientation in ORIENT else 1
 
 
 def decode_image(
@@ -40,6 +71,7 @@ def decode_image(
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
     if image is None:
         raise CorruptImageError(f"cannot decode image {source} ({buffer.size} bytes): corrupt or not an image")
+    image = np.ascontiguousarray(ORIENT[exif_orientation(buffer)](image))
     if expected_size is not None and image.shape[:2] != tuple(expected_size):
         height, width = image.shape[:2]
         raise ImageSizeError(

@@ -8,6 +8,7 @@ datamodule assigns.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,8 @@ class FolderIndex:
 
     Attributes:
         root: The scanned folder.
-        class_names: Names of the identity folders holding at least one image, sorted; label ``i``
-            is ``class_names[i]``.
+        class_names: Names of the identity folders holding at least one image (Unicode NFC), sorted;
+            label ``i`` is ``class_names[i]``.
         images: Per label, that identity's image files (at any depth), sorted.
         empty_identities: Identity folders without a single image (skipped: not given a label).
         skipped_files: Files that are not images by extension, and files directly in ``root``.
@@ -49,6 +50,23 @@ class FolderIndex:
     def labels(self) -> list[int]:
         """The label of every entry of :attr:`paths`."""
         return [label for label, files in enumerate(self.images) for _ in files]
+
+    def wrong_root_hint(self) -> str | None:
+        """A hint that ``root`` is one level too high, or None.
+
+        Given when one identity holds most of the images, most of them in its own sub-folders: those
+        sub-folders are probably the identities.
+        """
+        counts = [len(files) for files in self.images]
+        largest = int(np.argmax(counts))
+        folder = self.root / self.class_names[largest]
+        nested = sum(path.parent != folder for path in self.images[largest])
+        if 2 * counts[largest] <= sum(counts) or 2 * nested <= counts[largest]:
+            return None
+        return (
+            f"identity folder {folder} holds {counts[largest]} of the {sum(counts)} images, {nested} of them in "
+            f"its sub-folders: if those sub-folders are the identities, use data.root={folder}"
+        )
 
     def summary(self) -> str:
         """One line of counts."""
@@ -71,20 +89,29 @@ def scan_identity_folder(root: str | Path) -> FolderIndex:
 
     Raises:
         FileNotFoundError: If ``root`` is not a directory.
-        ValueError: If it holds no identity with an image.
+        ValueError: If it holds no identity with an image, or two identity folders whose names are
+            the same in Unicode NFC (``é`` composed and ``e`` + combining accent).
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"identity folder not found: {root} (expected one sub-folder per identity)")
     index = FolderIndex(root)
-    entries = sorted(path for path in root.iterdir() if _visible(path, root))
+    entries = sorted(
+        (path for path in root.iterdir() if _visible(path, root)), key=lambda p: unicodedata.normalize("NFC", p.name)
+    )
     index.skipped_files += [path for path in entries if path.is_file()]
     for folder in (path for path in entries if path.is_dir()):
         files = sorted(path for path in folder.rglob("*") if path.is_file() and _visible(path, root))
         images = [path for path in files if path.suffix.lower() in IMAGE_EXTENSIONS]
         index.skipped_files += [path for path in files if path.suffix.lower() not in IMAGE_EXTENSIONS]
+        name = unicodedata.normalize("NFC", folder.name)
+        if images and name in index.class_names:
+            raise ValueError(
+                f"{root}: two identity folders are both named {name!r} (one spelt with composed, one with "
+                "decomposed Unicode accents, as macOS and Linux tools write them): merge them into one folder"
+            )
         if images:
-            index.class_names.append(folder.name)
+            index.class_names.append(name)
             index.images.append(images)
         else:
             index.empty_identities.append(folder.name)
@@ -118,6 +145,9 @@ class IdentityFolderDataset(Dataset):
     ) -> None:
         self.index = scan_identity_folder(root)
         log.info("%s: %s", root, self.index.summary())
+        hint = self.index.wrong_root_hint()
+        if hint:
+            log.warning(hint)
         self.transform = transform
         self.skip_corrupt = skip_corrupt
         self.expected_size = expected_size

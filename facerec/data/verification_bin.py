@@ -30,11 +30,27 @@ def _latin1_encode(text: str, encoding: str) -> bytes:
     return codecs.encode(text, "latin1")
 
 
+def _frombuffer(
+    buffer: bytes | bytearray | memoryview,
+    dtype: np.dtype,
+    shape: tuple[int, ...],
+    order: str,
+    axis_order: tuple[int, ...] | None = None,
+) -> np.ndarray:
+    """numpy's ``_frombuffer``, how protocol-5 pickles store arrays (numpy itself refuses object dtypes here)."""
+    array = np.frombuffer(buffer, dtype=dtype)
+    if order == "K" and axis_order is not None:
+        return array.reshape(shape, order="C").transpose(axis_order)
+    return array.reshape(shape, order=order)
+
+
 # numpy's array-reconstruction function, found without importing the deprecated ``numpy.core``.
 _RECONSTRUCT = np.zeros(0).__reduce__()[0]
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_encode,

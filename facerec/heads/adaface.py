@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from facerec.heads.base import MarginHead, safe_acos
+from facerec.heads.checks import check_range
 from facerec.heads.registry import register_head
 
 
@@ -46,6 +47,10 @@ class AdaFaceHead(MarginHead):
         eps: float = 1e-3,
     ) -> None:
         super().__init__(embedding_size, num_classes, scale)
+        check_range("margin", margin, 0.0, math.pi / 2, high_open=True)
+        check_range("h", h, 0.0, 1.0)
+        check_range("momentum", momentum, 0.0, 1.0, low_open=True)
+        check_range("eps", eps, 0.0, 0.1, low_open=True)
         self.margin = margin
         self.h = h
         self.momentum = momentum

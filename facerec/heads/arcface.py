@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from facerec.heads.base import MarginHead
+from facerec.heads.checks import check_range
 from facerec.heads.registry import register_head
 
 
@@ -36,6 +37,7 @@ class ArcFaceHead(MarginHead):
         easy_margin: bool = False,
     ) -> None:
         super().__init__(embedding_size, num_classes, scale)
+        check_range("margin", margin, 0.0, math.pi / 2, high_open=True)
         self.margin = margin
         self.easy_margin = easy_margin
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facerec.heads.checks import check_range
 from facerec.heads.cosine_linear import scaled_cosine_linear
 
 ACOS_EPS = 1e-7
@@ -60,6 +61,7 @@ class MarginHead(nn.Module, ABC):
 
     def __init__(self, embedding_size: int, num_classes: int, scale: float) -> None:
         super().__init__()
+        check_range("scale", scale, 0.0, low_open=True, high_open=True)
         self.embedding_size = embedding_size
         self.num_classes = num_classes
         self.scale = scale

@@ -7,6 +7,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from facerec.heads.base import HeadOutput, full_precision
+from facerec.heads.checks import check_range
 
 UPDATE_MODES = ("paper", "sgd")
 
@@ -50,6 +51,10 @@ class CenterLoss(nn.Module):
         super().__init__()
         if update not in UPDATE_MODES:
             raise ValueError(f"unknown center update {update!r}; valid: {', '.join(UPDATE_MODES)}")
+        check_range("center_weight", center_weight, 0.0)
+        check_range("alpha", alpha, 0.0, 1.0, low_open=True)
+        if center_lr is not None:
+            check_range("center_lr", center_lr, 0.0, low_open=True)
         self.center_weight = center_weight
         self.alpha = alpha
         self.update = update

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from facerec.heads.base import MarginHead, safe_acos
+from facerec.heads.checks import check_range
 from facerec.heads.registry import register_head
 
 
@@ -32,7 +33,7 @@ class CombinedMarginHead(MarginHead):
         m3: Additive cosine margin (default 0.2).
 
     Raises:
-        ValueError: If ``m1 <= 0`` or ``m2`` is outside ``[0, π)``.
+        ValueError: If ``m1 <= 0``, ``m2`` is outside ``[0, π)`` or ``m3`` outside ``[0, 1)``.
     """
 
     def __init__(
@@ -44,9 +45,10 @@ class CombinedMarginHead(MarginHead):
         m2: float = 0.3,
         m3: float = 0.2,
     ) -> None:
-        if m1 <= 0 or not 0 <= m2 < math.pi:
-            raise ValueError(f"need m1 > 0 and 0 <= m2 < pi, got m1={m1}, m2={m2}")
         super().__init__(embedding_size, num_classes, scale)
+        check_range("m1", m1, 0.0, low_open=True)
+        check_range("m2", m2, 0.0, math.pi, high_open=True)
+        check_range("m3", m3, 0.0, 1.0, high_open=True)
         self.m1, self.m2, self.m3 = m1, m2, m3
         self.theta_max = (math.pi - m2) / m1
         self.fallback_penalty = max(m2 * math.sin(m2), 1.0 + math.cos(min(self.theta_max, math.pi)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from facerec.heads.base import MarginHead
+from facerec.heads.checks import check_range
 from facerec.heads.registry import register_head
 
 
@@ -21,6 +22,7 @@ class CosFaceHead(MarginHead):
 
     def __init__(self, embedding_size: int, num_classes: int, scale: float = 64.0, margin: float = 0.35) -> None:
         super().__init__(embedding_size, num_classes, scale)
+        check_range("margin", margin, 0.0, 1.0, high_open=True)
         self.margin = margin
 
     def target_logit(self, cos_target: Tensor, norms: Tensor) -> Tensor:

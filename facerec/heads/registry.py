@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 
 from torch import nn
 
+from facerec.heads.checks import check_head_parameters
 from facerec.heads.partial_fc import PartialFC
 
 _HEADS: dict[str, type[nn.Module]] = {}
@@ -43,11 +44,14 @@ def create_head(
         **kwargs: The head's own parameters (``scale``, ``margin``, ...).
 
     Raises:
-        ValueError: If ``name`` is not registered (the message lists the valid names), or
-            ``partial_fc`` has keys other than ``enabled`` and ``sample_rate``.
+        ValueError: If ``name`` is not registered (the message lists the valid names), a parameter
+            is not one the head takes or outside its range, or ``partial_fc`` has keys other than
+            ``enabled`` and ``sample_rate``.
+        TypeError: If a parameter has the wrong type (e.g. ``margin="abc"``).
     """
     if name not in _HEADS:
         raise ValueError(f"unknown head {name!r}; valid heads: {', '.join(list_heads())}")
+    check_head_parameters(name, _HEADS[name], kwargs)
     head = _HEADS[name](embedding_size=embedding_size, num_classes=num_classes, **kwargs)
     options = dict(partial_fc or {})
     unknown = set(options) - {"enabled", "sample_rate"}

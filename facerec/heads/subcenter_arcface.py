@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from facerec.heads.arcface import ArcFaceHead
+from facerec.heads.checks import check_range
 from facerec.heads.registry import register_head
 
 
@@ -36,6 +37,7 @@ class SubCenterArcFaceHead(ArcFaceHead):
         subcenters: int = 3,
     ) -> None:
         super().__init__(embedding_size, num_classes, scale, margin, easy_margin)
+        check_range("subcenters", subcenters, 1)
         self.subcenters = subcenters
         self.weight = nn.Parameter(torch.empty(num_classes * subcenters, embedding_size))
         nn.init.normal_(self.weight, std=0.01)

@@ -110,3 +110,22 @@ def test_undecodable_input_names_its_source(tmp_path):
         read_image(tmp_path / "bad.png")
     with pytest.raises(FileNotFoundError, match=r"image not found: .*nope\.jpg"):
         read_image(tmp_path / "nope.jpg")
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(orientation):
+    """A JPEG stored as a phone stores it (pixels turned, EXIF saying how) decodes upright."""
+    upright = np.zeros((24, 16, 3), np.uint8)
+    upright[:8, :8] = (255, 0, 0)  # a red block at the top left: every turn and mirror moves it
+    stored = {
+        1: upright, 2: upright[:, ::-1], 3: upright[::-1, ::-1], 4: upright[::-1],
+        5: upright.swapaxes(0, 1), 6: np.rot90(upright, 1), 7: np.rot90(upright, 2).swapaxes(0, 1),
+        8: np.rot90(upright, -1),
+    }[orientation]  # fmt: skip
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    file = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(stored)).save(file, "JPEG", quality=100, exif=exif)
+    decoded = decode_image(file.getvalue())
+    assert decoded.shape == upright.shape
+    assert np.abs(decoded.astype(int) - upright).mean() < 3

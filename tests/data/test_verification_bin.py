@@ -4,6 +4,7 @@ import builtins
 import codecs
 import os
 import pickle
+import pickletools
 import struct
 from pathlib import Path
 
@@ -151,4 +152,38 @@ def test_wrong_image_type(tmp_path):
 def test_corrupt_image_names_its_index(tmp_path):
     write_verification_bin(tmp_path / "v.bin", [jpegs(1)[0], b"not a jpeg"], [True])
     with pytest.raises(CorruptImageError, match=r"v\.bin\[1\]"):
+        load_verification_bin(tmp_path / "v.bin")
+
+
+def without_frames(data: bytes) -> bytes:
+    """The pickle without its (optional) FRAME opcodes, so that its strings can be edited."""
+    frames = [position for opcode, _, position in pickletools.genops(data) if opcode.name == "FRAME"]
+    for position in reversed(frames):
+        data = data[:position] + data[position + 9 :]
+    return data
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+@pytest.mark.parametrize("as_arrays", [False, True], ids=["bytes", "uint8_arrays"])
+def test_pickles_of_every_protocol_load(tmp_path, protocol, as_arrays):
+    buffers = jpegs(4)
+    bins = [np.frombuffer(buffer, np.uint8) for buffer in buffers] if as_arrays else buffers
+    (tmp_path / "v.bin").write_bytes(pickle.dumps((bins, [True, False]), protocol=protocol))
+    data = load_verification_bin(tmp_path / "v.bin")
+    assert data.issame == [True, False]
+    assert all(np.array_equal(image, decode_image(buffer)) for image, buffer in zip(data.images, buffers, strict=True))
+
+
+def test_protocol5_arrays_of_numpy_1_load(tmp_path):
+    buffers = jpegs(2)
+    modern = without_frames(pickle.dumps(([np.frombuffer(b, np.uint8) for b in buffers], [True]), protocol=5))
+    old = modern.replace(b"\x8c\x13numpy._core.numeric", b"\x8c\x12numpy.core.numeric")
+    assert old != modern
+    (tmp_path / "v.bin").write_bytes(old)
+    assert [image.shape for image in load_verification_bin(tmp_path / "v.bin").images] == [(16, 12, 3)] * 2
+
+
+def test_protocol5_object_arrays_are_refused(tmp_path):
+    (tmp_path / "v.bin").write_bytes(pickle.dumps(([np.array([b"x"], dtype=object)] * 2, [True]), protocol=5))
+    with pytest.raises(ValueError, match=r"v.bin\[0\]: expected JPEG bytes or a uint8 array, got ndarray object"):
         load_verification_bin(tmp_path / "v.bin")

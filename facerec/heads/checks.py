@@ -1,0 +1,72 @@
+"""Checks of head parameters, so that a bad value fails when the head is built, not at the first step."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+BUILT_BY_THE_MODULE = ("self", "embedding_size", "num_classes")
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` fits a parameter annotated ``float``, ``int``, ``bool``, ``str`` or a union of them."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return any(_accepts(option, value) for option in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation in (bool, str):
+        return isinstance(value, annotation)
+    return True
+
+
+def _describe(annotation: Any) -> str:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return " or ".join(_describe(option) for option in typing.get_args(annotation))
+    return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
+
+
+def check_head_parameters(name: str, head_class: type, parameters: Mapping[str, Any]) -> None:
+    """Checks names and types of the parameters a head is built with against its ``__init__``.
+
+    Args:
+        name: The head's registered name (for the message).
+        head_class: The head's class.
+        parameters: The head's own parameters (``scale``, ``margin``, ...).
+
+    Raises:
+        ValueError: If a parameter is not one the head takes (the message lists those it takes).
+        TypeError: If a value's type does not match the annotation, e.g. ``head.margin=abc``.
+    """
+    signature = inspect.signature(head_class.__init__)
+    valid = [key for key in signature.parameters if key not in BUILT_BY_THE_MODULE]
+    unknown = sorted(set(parameters) - set(valid))
+    if unknown:
+        raise ValueError(f"head {name} takes no parameter {', '.join(unknown)}; its parameters: {', '.join(valid)}")
+    hints = typing.get_type_hints(head_class.__init__)
+    for key, value in parameters.items():
+        if key in hints and not _accepts(hints[key], value):
+            raise TypeError(
+                f"head.{key}={value} has type {type(value).__name__}; head {name} needs {_describe(hints[key])}"
+            )
+
+
+def check_range(
+    name: str, value: float, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False
+) -> None:
+    """Raises ``ValueError`` naming ``head.<name>`` unless ``value`` lies in the interval from ``low`` to ``high``.
+
+    ``low_open``/``high_open`` exclude the bound; NaN is always outside.
+    """
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (above and below):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or high == math.inf else ']'}"
+        raise ValueError(f"head.{name}={value} is outside {interval}")

@@ -1,0 +1,75 @@
+"""One run per run directory: a live run's directory is refused, a killed run's lock is taken over, records survive."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from facerec.run_dir import LOCK_NAME, RunDirInUseError, hold_run_dir
+from tests.helpers import REPO, train_process
+
+
+def write_lock(run_dir, pid: int, host: str | None = None) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(), "slurm_job": None}))
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_second_run_in_a_live_runs_directory_exits_non_zero_and_changes_nothing(tmp_path):
+    run = tmp_path / "run"
+    write_lock(run, os.getpid())
+    result = train_process("experiment=smoke", f"hydra.run.dir={run}")
+    assert result.returncode != 0
+    assert f"run directory {run} is in use by another run (PID {os.getpid()}" in result.stderr, result.stderr[-3000:]
+    assert sorted(path.name for path in run.iterdir() if path.name != "train.log") == [LOCK_NAME]
+
+
+def test_a_new_run_in_a_finished_runs_directory_is_refused_and_its_records_kept(tmp_path):
+    records = tmp_path / "run" / ".hydra"
+    records.mkdir(parents=True)
+    (records / "config.yaml").write_text("first: run\n")
+    result = train_process("experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    assert "already holds another run (its .hydra/config.yaml): resume it with ckpt_path=last" in result.stderr
+    assert (records / "config.yaml").read_text() == "first: run\n"
+    assert sorted(path.name for path in records.iterdir()) == ["config.yaml"]
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
+
+
+def test_a_killed_runs_lock_is_taken_over_and_resumes_keep_every_record(tmp_path):
+    write_lock(tmp_path, dead_pid())
+    for n, resuming in enumerate((False, True, True)):
+        with hold_run_dir(tmp_path, OmegaConf.create({"attempt": n}), resuming=resuming):
+            assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+        assert not (tmp_path / LOCK_NAME).exists()
+    assert OmegaConf.load(tmp_path / ".hydra" / "config.yaml").attempt == 0
+    assert [OmegaConf.load(tmp_path / ".hydra" / f"resume_{n}" / "config.yaml").attempt for n in (1, 2)] == [1, 2]
+
+
+def test_a_lock_from_another_host_is_respected(tmp_path):
+    write_lock(tmp_path, dead_pid(), host="another-node")
+    with (
+        pytest.raises(RunDirInUseError, match=f"on another-node.*delete {tmp_path / LOCK_NAME}"),
+        hold_run_dir(tmp_path, OmegaConf.create({}), resuming=True),
+    ):
+        pass
+
+
+def test_default_run_directories_are_named_to_the_microsecond():
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", return_hydra_config=True, overrides=["paths.log_dir=/logs"])
+    run_dir = OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"]
+    assert re.fullmatch(r"/logs/train/runs/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6}", run_dir), run_dir
