@@ -185,7 +185,9 @@ class FaceDataModule(L.LightningDataModule):
         transform = eval_transform(self.image_size, self.crop)
         return [
             DataLoader(
-                VerificationImages(val_set, transform, self.expected_size), self.eval_batch_size, **self.loader_options
+                VerificationImages(val_set.images, transform, self.expected_size),
+                self.eval_batch_size,
+                **self.loader_options,
             )
             for val_set in self.val_sets
         ]

@@ -47,12 +47,14 @@ def select_images(
             f"got {max_images}"
         )
     labels = np.asarray(labels, dtype=np.int64)
+    order = np.argsort(labels, kind="stable")  # each identity's samples, in index order: O(N log N), not O(N·C)
+    identities, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
     chosen: list[np.ndarray] = []
     kept_labels: list[int] = []
-    for label in np.unique(labels):
-        samples = np.flatnonzero(labels == label)
-        if len(samples) < min_images:
+    for label, start, count in zip(identities, starts, counts, strict=True):
+        if count < min_images:
             continue
+        samples = order[start : start + count]
         if max_images is not None and len(samples) > max_images:
             rng = np.random.default_rng([seed, int(label)])
             samples = np.sort(rng.choice(samples, size=max_images, replace=False))

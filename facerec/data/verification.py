@@ -8,7 +8,7 @@ folder (``data.val_sets.<name>.pairs`` + ``.images``), or an insightface ``.bin`
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,21 +139,21 @@ def load_verification_set(
 
 
 class VerificationImages(Dataset):
-    """The images of a :class:`VerificationSet` as ``(transform(image), index)``.
+    """Images (those of a :class:`VerificationSet`, or any others) as ``(transform(image), index)``.
 
     Args:
-        verification_set: The set.
+        images: Image files, or decoded RGB uint8 (H, W, 3) arrays (``VerificationSet.images``).
         transform: Called as ``transform(image=rgb_uint8)["image"]`` (albumentations style).
         expected_size: If given, the (H, W) every image read from a file must have.
     """
 
     def __init__(
         self,
-        verification_set: VerificationSet,
+        images: Sequence[Path] | Sequence[np.ndarray],
         transform: Callable[..., dict[str, Any]],
         expected_size: tuple[int, int] | None = None,
     ) -> None:
-        self.images = verification_set.images
+        self.images = images
         self.transform = transform
         self.expected_size = expected_size
 

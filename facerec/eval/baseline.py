@@ -22,8 +22,7 @@ def pixel_rows(
     images: Sequence[Path] | Sequence[np.ndarray], image_size: tuple[int, int], crop: Crop = None
 ) -> np.ndarray:
     """Flattened pixels of each image plus its mirror image, as the model would see them. → (N, 3·H·W) float64."""
-    placeholder = VerificationSet("pixels", list(images), np.zeros((0, 2), np.int64), np.zeros(0, bool))
-    loader = DataLoader(VerificationImages(placeholder, eval_transform(image_size, crop)), batch_size=256)
+    loader = DataLoader(VerificationImages(images, eval_transform(image_size, crop)), batch_size=256)
     return torch.cat([(batch + batch.flip(3)).flatten(1) for batch, _ in loader]).double().numpy()
 
 
