@@ -15,6 +15,7 @@ from torch import Tensor
 from facerec.data.transforms import check_crop
 from facerec.heads.partial_fc import PartialFC, clip_grad_norm_sharded_, consolidate_checkpoint, shard_checkpoint
 from facerec.models import build_embedding_net
+from facerec.resume import class_count_error
 
 
 def _plain(config: Mapping | None) -> dict | None:
@@ -44,15 +45,6 @@ def without_weight_sources(backbone: dict | None) -> dict | None:
 def has_gradients(optimizer: torch.optim.Optimizer) -> bool:
     """Whether any parameter of ``optimizer`` has a gradient."""
     return any(p.grad is not None for group in optimizer.param_groups for p in group["params"])
-
-
-def _class_count_error(head_classes: int, data_classes: int) -> ValueError:
-    return ValueError(
-        f"the head has {head_classes} classes but the training data has {data_classes} identities. "
-        "A checkpoint resumes only on its own identities; to fine-tune on new ones with a new head, export "
-        "the embedding network (torch.save(FaceRecognitionModule.load_from_checkpoint(CKPT).net.state_dict(), "
-        "'net.pth')) and start a new run from it: python train.py backbone.checkpoint_path=net.pth (no ckpt_path)"
-    )
 
 
 class FaceRecognitionModule(L.LightningModule):
@@ -134,7 +126,7 @@ class FaceRecognitionModule(L.LightningModule):
         """Refuses training data whose identity count differs from the head's."""
         datamodule = self.trainer.datamodule
         if datamodule is not None and datamodule.num_classes != self.hparams.num_classes:
-            raise _class_count_error(self.hparams.num_classes, datamodule.num_classes)
+            raise class_count_error(self.hparams.num_classes, datamodule.num_classes)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Refuses training labels outside ``[0, num_classes)`` while they are still on the host (no device sync)."""
@@ -172,7 +164,7 @@ class FaceRecognitionModule(L.LightningModule):
         """
         saved = checkpoint.get("hyper_parameters", {}).get("num_classes", self.hparams.num_classes)
         if saved != self.hparams.num_classes:
-            raise _class_count_error(saved, self.hparams.num_classes)
+            raise class_count_error(saved, self.hparams.num_classes)
         if isinstance(self.head, PartialFC):
             shard_checkpoint(self.head, "head.", checkpoint)
 

@@ -3,13 +3,15 @@
 Hydra's own ``.hydra/`` files are written before the task starts, so a second launch into a busy or
 finished run directory would overwrite the first run's records. Training runs therefore set
 ``hydra.output_subdir: null`` and :func:`hold_run_dir` writes the records itself, after it has taken the
-directory: ``.hydra/{config,hydra,overrides}.yaml`` for a new run, ``.hydra/resume_<n>/`` for each resume.
+directory: ``.hydra/{config,hydra,overrides}.yaml`` for a new run, ``.hydra/resume_<n>/`` for each resume
+(with ``metrics_before.json``, the run's metrics before that resume rewrites ``metrics.json``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,6 +76,9 @@ def _write_records(output_dir: Path, cfg: DictConfig) -> None:
     resumes = sorted(records.glob("resume_*"))
     target = records / f"resume_{len(resumes) + 1}" if (records / "config.yaml").exists() else records
     target.mkdir(parents=True, exist_ok=True)
+    metrics = Path(cfg.metrics_file) if cfg.get("metrics_file") else None
+    if target != records and metrics is not None and metrics.is_file():
+        shutil.copy2(metrics, target / "metrics_before.json")  # the resume rewrites metrics.json
     OmegaConf.save(cfg, target / "config.yaml")
     if HydraConfig.initialized():
         hydra = HydraConfig.get()

@@ -74,27 +74,6 @@ def check_monitor(monitor: str | None, val_sets: Mapping[str, object]) -> None:
         )
 
 
-def check_resumed_classes(checkpoint: Mapping, class_names: list[str], ckpt_path: str | Path) -> None:
-    """Refuses to resume on data whose identities have other names than the checkpoint's (same count).
-
-    Labels are positions in the sorted identity names, so a renamed identity would silently take
-    another's class centre. (A different count is refused when the head's weights are loaded.)
-
-    Raises:
-        ValueError: Naming up to five labels whose identity differs.
-    """
-    saved = (checkpoint.get("hyper_parameters") or {}).get("class_names")
-    if saved is None or len(saved) != len(class_names) or list(saved) == list(class_names):
-        return
-    changed = [(i, old, new) for i, (old, new) in enumerate(zip(saved, class_names, strict=True)) if old != new][:5]
-    count = sum(old != new for old, new in zip(saved, class_names, strict=True))
-    listed = "; ".join(f"label {label}: {old!r} in the checkpoint, {new!r} in the data" for label, old, new in changed)
-    raise ValueError(
-        f"{ckpt_path} was trained on other identities than data.root holds ({count} of {len(saved)} labels "
-        f"differ: {listed}): resume on the same data, or fine-tune a new head from its embedding network"
-    )
-
-
 def check_devices(trainer: DictConfig) -> None:
     """Refuses ``trainer.devices`` larger than the GPUs this process can see, with the numbers.
 

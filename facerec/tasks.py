@@ -5,25 +5,27 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from facerec.callbacks import VerificationCallback
+from facerec.callbacks import RunConfigRecord, VerificationCallback
 from facerec.callbacks.interrupt import interrupt_exit_status
 from facerec.eval.baseline import raw_pixel_metrics
 from facerec.export import check_onnx, export_onnx
 from facerec.models.checkpoint import read_training_checkpoint
 from facerec.module import FaceRecognitionModule, without_weight_sources
+from facerec.resume import check_resumed_classes, check_resumed_config
 from facerec.run_dir import hold_run_dir
 from facerec.runs import (
     check_devices,
     check_monitor,
     check_output_dir,
-    check_resumed_classes,
     output_dirs,
     resolve_ckpt_path,
     set_sweep_group,
@@ -85,6 +87,7 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def _train(cfg: DictConfig, ckpt_path: str | None, checkpoint: dict | None) -> float | None:
+    run_config = OmegaConf.to_container(cfg, resolve=True)
     if ckpt_path:  # the checkpoint holds the weights: don't re-read backbone.pth or timm's cache
         cfg.backbone = without_weight_sources(cfg.backbone)
     set_sweep_group(cfg)
@@ -95,18 +98,19 @@ def _train(cfg: DictConfig, ckpt_path: str | None, checkpoint: dict | None) -> f
     class_names = datamodule.class_names
     if checkpoint is not None:
         check_resumed_classes(checkpoint, class_names, ckpt_path)
+        check_resumed_config(checkpoint, run_config, ckpt_path, force=cfg.force_resume)
     model = instantiate(cfg.model, num_classes=len(class_names), class_names=class_names, _recursive_=False)
-    trainer = instantiate(
-        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger"))
-    )
+    callbacks = [*instantiate_all(cfg.get("callbacks")), RunConfigRecord(run_config)]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")))
     for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(run_config)
     _write_classes(Path(cfg.paths.output_dir) / "classes.json", class_names)
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except SystemExit as stop:
         raise SystemExit(interrupt_exit_status(stop, trainer)) from stop
+    check_trained(trainer, checkpoint["global_step"] if checkpoint else 0)
     check_checkpoints_written(trainer)
     verification = verification_callback(trainer)
     if datamodule.val_sets and verification.evaluated_at_step != trainer.global_step:
@@ -118,6 +122,20 @@ def _train(cfg: DictConfig, ckpt_path: str | None, checkpoint: dict | None) -> f
     report(results, cfg.metrics_file, "Verification on held-out identities")
     monitored = trainer.callback_metrics.get(cfg.monitor) if cfg.monitor else None
     return None if monitored is None else float(monitored)
+
+
+def check_trained(trainer: L.Trainer, start_step: int) -> None:
+    """Fails if ``fit`` took no optimizer step, e.g. a resume from a checkpoint that already reached ``max_epochs``.
+
+    Raises:
+        RuntimeError: Naming the step and epoch limits to raise.
+    """
+    if trainer.global_step <= start_step:
+        raise RuntimeError(
+            f"training took no step (it ended at step {trainer.global_step}, epoch {trainer.current_epoch}, "
+            f"where it started): raise trainer.max_epochs (now {trainer.max_epochs}) or trainer.max_steps "
+            f"(now {trainer.max_steps}) to train further"
+        )
 
 
 def check_checkpoints_written(trainer: L.Trainer) -> None:
@@ -141,6 +159,22 @@ def _write_classes(path: Path, class_names: list[str]) -> None:
     path.write_text(json.dumps(class_names))
 
 
+def evaluation_input(data: DictConfig, hparams: Mapping, ckpt_path: str | Path) -> tuple[list[int], Any]:
+    """The input size and face crop to evaluate at: ``data.image_size`` / ``data.crop`` if set, else the checkpoint's.
+
+    Evaluating at another size or crop than the training one is allowed (e.g. to measure its effect);
+    a warning names both.
+    """
+    chosen = []
+    for key, trained in (("image_size", list(hparams["input_size"])), ("crop", hparams.get("input_crop"))):
+        value = data.get(key)
+        value = OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
+        if value is not None and value != trained:
+            log.warning("evaluating with data.%s=%s; %s was trained with %s", key, value, ckpt_path, trained)
+        chosen.append(trained if value is None else value)
+    return chosen[0], chosen[1]
+
+
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Evaluates a checkpoint on the configured verification sets; no training data is read.
 
@@ -156,9 +190,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     ckpt_path = Path(cfg.ckpt_path)
     read_training_checkpoint(ckpt_path)
     model = FaceRecognitionModule.load_from_checkpoint(ckpt_path, map_location="cpu", flip_test=cfg.flip_test)
-    datamodule = instantiate(
-        cfg.data, root=None, image_size=model.hparams.input_size, crop=model.hparams.get("input_crop")
-    )
+    image_size, crop = evaluation_input(cfg.data, model.hparams, ckpt_path)
+    datamodule = instantiate(cfg.data, root=None, image_size=image_size, crop=crop)
     if not datamodule.val_set_paths:
         raise ValueError(
             "no verification sets configured: add data.val_sets.<name>.pairs and .images, or data.val_sets.<name>.bin"

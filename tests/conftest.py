@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import facerec  # noqa: F401  (registers the OmegaConf resolvers conf/ uses, whatever test runs first)
 from tests.helpers import run_dir, run_script
 
 

@@ -7,7 +7,10 @@ import unicodedata
 
 import numpy as np
 import pytest
+import torch
 
+import facerec.callbacks.verification as verification_callback
+from facerec.callbacks import VerificationCallback
 from facerec.data import FaceDataModule, load_pairs_set
 from facerec.data.decode import CorruptImageError, ImageSizeError, encode_jpeg
 from facerec.data.folder import IdentityFolderDataset, scan_identity_folder
@@ -66,6 +69,20 @@ def test_corrupt_image_names_the_file_or_is_replaced(identity_folder, caplog):
         dataset[1]
 
 
+def test_corrupt_training_image_error_says_how_to_fix(tmp_path):
+    root = tmp_path / "my faces"
+    for index in range(6):
+        write_image(root / f"person{index}" / "0.jpg")
+    (root / "person4" / "1.jpg").write_bytes(b"\xff\xd8\xfftruncated")
+    dataset = IdentityFolderDataset(root)
+    assert [dataset[i][1] for i in range(5)] == [0, 1, 2, 3, 4]
+    with pytest.raises(CorruptImageError) as error:
+        dataset[5]
+    message = str(error.value)
+    assert f"cannot decode image {root / 'person4' / '1.jpg'}" in message
+    assert f"python -m facerec.data check '{root}'" in message and "data.skip_corrupt=true" in message
+
+
 def test_lfw_pairs_file_keeps_fold_order():
     pairs = read_pairs(shared_file("lfw_protocol/pairs.txt"))
     assert len(pairs) == 6000
@@ -82,6 +99,63 @@ def test_malformed_pairs_file_names_the_line(tmp_path):
     path.write_text("1\t2\nbob\t1\t2\nbob\t1\tann\t2\n")
     with pytest.raises(ValueError, match="promises 4 pairs, found 2"):
         read_pairs(path)
+
+
+def test_pairs_line_is_checked_against_the_kind_its_position_calls_for(tmp_path):
+    images = tmp_path / "images"
+    for name, number in (("bob", 1), ("bob", 2), ("ann", 1)):
+        write_image(images / name / f"{name}_{number:04d}.jpg")
+    path = tmp_path / "pairs.txt"
+    path.write_text("1\t1\nbob\t1\t2\t3\nbob\t1\tann\t1\n")  # a same-person line with a column too many
+    message = (
+        r"pairs\.txt:2: malformed pair line 'bob\\t1\\t2\\t3': expected a same-person line .*3 columns.* "
+        r"for fold 1 of 1, same-person pair 1 of 1, got 4 columns"
+    )
+    with pytest.raises(ValueError, match=message):
+        read_pairs(path)
+    with pytest.raises(ValueError, match=message):  # not "images ... are missing"
+        load_pairs_set("lfw", path, images)
+    path.write_text("1\t1\nbob\t1\t2\nbob\t1\t2\n")  # a same-person line where a different-person one belongs
+    with pytest.raises(ValueError, match=r"pairs\.txt:3: .*expected a different-person line .*got 3 columns"):
+        read_pairs(path)
+    path.write_text("1\t1\nbob\tone\t2\nbob\t1\tann\t1\n")
+    with pytest.raises(ValueError, match=r"pairs\.txt:2: .*integer n1 and n2"):
+        read_pairs(path)
+    path.write_text("1 1\nJean Pierre 1 2\nbob 1 ann 1\n")  # a name with spaces without tabs
+    with pytest.raises(ValueError, match=r"pairs\.txt:2: .*got 4 columns.*a name with spaces needs tab-separated"):
+        read_pairs(path)
+
+
+def test_pairs_header_folds_are_the_folds_used(tmp_path, monkeypatch):
+    path = tmp_path / "pairs.txt"
+    lines = ["5\t2"]
+    for fold in range(5):
+        lines += [f"p{fold}\t1\t2", f"p{fold}\t2\t3", f"p{fold}\t1\tq{fold}\t1", f"p{fold}\t3\tq{fold}\t2"]
+    path.write_text("\n".join(lines) + "\n")
+    assert read_pairs(path).folds == 5 and len(read_pairs(path)) == 20
+    images = tmp_path / "images"
+    for fold in range(5):
+        for name, numbers in ((f"p{fold}", (1, 2, 3)), (f"q{fold}", (1, 2))):
+            for number in numbers:
+                write_image(images / name / f"{name}_{number:04d}.jpg", value=40 * fold)
+    val_set = load_pairs_set("five", path, images)
+    assert val_set.folds == 5
+    used = []
+    callback = VerificationCallback(n_folds=10, roc_plots=False)
+    monkeypatch.setattr(verification_callback, "evaluate", lambda *args: used.append(args[3]) or {"accuracy": 1.0})
+    callback.score(val_set, torch.randn(len(val_set.images), 4))
+    assert used == [5]
+    with pytest.raises(ValueError, match=r"header '5\\t2' promises 20 pairs, found 19 \(5 folds of 2 same then 2"):
+        path.write_text("\n".join(lines[:-1]) + "\n")
+        read_pairs(path)
+
+
+def test_pairs_file_with_a_byte_order_mark_reads(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("\ufeff1\t1\nJosé\t1\t2\nJosé\t1\tZoë\t1\n", encoding="utf-8")
+    pairs = read_pairs(path)
+    assert pairs.left == ["José/José_0001.jpg", "José/José_0001.jpg"] and pairs.folds == 1
+    assert pairs.right == ["José/José_0002.jpg", "Zoë/Zoë_0001.jpg"] and pairs.issame == [True, False]
 
 
 def test_missing_pair_image_is_an_error_naming_the_file(tmp_path):

@@ -103,3 +103,14 @@ def test_eval_crops_verification_images_as_training_did(data_dir, tmp_path):
         f"metrics_file={tmp_path / 'eval.json'}", log_dir=tmp_path / "eval", data_dir=data_dir,
     )  # fmt: skip
     assert read_metrics(tmp_path / "eval.json") == read_metrics(run / "metrics.json")
+
+
+def test_eval_at_another_input_size_than_the_checkpoints_says_so(smoke_run, data_dir, tmp_path):
+    metrics_file = tmp_path / "eval.json"
+    result = run_script(
+        "eval.py", "data=synthetic_mini", f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}",
+        "data.image_size=[24,24]", f"metrics_file={metrics_file}", log_dir=tmp_path / "logs", data_dir=data_dir,
+    )  # fmt: skip
+    assert "evaluating with data.image_size=[24, 24]; " in result.stdout + result.stderr
+    assert "was trained with [32, 32]" in result.stdout + result.stderr
+    assert read_metrics(metrics_file) != read_metrics(smoke_run / "metrics.json")

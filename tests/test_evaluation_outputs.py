@@ -84,9 +84,13 @@ def test_embeddings_are_extracted_under_inference_mode(smoke_model_and_data, mon
     assert modes and all(modes)
 
 
-def test_fewer_pairs_than_folds_reaches_the_user_through_validation(smoke_model_and_data):
+def test_fewer_pairs_than_folds_reaches_the_user_through_validation(smoke_model_and_data, caplog):
+    model, datamodule = smoke_model_and_data
+    validate(model, datamodule, n_folds=50)  # its pairs.txt header declares 10 folds: those are used
+    assert "'synthetic': scored on the 10 folds its pairs file declares" in caplog.text
+    datamodule.val_sets[0].folds = None  # as an insightface .bin: no folds of its own, so n_folds applies
     with pytest.raises(ValueError, match="'synthetic' has 40 pairs, fewer than callbacks.verification.n_folds=50"):
-        validate(*smoke_model_and_data, n_folds=50)
+        validate(model, datamodule, n_folds=50)
 
 
 def test_onnx_export_matches_pytorch_on_another_batch_size(smoke_run, tmp_path):

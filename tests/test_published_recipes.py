@@ -11,7 +11,6 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-import facerec  # noqa: F401  (registers the ${global_batch:...} / ${lr_for_batch:...} resolvers)
 from facerec.data.decode import encode_jpeg
 from facerec.data.tools import folder_to_rec
 from facerec.data.verification_bin import write_verification_bin

@@ -140,3 +140,28 @@ def test_resume_does_not_reread_the_initial_backbone_weights(smoke_run, data_dir
     net.unlink()
     train(compose_train(run, data_dir, *start, "ckpt_path=last", "trainer.max_epochs=2"))
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
+
+
+def test_resume_refuses_other_data_or_model_than_the_checkpoints_unless_forced(smoke_run, data_dir, tmp_path):
+    last = f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}"
+    with pytest.raises(ValueError, match=r"model\.head\.margin: 0\.5 in the checkpoint, 0\.123 now.*force_resume=true"):
+        train(compose_train(tmp_path / "head", data_dir, "experiment=smoke", last, "head.margin=0.123"))
+    with pytest.raises(ValueError, match=r"data\.batch_size: \d+ in the checkpoint, 5 now"):
+        train(compose_train(tmp_path / "data", data_dir, "experiment=smoke", last, "data.batch_size=5"))
+    forced = compose_train(tmp_path / "forced", data_dir, "experiment=smoke", last, "head.margin=0.123")
+    forced.force_resume = True
+    with pytest.raises(RuntimeError, match=r"training took no step .* raise trainer.max_epochs \(now 2\)"):
+        train(forced)  # the checkpoint is at max_epochs already
+    forced.trainer.max_epochs = 3
+    train(forced)
+    assert (tmp_path / "forced" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_resume_keeps_the_metrics_and_warns_that_a_changed_lr_is_ignored(data_dir, tmp_path, caplog):
+    run = tmp_path / "run"
+    train(compose_train(run, data_dir, "experiment=smoke", "trainer.max_epochs=1"))
+    before = (run / "metrics.json").read_text()
+    train(compose_train(run, data_dir, "experiment=smoke", "ckpt_path=last", "optimizer.lr=0.5"))
+    assert "model.optimizer.lr=0.5 differs from the checkpoint's" in caplog.text
+    assert (run / ".hydra" / "resume_1" / "metrics_before.json").read_text() == before
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1

@@ -73,3 +73,15 @@ def test_default_run_directories_are_named_to_the_microsecond():
         cfg = compose(config_name="train", return_hydra_config=True, overrides=["paths.log_dir=/logs"])
     run_dir = OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"]
     assert re.fullmatch(r"/logs/train/runs/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6}", run_dir), run_dir
+
+
+def test_a_run_dir_whose_log_cannot_be_written_is_named(tmp_path):
+    """Hydra opens ``<run dir>/train.log`` before the task; a read-only run dir used to end in
+    ``Unable to configure handler 'file'``. (A directory in the log's place fails alike, also as root.)"""
+    (tmp_path / "run" / "train.log").mkdir(parents=True)
+    result = train_process("experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path}")
+    assert result.returncode == 1
+    assert f"cannot write the run log {tmp_path / 'run' / 'train.log'}" in result.stderr
+    assert f"the run directory {tmp_path / 'run'} must be writable; choose another with hydra.run.dir=DIR" in (
+        result.stderr
+    )

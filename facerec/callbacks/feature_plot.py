@@ -18,8 +18,9 @@ class FeaturePlot(Callback):
     """At the end of training, plots the features of training and held-out images, one colour per identity.
 
     With ``model.embedding_size=2`` the raw features are drawn (as in Wen et al., ECCV 2016);
-    larger embeddings are projected with PCA. Held-out images come from every verification set
-    given as an image folder (``data.val_sets.<name>.images``).
+    larger embeddings are L2-normalised and projected with PCA (:func:`facerec.viz.feature_figure`).
+    Held-out images come from every verification set given as an image folder
+    (``data.val_sets.<name>.images``).
 
     Args:
         path: The PNG to write.

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 from facerec.data.verification import VerificationSet
 from facerec.eval.plots import save_roc
@@ -54,8 +55,12 @@ class VerificationCallback(Callback):
 
     Validation (hence verification) runs every ``trainer.check_val_every_n_epoch`` epochs.
 
+    A set whose source declares its folds (a ``pairs.txt`` header ``folds n``, ``folds`` ≥ 2) is
+    scored on those folds, so its folds are the file's; ``n_folds`` applies to the others
+    (insightface ``.bin`` files, single-count headers).
+
     Args:
-        n_folds: Folds of the accuracy protocol.
+        n_folds: Folds of the accuracy protocol for sets that declare none.
         roc_plots: Write and log the ROC curves.
     """
 
@@ -66,6 +71,7 @@ class VerificationCallback(Callback):
         self.best_accuracy: dict[str, float] = {}
         self.evaluated_at_step: int | None = None
         self._batches: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._fold_notes: set[str] = set()
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_accuracy": dict(self.best_accuracy)}
@@ -113,17 +119,34 @@ class VerificationCallback(Callback):
         sums included), each image counted once.
 
         Raises:
-            ValueError: If the set has fewer pairs than ``n_folds``.
+            ValueError: If the set has fewer pairs than folds (its own, else ``n_folds``).
         """
-        if len(val_set) < self.n_folds:
+        n_folds = self.folds_of(val_set)
+        if len(val_set) < n_folds:
+            folds = (
+                f"the {n_folds} folds of its pairs file's header"
+                if val_set.folds is not None
+                else f"callbacks.verification.n_folds={self.n_folds}"
+            )
             raise ValueError(
-                f"verification set {val_set.name!r} has {len(val_set)} pairs, fewer than "
-                f"callbacks.verification.n_folds={self.n_folds}: every fold needs at least one pair; "
-                "use a larger set or fewer folds"
+                f"verification set {val_set.name!r} has {len(val_set)} pairs, fewer than {folds}: "
+                "every fold needs at least one pair; use a larger set or fewer folds"
             )
         first, second = self._pair_embeddings(val_set, embeddings)
-        metrics = evaluate(first, second, val_set.issame, self.n_folds)
+        metrics = evaluate(first, second, val_set.issame, n_folds)
         return metrics | {"xnorm": float(embeddings.norm(dim=1).mean())}
+
+    def folds_of(self, val_set: VerificationSet) -> int:
+        """The folds ``val_set`` is scored on: its own (``val_set.folds``) if it declares them, else ``n_folds``."""
+        if val_set.folds is None:
+            return self.n_folds
+        if val_set.folds != self.n_folds and val_set.name not in self._fold_notes:
+            self._fold_notes.add(val_set.name)
+            rank_zero_info(
+                f"verification set {val_set.name!r}: scored on the {val_set.folds} folds its pairs file declares "
+                f"(callbacks.verification.n_folds={self.n_folds} applies to sets without folds of their own)"
+            )
+        return val_set.folds
 
     def log_roc(self, trainer: L.Trainer, val_set: VerificationSet, embeddings: torch.Tensor) -> Path | None:
         """Writes the set's ROC PNG to the run dir and logs it to W&B loggers.

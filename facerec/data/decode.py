@@ -8,6 +8,7 @@ converted here, once); grayscale becomes 3 channels and an alpha channel is drop
 from __future__ import annotations
 
 import io
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,14 @@ EXIF_ORIENTATION = 0x0112
 
 class CorruptImageError(ValueError):
     """An image that cannot be decoded; the message names its source."""
+
+
+def corrupt_image_fix(root: str | Path) -> str:
+    """How to fix undecodable training images under ``root``, for error messages."""
+    return (
+        f"run `python -m facerec.data check {shlex.quote(str(root))}` to list every unreadable image, or set "
+        "data.skip_corrupt=true to replace them by another image of the same identity (logged)"
+    )
 
 
 class ImageSizeError(ValueError):

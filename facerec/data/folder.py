@@ -8,6 +8,7 @@ datamodule assigns.
 from __future__ import annotations
 
 import logging
+import shlex
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from facerec.data.decode import IMAGE_EXTENSIONS, CorruptImageError, read_image
+from facerec.data.decode import IMAGE_EXTENSIONS, CorruptImageError, corrupt_image_fix, read_image
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +167,9 @@ class IdentityFolderDataset(Dataset):
         label = int(self.labels[i])
         try:
             image = read_image(self.paths[i], self.expected_size)
-        except CorruptImageError:
+        except CorruptImageError as error:
             if not self.skip_corrupt:
-                raise
+                raise CorruptImageError(f"{error}; {corrupt_image_fix(self.index.root)}") from error
             image = self._substitute(i, label)
         return (self.transform(image=image)["image"] if self.transform else image), label
 
@@ -180,4 +181,7 @@ class IdentityFolderDataset(Dataset):
                     return read_image(self.paths[j], self.expected_size)
                 except CorruptImageError:
                     continue
-        raise CorruptImageError(f"every image of identity {self.class_names[label]!r} is corrupt")
+        raise CorruptImageError(
+            f"every image of identity {self.class_names[label]!r} is corrupt, so none can replace {self.paths[i]}; "
+            f"run `python -m facerec.data check {shlex.quote(str(self.index.root))}` to list every unreadable image"
+        )

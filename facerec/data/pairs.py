@@ -1,24 +1,39 @@
 """LFW-style ``pairs.txt`` verification protocols.
 
-Format: a header line, either ``folds<TAB>n`` (``pairs.txt``: ``folds`` blocks of ``n`` same then
-``n`` different lines) or a single count (``pairsDevTest.txt``); then same-identity lines
-``name n1 n2`` and different-identity lines ``name1 n1 name2 n2``. Image ``k`` of ``name`` is
-``name/name_%04d.jpg``. Pair order in the file is preserved: folds are contiguous blocks of it.
+Format: a header line, either ``folds n`` (``pairs.txt``: ``folds`` blocks of ``n`` same then
+``n`` different lines) or a single count ``n`` (``pairsDevTest.txt``: ``n`` same then ``n``
+different lines); then same-identity lines ``name n1 n2`` and different-identity lines
+``name1 n1 name2 n2``. Image ``k`` of ``name`` is ``name/name_%04d.jpg``. Pair order in the file
+is preserved: folds are contiguous blocks of it.
+
+Columns are separated by tabs (LFW's own files, and every file :func:`write_pairs` writes, so
+identity names may contain spaces), or by whitespace on a line without a tab. The file is UTF-8,
+with or without a byte order mark.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+_NUMBER = re.compile(r"[0-9]+")
+SAME_LINE = "a same-person line 'name<TAB>n1<TAB>n2' (3 columns, integer n1 and n2)"
+DIFFERENT_LINE = "a different-person line 'name1<TAB>n1<TAB>name2<TAB>n2' (4 columns, integer n1 and n2)"
 
 
 @dataclass(frozen=True)
 class PairList:
-    """Pairs of relative image paths with their same/different labels, in file order."""
+    """Pairs of relative image paths with their same/different labels, in file order.
+
+    ``folds`` is the fold count of a ``folds n`` header (the pairs are ``folds`` contiguous,
+    equally long blocks), ``None`` for a single-count header.
+    """
 
     left: list[str]
     right: list[str]
     issame: list[bool]
+    folds: int | None = None
 
     def __len__(self) -> int:
         return len(self.issame)
@@ -29,8 +44,19 @@ def lfw_image_path(name: str, number: int, extension: str = ".jpg") -> str:
     return f"{name}/{name}_{number:04d}{extension}"
 
 
+def split_pair_line(line: str) -> list[str]:
+    """The columns of a pairs-file line: tab-separated if it holds a tab, else whitespace-separated."""
+    if "\t" in line:
+        return [field.strip() for field in line.strip().split("\t")]
+    return line.split()
+
+
 def read_pairs(path: str | Path, extension: str = ".jpg") -> PairList:
     """Parses an LFW-style pairs file.
+
+    Every line is checked against the type its position calls for (per fold, ``n`` same-person
+    lines then ``n`` different-person lines), so a line with a column too many or too few is an
+    error naming it rather than a pair of the other kind. Blank lines are ignored.
 
     Args:
         path: The ``pairs.txt`` file.
@@ -38,67 +64,116 @@ def read_pairs(path: str | Path, extension: str = ".jpg") -> PairList:
 
     Raises:
         FileNotFoundError: If the file is missing.
-        ValueError: On a malformed line (the message gives the line number) or a count that does
-            not match the header.
+        ValueError: On a malformed header, a pair-line count other than the header's
+            ``folds × 2 × n``, or a line that is not the same-/different-person line its position
+            calls for (the message gives the file, line number, line and what was expected).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pairs file not found: {path}")
-    lines = [line.split() for line in path.read_text().splitlines()]
-    lines = [fields for fields in lines if fields]
+    text = path.read_text(encoding="utf-8-sig")
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if not lines:
         raise ValueError(f"{path}: empty pairs file")
-    header, body = lines[0], lines[1:]
+    (_, header), body = lines[0], lines[1:]
+    folds, per_fold = _parse_header(header, path)
+    expected = 2 * (folds or 1) * per_fold
+    if len(body) != expected:
+        layout = (
+            f"{folds} folds of {per_fold} same then {per_fold} different"
+            if folds
+            else f"{per_fold} same then {per_fold} different"
+        )
+        raise ValueError(
+            f"{path}: header {header.strip()!r} promises {expected} pairs, found {len(body)} "
+            f"({layout} pair lines after the header)"
+        )
     left, right, issame = [], [], []
-    for number, fields in enumerate(body, start=2):
-        try:
-            if len(fields) == 3:
-                name, a, b = fields
-                left.append(lfw_image_path(name, int(a), extension))
-                right.append(lfw_image_path(name, int(b), extension))
-                issame.append(True)
-            elif len(fields) == 4:
-                name_a, a, name_b, b = fields
-                left.append(lfw_image_path(name_a, int(a), extension))
-                right.append(lfw_image_path(name_b, int(b), extension))
-                issame.append(False)
-            else:
-                raise ValueError(f"expected 3 or 4 fields, got {len(fields)}")
-        except ValueError as error:
-            raise ValueError(f"{path}:{number}: malformed pair line {' '.join(fields)!r}: {error}") from None
-    expected = _expected_count(header, path)
-    if expected is not None and expected != len(issame):
-        raise ValueError(f"{path}: header {' '.join(header)!r} promises {expected} pairs, found {len(issame)}")
-    return PairList(left, right, issame)
+    for position, (number, line) in enumerate(body):
+        fold, offset = divmod(position, 2 * per_fold)
+        same = offset < per_fold
+        fields = split_pair_line(line)
+        if not _matches(fields, same):
+            where = f"fold {fold + 1} of {folds}, " if folds else ""
+            kind, index = ("same", offset + 1) if same else ("different", offset - per_fold + 1)
+            hint = ""
+            if "\t" not in line and len(fields) > (3 if same else 4):
+                hint = "; a name with spaces needs tab-separated columns"
+            raise ValueError(
+                f"{path}:{number}: malformed pair line {line!r}: expected {SAME_LINE if same else DIFFERENT_LINE} "
+                f"for {where}{kind}-person pair {index} of {per_fold}, got {len(fields)} columns "
+                f"{fields}{hint}"
+            )
+        if same:
+            name, a, b = fields
+            left.append(lfw_image_path(name, int(a), extension))
+            right.append(lfw_image_path(name, int(b), extension))
+        else:
+            name_a, a, name_b, b = fields
+            left.append(lfw_image_path(name_a, int(a), extension))
+            right.append(lfw_image_path(name_b, int(b), extension))
+        issame.append(same)
+    return PairList(left, right, issame, folds)
 
 
-def _expected_count(header: list[str], path: Path) -> int | None:
-    try:
-        numbers = [int(field) for field in header]
-    except ValueError:
-        raise ValueError(f"{path}:1: header must be 'folds<TAB>n' or a count, got {' '.join(header)!r}") from None
-    if len(numbers) == 2:
-        return 2 * numbers[0] * numbers[1]
-    if len(numbers) == 1:
-        return 2 * numbers[0]
-    raise ValueError(f"{path}:1: header must be 'folds<TAB>n' or a count, got {' '.join(header)!r}")
+def _matches(fields: list[str], same: bool) -> bool:
+    if len(fields) != (3 if same else 4) or not all(fields):
+        return False
+    numbers = fields[1:] if same else fields[1::2]
+    return all(_NUMBER.fullmatch(number) for number in numbers)
+
+
+def _parse_header(header: str, path: Path) -> tuple[int | None, int]:
+    """``(folds, n)`` of a ``folds n`` header, ``(None, n)`` of a single count ``n``."""
+    fields = split_pair_line(header)
+    if 1 <= len(fields) <= 2 and all(_NUMBER.fullmatch(field) and int(field) > 0 for field in fields):
+        numbers = [int(field) for field in fields]
+        return (numbers[0], numbers[1]) if len(numbers) == 2 else (None, numbers[0])
+    raise ValueError(
+        f"{path}:1: header must be 'folds<TAB>n' or a count 'n' (positive integers), got {header.strip()!r}"
+    )
+
+
+def check_pair_name(name: str) -> None:
+    """Refuses an identity name a ``pairs.txt`` cannot hold.
+
+    Raises:
+        ValueError: If ``name`` is empty, holds a tab or line break, or starts or ends with whitespace.
+    """
+    if not name or name != name.strip() or any(char in name for char in "\t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"):
+        raise ValueError(
+            f"identity name {name!r} cannot be stored in pairs.txt: names must be non-empty, without tabs or "
+            "line breaks and without leading or trailing whitespace; rename its folder"
+        )
 
 
 def write_pairs(
     path: str | Path, folds: list[tuple[list[tuple[str, int, int]], list[tuple[str, int, str, int]]]]
 ) -> None:
-    """Writes a ``pairs.txt`` with header ``folds<TAB>n``.
+    """Writes a tab-separated UTF-8 ``pairs.txt`` with header ``folds<TAB>n``.
+
+    Columns are always tab-separated (as in LFW's own file), so :func:`read_pairs` reads names
+    with spaces back unchanged.
 
     Args:
         path: Output file.
         folds: Per fold, ``n`` same pairs ``(name, n1, n2)`` and ``n`` different pairs
             ``(name1, n1, name2, n2)``.
+
+    Raises:
+        ValueError: If the folds differ in size, or a name cannot be stored (see :func:`check_pair_name`).
     """
     per_fold = {len(same) for same, _ in folds} | {len(diff) for _, diff in folds}
     if len(per_fold) != 1:
         raise ValueError("every fold needs the same number of same and different pairs")
+    for same, different in folds:
+        for name, *_ in same:
+            check_pair_name(name)
+        for first, _, second, _ in different:
+            check_pair_name(first)
+            check_pair_name(second)
     lines = [f"{len(folds)}\t{per_fold.pop()}"]
     for same, different in folds:
         lines += ["\t".join(map(str, pair)) for pair in same]
         lines += ["\t".join(map(str, pair)) for pair in different]
-    Path(path).write_text("\n".join(lines) + "\n")
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")

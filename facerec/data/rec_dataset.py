@@ -9,13 +9,14 @@ key is an image (also with ``im2rec --pack-label``). The class of an image is it
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facerec.data.decode import CorruptImageError, decode_image
+from facerec.data.decode import CorruptImageError, corrupt_image_fix, decode_image
 from facerec.data.recordio import RecordReader, unpack
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,9 @@ class RecordDataset:
             image = self._load(index)
         except CorruptImageError as error:
             if not self.skip_corrupt:
-                raise
+                raise CorruptImageError(
+                    f"{error} (sample {index}, record key {self.keys[index]}); {corrupt_image_fix(self.root)}"
+                ) from error
             image = self._load_replacement(index, error)
         return (self.transform(image=image)["image"] if self.transform else image), label
 
@@ -108,5 +111,6 @@ class RecordDataset:
             except CorruptImageError as next_error:
                 error = next_error
         raise CorruptImageError(
-            f"every image of class {self.labels[index]} is corrupt (last: {error}); cannot replace sample {index}"
+            f"every image of class {self.labels[index]} is corrupt (last: {error}); cannot replace sample {index}; "
+            f"run `python -m facerec.data check {shlex.quote(str(self.root))}` to list every unreadable image"
         )

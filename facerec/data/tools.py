@@ -7,9 +7,13 @@ folders are skipped (and reported by ``check``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
 import re
+import shlex
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from facerec.data.decode import CorruptImageError, decode_image, encode_jpeg, read_image
 from facerec.data.folder import FolderIndex, scan_identity_folder
-from facerec.data.pairs import write_pairs
+from facerec.data.pairs import check_pair_name, write_pairs
 from facerec.data.rec_dataset import RecordDataset
 from facerec.data.recordio import IRHeader, RecordIOError, RecordWriter, pack, unpack
 
@@ -126,14 +130,19 @@ def folder_to_rec(src: str | Path, dst: str | Path) -> tuple[int, int]:
     ``N+1..N+C`` are identity records with label ``[first image key, end image key)``. Every image is
     decoded once to make sure the file is valid.
 
+    Both files are written to hidden temporary files in ``dst`` and renamed over ``train.rec`` and
+    ``train.idx`` only once every image was read and written: on any error the temporaries are removed
+    and existing files in ``dst`` are left as they were (a reader that has them open keeps reading them).
+
     Returns:
         The number of images and of identities written.
 
     Raises:
-        CorruptImageError: If a source image cannot be decoded (run ``check`` first).
+        CorruptImageError: If a source image cannot be decoded (names it; ``check`` lists them all).
     """
     folder = scan_identity_folder(src)
     dst = Path(dst)
+    created = not dst.exists()
     dst.mkdir(parents=True, exist_ok=True)
     count, classes = len(folder.paths), len(folder.class_names)
     if folder.empty_identities:
@@ -142,18 +151,38 @@ def folder_to_rec(src: str | Path, dst: str | Path) -> tuple[int, int]:
             len(folder.empty_identities),
             ", ".join(folder.empty_identities),
         )
-    with RecordWriter(dst / "train.rec", dst / "train.idx") as writer:
-        writer.write(0, pack(IRHeader(2, [count + 1, count + 1 + classes], 0, 0), b""))
-        key, ranges = 1, []
-        for label, files in enumerate(folder.images):
-            start = key
-            for path in files:
-                writer.write(key, pack(IRHeader(0, float(label), key, 0), _jpeg_bytes(path)))
-                key += 1
-            ranges.append((start, key))
-        for label, key_range in enumerate(ranges):
-            identity_key = count + 1 + label
-            writer.write(identity_key, pack(IRHeader(2, list(key_range), identity_key, 0), b""))
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    targets = {dst / name: dst / f".{name}.{tag}.tmp" for name in ("train.rec", "train.idx")}
+    rec_tmp, idx_tmp = targets.values()
+    try:
+        with RecordWriter(rec_tmp, idx_tmp) as writer:
+            writer.write(0, pack(IRHeader(2, [count + 1, count + 1 + classes], 0, 0), b""))
+            key, ranges = 1, []
+            for label, files in enumerate(folder.images):
+                start = key
+                for path in files:
+                    try:
+                        data = _jpeg_bytes(path)
+                    except CorruptImageError as error:
+                        raise CorruptImageError(
+                            f"{error}; nothing was written to {dst}; run `python -m facerec.data check "
+                            f"{shlex.quote(str(folder.root))}` to list every unreadable image, then fix or remove them"
+                        ) from error
+                    writer.write(key, pack(IRHeader(0, float(label), key, 0), data))
+                    key += 1
+                ranges.append((start, key))
+            for label, key_range in enumerate(ranges):
+                identity_key = count + 1 + label
+                writer.write(identity_key, pack(IRHeader(2, list(key_range), identity_key, 0), b""))
+        for target, temporary in targets.items():
+            os.replace(temporary, target)
+    except BaseException:
+        for temporary in targets.values():
+            temporary.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                dst.rmdir()
+        raise
     return count, classes
 
 
@@ -229,13 +258,21 @@ def make_pairs(root: str | Path, out: str | Path, folds: int = 10, pairs_per_fol
     possible same-identity pairs so far (folds are identity-disjoint, as in LFW); every fold gets
     ``pairs_per_fold`` distinct same-identity pairs, then as many different-identity pairs.
 
+    The file is tab-separated UTF-8, so identity names with spaces read back unchanged.
+
     Raises:
-        ValueError: If a file does not follow ``NAME/NAME_%04d.jpg``, or a fold has too few
-            identities or images for the requested number of distinct pairs.
+        ValueError: If a file does not follow ``NAME/NAME_%04d.jpg``, an identity name cannot be
+            stored in ``pairs.txt`` (a tab or line break, leading or trailing whitespace), or a fold
+            has too few identities or images for the requested number of distinct pairs.
     """
     if folds < 1 or pairs_per_fold < 1:
         raise ValueError(f"folds and pairs per fold must be positive, got {folds} and {pairs_per_fold}")
     numbers = _lfw_numbers(scan_identity_folder(root))
+    for name in numbers:
+        try:
+            check_pair_name(name)
+        except ValueError as error:
+            raise ValueError(f"{root}: {error}") from None
     rng = random.Random(seed)
     names = sorted(numbers)
     rng.shuffle(names)

@@ -35,12 +35,16 @@ class VerificationSet:
         images: Image paths (or decoded RGB uint8 (H, W, 3) arrays), each once.
         pairs: (P, 2) int array of indices into ``images``, file order preserved.
         issame: (P,) bool array.
+        folds: The protocol's own fold count (the ``folds`` of a ``pairs.txt`` header ``folds n``,
+            at least 2), which scoring uses instead of ``callbacks.verification.n_folds``; ``None``
+            for an insightface ``.bin``, a single-count header or a one-fold file.
     """
 
     name: str
     images: list[Path] | list[np.ndarray]
     pairs: np.ndarray
     issame: np.ndarray
+    folds: int | None = None
 
     def __len__(self) -> int:
         return len(self.issame)
@@ -57,10 +61,14 @@ def load_pairs_set(name: str, pairs: str | Path, images: str | Path, drop_missin
             raising. The folds then no longer hold the published pairs, so accuracies are not
             comparable with other results on the set.
 
+    The set keeps the fold count of a ``folds n`` header (with ``drop_missing`` too: the folds are
+    then contiguous blocks of the kept pairs).
+
     Raises:
         FileNotFoundError: If the pairs file, or (unless ``drop_missing``) any image it names, is
             missing; the message names the first missing files and how many there are.
-        ValueError: If ``drop_missing`` leaves no pair.
+        ValueError: If the pairs file is malformed (see :func:`facerec.data.pairs.read_pairs`), or
+            ``drop_missing`` leaves no pair.
     """
     protocol = read_pairs(pairs)
     root = Path(images)
@@ -94,7 +102,8 @@ def load_pairs_set(name: str, pairs: str | Path, images: str | Path, drop_missin
     paths = {path: index for index, path in enumerate(dict.fromkeys(used))}
     index = np.array([[paths[left], paths[right]] for left, right, _ in kept], dtype=np.int64)
     issame = np.array([same for _, _, same in kept], dtype=bool)
-    return VerificationSet(name, [root / path for path in paths], index, issame)
+    folds = protocol.folds if protocol.folds is not None and protocol.folds > 1 else None
+    return VerificationSet(name, [root / path for path in paths], index, issame, folds)
 
 
 def load_bin_set(name: str, path: str | Path, expected_size: tuple[int, int] | None = None) -> VerificationSet:

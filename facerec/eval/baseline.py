@@ -35,11 +35,11 @@ def raw_pixel_metrics(
         val_set: The verification set.
         image_size: (H, W) the images are resized to, as for the model.
         crop: ``data.crop``, applied before resizing, as for the model.
-        n_folds: Folds of the accuracy protocol.
+        n_folds: Folds of the accuracy protocol when ``val_set`` declares none (``val_set.folds``).
     """
     pixels = pixel_rows(val_set.images, image_size, crop)
     pixels -= pixels.mean(axis=1, keepdims=True)
-    return evaluate(pixels[val_set.pairs[:, 0]], pixels[val_set.pairs[:, 1]], val_set.issame, n_folds)
+    return evaluate(pixels[val_set.pairs[:, 0]], pixels[val_set.pairs[:, 1]], val_set.issame, val_set.folds or n_folds)
 
 
 def fit_pca(samples: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -76,10 +76,12 @@ def eigenface_metrics(
         crop: ``data.crop``, applied before resizing, as for the model.
         n_components: Principal components kept.
         whiten: Divide each projection by its component's standard deviation.
-        n_folds: Folds of the accuracy protocol.
+        n_folds: Folds of the accuracy protocol when ``val_set`` declares none (``val_set.folds``).
     """
     mean, components, scales = fit_pca(pixel_rows(training_images, image_size, crop), n_components)
     projected = (pixel_rows(val_set.images, image_size, crop) - mean) @ components.T
     if whiten:
         projected /= np.where(scales > 0, scales, 1.0)
-    return evaluate(projected[val_set.pairs[:, 0]], projected[val_set.pairs[:, 1]], val_set.issame, n_folds)
+    return evaluate(
+        projected[val_set.pairs[:, 0]], projected[val_set.pairs[:, 1]], val_set.issame, val_set.folds or n_folds
+    )

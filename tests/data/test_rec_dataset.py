@@ -1,6 +1,8 @@
 """RecordDataset over insightface and plain im2rec files, corrupt images, DataLoader workers."""
 
 import logging
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +77,15 @@ def test_corrupt_image_raises_with_source(tmp_path):
     root = insightface_rec(tmp_path / "r", [(0, jpeg(10)), (0, b"garbage")], classes=1)
     with pytest.raises(CorruptImageError, match=r"cannot decode image .*train\.rec@\d+ \(7 bytes\)"):
         RecordDataset(root)[1]
+
+
+def test_corrupt_image_error_says_how_to_fix(tmp_path):
+    root = insightface_rec(tmp_path / "r", [(0, jpeg(10)), (0, jpeg(20)), (1, b"garbage")], classes=2)
+    with pytest.raises(CorruptImageError) as error:
+        RecordDataset(root)[2]
+    message = str(error.value)
+    assert re.search(r"cannot decode image .*train\.rec@\d+ \(7 bytes\).* \(sample 2, record key 3\)", message)
+    assert f"python -m facerec.data check {shlex.quote(str(root))}" in message and "data.skip_corrupt=true" in message
 
 
 def test_skip_corrupt_returns_same_identity(tmp_path, caplog):

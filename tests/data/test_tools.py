@@ -1,5 +1,6 @@
 """Dataset tools and their CLI: check, folder2rec, rec2folder, make-pairs."""
 
+import os
 import re
 from pathlib import Path
 
@@ -111,6 +112,40 @@ def test_folder2rec_corrupt_source(tmp_path):
         folder_to_rec(tmp_path / "faces", tmp_path / "rec")
 
 
+def test_folder2rec_corrupt_source_leaves_existing_destination_untouched(tmp_path, capsys):
+    folder_to_rec(identity_folder(tmp_path / "faces"), tmp_path / "rec")
+    before = {name: (tmp_path / "rec" / name).read_bytes() for name in ("train.rec", "train.idx")}
+    (tmp_path / "faces" / "bob" / "z_broken.jpg").write_bytes(b"\xff\xd8\xffbroken")
+    message = r"cannot decode image .*bob/z_broken\.jpg .*nothing was written to .*python -m facerec\.data check"
+    with pytest.raises(ValueError, match=message):
+        folder_to_rec(tmp_path / "faces", tmp_path / "rec")
+    assert main(["folder2rec", str(tmp_path / "faces"), str(tmp_path / "rec")]) == 2
+    assert "bob/z_broken.jpg" in capsys.readouterr().err
+    assert sorted(path.name for path in (tmp_path / "rec").iterdir()) == ["train.idx", "train.rec"]
+    assert {name: (tmp_path / "rec" / name).read_bytes() for name in before} == before
+    with pytest.raises(ValueError, match=r"z_broken\.jpg"):
+        folder_to_rec(tmp_path / "faces", tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+def test_folder2rec_replaces_destination_files_instead_of_rewriting_them(tmp_path):
+    old_src = tmp_path / "old"
+    (old_src / "a").mkdir(parents=True)
+    (old_src / "a" / "x.jpg").write_bytes(encode_jpeg(image(10)))
+    folder_to_rec(old_src, tmp_path / "rec")
+    old_bytes = (tmp_path / "rec" / "train.rec").read_bytes()
+    descriptor = os.open(tmp_path / "rec" / "train.rec", os.O_RDONLY)  # a training run reading the old file
+    try:
+        assert main(["folder2rec", str(identity_folder(tmp_path / "faces")), str(tmp_path / "rec")]) == 0
+        assert os.pread(descriptor, len(old_bytes) + 1, 0) == old_bytes, "the open train.rec was rewritten in place"
+    finally:
+        os.close(descriptor)
+    assert sorted(path.name for path in (tmp_path / "rec").iterdir()) == ["train.idx", "train.rec"]
+    dataset = RecordDataset(tmp_path / "rec")
+    assert len(dataset) == 3 and dataset.labels == [0, 0, 1] and dataset.num_classes == 2
+    assert dataset[0][0][0, 0, 0] == 10 and dataset[2][0].shape == (10, 10, 3)
+
+
 def test_check_identity_folder(tmp_path, capsys):
     src = identity_folder(tmp_path / "faces")
     report = check(src)
@@ -188,6 +223,28 @@ def test_make_pairs_matches_real_lfw_line_format(tmp_path):
     for path in (real, tmp_path / "pairs.txt"):
         assert all(line.fullmatch(text) for text in path.read_text().splitlines())
     assert real.read_text().splitlines()[0] == "10\t300"
+
+
+def test_make_pairs_names_with_spaces_read_back(tmp_path):
+    names = ["Jean Pierre Raffarin", "Ann", "Zoë van der Berg", "Bob Smith Jr"]
+    root = lfw_folder(tmp_path / "lfw", {name: 3 for name in names})
+    assert main(["make-pairs", str(root), str(tmp_path / "pairs.txt"), "--folds", "1", "--pairs-per-fold", "4"]) == 0
+    lines = (tmp_path / "pairs.txt").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "1\t4" and all(line.count("\t") in (2, 3) for line in lines[1:])
+    pairs = read_pairs(tmp_path / "pairs.txt")
+    assert len(pairs) == 8 and pairs.issame == [True] * 4 + [False] * 4
+    assert all((root / path).is_file() for path in pairs.left + pairs.right)
+    assert {path.split("/")[0] for path in pairs.left + pairs.right} <= set(names)
+    assert any(" " in path for path in pairs.left + pairs.right)
+
+
+def test_make_pairs_refuses_names_pairs_txt_cannot_hold(tmp_path, capsys):
+    root = lfw_folder(tmp_path / "lfw", {"Ann": 2, "Bob\tSmith": 2})
+    with pytest.raises(ValueError, match=r"identity name 'Bob\\tSmith' cannot be stored in pairs\.txt.*tabs"):
+        make_pairs(root, tmp_path / "pairs.txt", folds=1, pairs_per_fold=1)
+    assert main(["make-pairs", str(root), str(tmp_path / "pairs.txt"), "--folds", "1", "--pairs-per-fold", "1"]) == 2
+    assert "cannot be stored in pairs.txt" in capsys.readouterr().err
+    assert not (tmp_path / "pairs.txt").exists()
 
 
 def test_make_pairs_rejects_other_file_names(tmp_path):
