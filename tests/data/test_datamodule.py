@@ -168,19 +168,22 @@ def test_eval_scores_a_real_bin_end_to_end(smoke_run, data_dir, tmp_path):
 
 def test_strict_size_names_the_file_and_both_sizes(tmp_path):
     write_image(tmp_path / "train" / "ann" / "a.jpg", size=(8, 6))
-    datamodule = FaceDataModule(root=str(tmp_path / "train"), image_size=(16, 16), strict_size=True, num_workers=0)
+    write_image(tmp_path / "train" / "bob" / "b.jpg", size=(16, 16))
+    datamodule = FaceDataModule(
+        root=str(tmp_path / "train"), image_size=(16, 16), strict_size=True, batch_size=2, num_workers=0
+    )
     datamodule.setup("fit")
     with pytest.raises(ImageSizeError, match=r"ann/a\.jpg is 8x6 \(HxW\), .*data.image_size 16x16"):
         datamodule.train_set[0]
     folder_to_rec(tmp_path / "train", tmp_path / "rec")
-    rec = FaceDataModule(root=str(tmp_path / "rec"), format="rec", image_size=(16, 16), strict_size=True)
+    rec = FaceDataModule(root=str(tmp_path / "rec"), format="rec", image_size=(16, 16), strict_size=True, batch_size=2)
     rec.setup("fit")
     with pytest.raises(ImageSizeError, match=r"train\.rec@\d+ is 8x6"):
         rec.train_set[0]
     bin_set = {"lfw": {"bin": str(shared_file("insightface/small_lfw.bin"))}}
     with pytest.raises(ImageSizeError, match=r"small_lfw\.bin\[0\] is 112x112"):
         FaceDataModule(val_sets=bin_set, image_size=(16, 16), strict_size=True).setup("validate")
-    resized = FaceDataModule(root=str(tmp_path / "train"), image_size=(16, 16), num_workers=0)
+    resized = FaceDataModule(root=str(tmp_path / "train"), image_size=(16, 16), batch_size=2, num_workers=0)
     resized.setup("fit")
     assert resized.train_set[0][0].shape == (3, 16, 16)
 
