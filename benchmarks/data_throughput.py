@@ -9,7 +9,10 @@ directory, then images/s are measured of
   ``data.image_size`` and ``data.augment``, for both formats and each ``--workers`` count (the
   recipe's ``data.num_workers`` always included), and
 * one training step (forward, backward, optimizer step) of the recipe's model at
-  ``data.image_size`` on random batches.
+  ``data.image_size`` on random batches, and
+* decoding alone, one JPEG at a time in this process: the loader's decoder
+  (:func:`facerec.data.decode.decode_image`, OpenCV) against ``torchvision.io.decode_jpeg`` (RGB,
+  EXIF orientation applied, as an (H, W, 3) array like the loader's), with whether their pixels agree.
 
 Every row is printed with its ratio loader/step. The goal (the loader at least 3x faster than the
 step, so that it never starves training) is judged at the recipe's ``data.num_workers``.
@@ -23,17 +26,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import tempfile
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from facerec.data import FaceDataModule
+from facerec.data.decode import decode_image
 from facerec.data.synthetic import SyntheticSpec, generate
 from facerec.data.tools import folder_to_rec
 from facerec.module import FaceRecognitionModule
@@ -78,6 +86,31 @@ def loader_throughput(
     for _ in range(batches):
         next(iterator)
     return batches * batch_size / (time.perf_counter() - start)
+
+
+def decoder_throughput(folder: Path, repeats: int = 5) -> tuple[float, float, bool]:
+    """Images/s of the loader's decoder and of torchvision's on the JPEGs under ``folder``; identical pixels?
+
+    One image at a time, best of ``repeats`` passes over all files, the two decoders taking turns.
+    """
+    blobs = [path.read_bytes() for path in sorted(folder.rglob("*.jpg"))]
+    tensors = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in blobs]
+
+    def with_opencv() -> list[np.ndarray]:
+        return [decode_image(blob) for blob in blobs]
+
+    def with_torchvision() -> list[np.ndarray]:
+        decode = partial(decode_jpeg, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        return [decode(tensor).permute(1, 2, 0).numpy() for tensor in tensors]
+
+    identical = all(np.array_equal(a, b) for a, b in zip(with_opencv(), with_torchvision(), strict=True))
+    best = [math.inf, math.inf]
+    for _ in range(repeats):
+        for index, decode in enumerate((with_opencv, with_torchvision)):
+            start = time.perf_counter()
+            decode()
+            best[index] = min(best[index], time.perf_counter() - start)
+    return len(blobs) / best[0], len(blobs) / best[1], identical
 
 
 def recipe_model(cfg: DictConfig, num_classes: int) -> FaceRecognitionModule:
@@ -160,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append((f"loader data.format={data_format}", str(workers), rate, rate / step))
                 if workers == configured_workers:
                     at_configured[data_format] = rate / step
+        opencv, torchvision, identical = decoder_throughput(folder)
+        rows.append(("decode only: facerec.data.decode (OpenCV)", "-", opencv, None))
+        rows.append(("decode only: torchvision.io.decode_jpeg", "-", torchvision, None))
     header = ("measurement", "workers", "images/s", "loader/step")
     cells = [header] + [
         (name, workers, f"{rate:.0f}", "" if ratio is None else f"{ratio:.1f}x") for name, workers, rate, ratio in rows
@@ -179,6 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"\nat the recipe's data.num_workers={configured_workers}: loader/step {ratios}; "
         f"{verdict} the goal of {GOAL:.0f}x (both formats)"
+    )
+    print(
+        f"decode only: torchvision/OpenCV {torchvision / opencv:.2f}x, "
+        f"pixels {'identical' if identical else 'DIFFERENT'} on every training JPEG (EXIF orientation applied)"
     )
 
 

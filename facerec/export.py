@@ -18,7 +18,8 @@ TOLERANCE = 1e-4
 def export_onnx(net: nn.Module, path: str | Path, input_size: tuple[int, int], opset: int = 17) -> Path:
     """Exports ``net`` (images (B, 3, H, W) → embeddings (B, E)) in eval mode with a dynamic batch axis.
 
-    Uses PyTorch's TorchScript-based exporter (``dynamo=False``), which needs no extra package.
+    Uses PyTorch's TorchScript-based exporter (``dynamo=False``), which needs the ``onnx`` package only
+    (the dynamo exporter would also need ``onnxscript``).
 
     Args:
         net: The embedding network (no flip TTA: one forward pass per image).

@@ -10,6 +10,9 @@ from typing import Any
 import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from rich.table import Table
+
+from facerec.tables import print_table
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +60,8 @@ def job_row(job_dir: Path) -> dict[str, Any]:
     }
 
 
-def markdown_table(rows: list[dict[str, Any]], monitor: str | None) -> str:
-    """The rows as a Markdown table: final and best accuracy columns per verification set."""
+def summary_cells(rows: list[dict[str, Any]], monitor: str | None) -> tuple[list[str], list[list[str]]]:
+    """The summary's header and cells: final and best accuracy columns per verification set ("–": none)."""
     sets = sorted({name for row in rows for name in row["accuracy"]})
     set_columns = [column for name in sets for column in (f"{name} accuracy", f"{name} best accuracy")]
     header = ["job", "overrides", *set_columns, f"best {monitor or 'monitor'}"]
@@ -66,12 +69,32 @@ def markdown_table(rows: list[dict[str, Any]], monitor: str | None) -> str:
     def cell(value: float | None) -> str:
         return "–" if value is None else f"{value:.4f}"
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    cells = []
     for row in rows:
         accuracies = [cell(row[key].get(name)) for name in sets for key in ("accuracy", "best_accuracy")]
-        values = [str(row["job"]), row["overrides"], *accuracies]
-        lines.append("| " + " | ".join([*values, cell(row["best_monitored"])]) + " |")
+        cells.append([str(row["job"]), row["overrides"], *accuracies, cell(row["best_monitored"])])
+    return header, cells
+
+
+def markdown_table(rows: list[dict[str, Any]], monitor: str | None) -> str:
+    """The rows as a Markdown table (``multirun_summary.md``)."""
+    header, cells = summary_cells(rows, monitor)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(values) + " |" for values in cells]
     return "\n".join(lines)
+
+
+def summary_table(rows: list[dict[str, Any]], monitor: str | None, title: str | None = None) -> Table:
+    """The rows as a rich table (printed), with the columns of :func:`markdown_table`."""
+    header, cells = summary_cells(rows, monitor)
+    table = Table(title=title, title_justify="left")
+    table.add_column(header[0], justify="right", no_wrap=True)
+    table.add_column(header[1], overflow="fold")
+    for column in header[2:]:
+        table.add_column(column, justify="right")
+    for values in cells:
+        table.add_row(*values)
+    return table
 
 
 class MultirunSummary(Callback):
@@ -79,7 +102,7 @@ class MultirunSummary(Callback):
 
     Reads each job directory's ``metrics.json`` (final model, per set) and, from its ``last.ckpt``,
     the best accuracy per set (``VerificationCallback``) and the best ``monitor`` value
-    (``ModelCheckpoint``); prints a Markdown table and writes ``<sweep dir>/multirun_summary.json``
+    (``ModelCheckpoint``); prints a table and writes ``<sweep dir>/multirun_summary.json``
     and ``.md``. Jobs that wrote nothing (failed) show "–".
     """
 
@@ -90,8 +113,7 @@ class MultirunSummary(Callback):
         )
         rows = [job_row(d) for d in job_dirs]
         monitor = config.get("monitor")
-        table = markdown_table(rows, monitor)
         (sweep_dir / f"{SUMMARY_NAME}.json").write_text(json.dumps({"monitor": monitor, "jobs": rows}, indent=2))
-        (sweep_dir / f"{SUMMARY_NAME}.md").write_text(table + "\n")
-        print(f"\nSweep summary ({sweep_dir})\n{table}\n", flush=True)
+        (sweep_dir / f"{SUMMARY_NAME}.md").write_text(markdown_table(rows, monitor) + "\n")
+        print_table(summary_table(rows, monitor, f"Sweep summary ({sweep_dir})"))
         log.info("sweep summary written to %s", sweep_dir / f"{SUMMARY_NAME}.md")

@@ -13,7 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from facerec.data.transforms import check_crop
-from facerec.heads.partial_fc import PartialFC, clip_grad_norm_sharded_, consolidate_checkpoint, shard_checkpoint
 from facerec.models import build_embedding_net
 from facerec.resume import class_count_error
 
@@ -144,20 +143,18 @@ class FaceRecognitionModule(L.LightningModule):
         return batch
 
     def setup(self, stage: str) -> None:
-        """Shards Partial FC centres for this rank and keeps DDP from syncing or averaging them."""
-        if isinstance(self.head, PartialFC):
-            self.head.shard(self.trainer.global_rank, self.trainer.world_size)
-            # The head's loss is the global-batch mean; DDP averages the backbone gradients over ranks.
-            self.head.embedding_grad_scale = float(self.trainer.world_size)
-            self._ddp_params_and_buffers_to_ignore = ["head.weight"]
+        """Lets the head prepare for this rank (Partial FC keeps its shard) and keeps DDP off what it shards."""
+        sharded = self.head.setup_distributed(self.trainer.global_rank, self.trainer.world_size)
+        if sharded:
+            self._ddp_params_and_buffers_to_ignore = [f"head.{name}" for name in sharded]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Stores Partial FC centres (and their optimizer state) whole, for any world size to resume."""
-        if isinstance(self.head, PartialFC):
-            consolidate_checkpoint(self.head, "head.", checkpoint, self.trainer.optimizers)
+        """Lets the head store world-size-independent state (Partial FC's centres, whole)."""
+        optimizers = self._trainer.optimizers if self._trainer is not None else []  # saved without a Trainer
+        self.head.on_save_checkpoint("head.", checkpoint, optimizers)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Checks the identity count, then slices this rank's Partial FC centres out of a checkpoint.
+        """Checks the identity count, then lets the head slice its state (Partial FC: this rank's centres).
 
         The model is built for the current data, so this runs before the weights are loaded: a
         checkpoint whose head was trained on another number of identities is refused.
@@ -165,14 +162,13 @@ class FaceRecognitionModule(L.LightningModule):
         saved = checkpoint.get("hyper_parameters", {}).get("num_classes", self.hparams.num_classes)
         if saved != self.hparams.num_classes:
             raise class_count_error(saved, self.hparams.num_classes)
-        if isinstance(self.head, PartialFC):
-            shard_checkpoint(self.head, "head.", checkpoint)
+        self.head.on_load_checkpoint("head.", checkpoint)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         output = self.head(self.net(images), labels)
         self.log("train/loss", output.loss, prog_bar=True)
-        if getattr(self.head, "full_logits", True):
+        if self.head.full_logits:
             accuracy = (output.logits.argmax(dim=1) == labels).float().mean()
             self.log("train/acc", accuracy, prog_bar=True)
         return output.loss
@@ -193,13 +189,13 @@ class FaceRecognitionModule(L.LightningModule):
         scaler found inf/NaN gradients and skipped it (seen as a lower scale; with a scaler and such
         a head only, this reads the scale twice per step).
         """
-        update = getattr(self.head, "update_after_step", None)
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None) if update is not None else None
+        updates = self.head.updates_after_step
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None) if updates else None
         scale = scaler.get_scale() if scaler is not None else None
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        if update is not None:
+        if updates:
             scaler_skipped = scale is not None and scaler.get_scale() < scale
-            update(skipped=scaler_skipped or not has_gradients(optimizer))
+            self.head.update_after_step(skipped=scaler_skipped or not has_gradients(optimizer))
 
     def configure_gradient_clipping(
         self,
@@ -212,11 +208,10 @@ class FaceRecognitionModule(L.LightningModule):
         Each rank holds only its shard of the centres' gradient, so a per-rank norm would scale the
         (identical) backbone gradients differently on every rank.
         """
-        sharded = isinstance(self.head, PartialFC) and self.head.world_size > 1
-        if sharded and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
             params = [p for group in optimizer.param_groups for p in group["params"]]
-            clip_grad_norm_sharded_(params, self.head.weight, gradient_clip_val)
-            return
+            if self.head.clip_grad_norm_(params, gradient_clip_val):
+                return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict:
@@ -226,9 +221,7 @@ class FaceRecognitionModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         """The configured optimizer over net + head, with a per-step LR schedule."""
-        head_groups = getattr(self.head, "param_groups", None)
-        groups = [{"params": list(self.net.parameters())}]
-        groups += head_groups() if head_groups else [{"params": list(self.head.parameters())}]
+        groups = [{"params": list(self.net.parameters())}, *self.head.param_groups()]
         groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
         optimizer = instantiate(self.hparams.optimizer, _partial_=True)([g for g in groups if g["params"]])
         if self.hparams.scheduler is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,12 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from rich.table import Table
 
 from facerec.callbacks import RunConfigRecord, VerificationCallback
 from facerec.callbacks.interrupt import interrupt_exit_status
 from facerec.eval.baseline import raw_pixel_metrics
+from facerec.eval.metric import METRIC_KEYS
 from facerec.export import check_onnx, export_onnx
 from facerec.models.checkpoint import read_training_checkpoint
 from facerec.module import FaceRecognitionModule, without_weight_sources
@@ -30,6 +32,7 @@ from facerec.runs import (
     resolve_ckpt_path,
     set_sweep_group,
 )
+from facerec.tables import print_table
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +52,37 @@ def verification_callback(trainer: L.Trainer) -> VerificationCallback:
     raise ValueError("no VerificationCallback configured: add callbacks.verification")
 
 
-def format_table(results: dict[str, dict[str, float]]) -> str:
-    """Verification metrics as an aligned text table, one row per set."""
-    header = ["set", *TABLE_COLUMNS]
-    rows = [
-        [name] + [f"{metrics.get(key, math.nan):.4f}" for key in TABLE_COLUMNS] for name, metrics in results.items()
-    ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
-    return "\n".join([lines[0], "  ".join("-" * width for width in widths), *lines[1:]])
+def logged_results(
+    logged: Mapping[str, Any] | Iterable[Mapping[str, Any]], names: Iterable[str]
+) -> dict[str, dict[str, float]]:
+    """The verification metrics of sets ``names`` as the ``VerificationCallback`` logged them (``val/<set>/<key>``).
+
+    Args:
+        logged: What ``trainer.validate`` returns (one dict per dataloader) or ``trainer.callback_metrics``.
+        names: The sets' names.
+
+    Returns:
+        ``{set name: {key: value}}`` for every key of :data:`facerec.eval.metric.METRIC_KEYS`.
+    """
+    values = dict(logged) if isinstance(logged, Mapping) else {k: v for outputs in logged for k, v in outputs.items()}
+    return {name: {key: float(values[f"val/{name}/{key}"]) for key in METRIC_KEYS} for name in names}
+
+
+def format_table(results: dict[str, dict[str, float]], title: str | None = None) -> Table:
+    """Verification metrics as a rich table, one row per set (4 decimals, NaN where a metric is missing)."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("set")
+    for key in TABLE_COLUMNS:
+        table.add_column(key, justify="right", no_wrap=True, min_width=len(key))
+    for name, metrics in results.items():
+        table.add_row(name, *(f"{metrics.get(key, math.nan):.4f}" for key in TABLE_COLUMNS))
+    return table
 
 
 @rank_zero_only
 def report(results: dict[str, dict[str, float]], metrics_file: str | None, title: str) -> None:
     """Prints the table and writes the metrics as JSON (rank zero only)."""
-    print(f"\n{title}\n{format_table(results)}\n", flush=True)
+    print_table(format_table(results, title))
     if metrics_file:
         Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
         Path(metrics_file).write_text(json.dumps(results, indent=2, sort_keys=True))
@@ -112,10 +131,11 @@ def _train(cfg: DictConfig, ckpt_path: str | None, checkpoint: dict | None) -> f
         raise SystemExit(interrupt_exit_status(stop, trainer)) from stop
     check_trained(trainer, checkpoint["global_step"] if checkpoint else 0)
     check_checkpoints_written(trainer)
-    verification = verification_callback(trainer)
-    if datamodule.val_sets and verification.evaluated_at_step != trainer.global_step:
-        trainer.validate(model, datamodule=datamodule, verbose=False)
-    results = dict(verification.results)
+    names = [val_set.name for val_set in datamodule.val_sets]
+    if names and verification_callback(trainer).evaluated_at_step != trainer.global_step:
+        results = logged_results(trainer.validate(model, datamodule=datamodule, verbose=False), names)
+    else:  # the last epoch validated the final weights: its logged values are still the trainer's
+        results = logged_results(trainer.callback_metrics, names)
     if cfg.report_baseline:
         for val_set in datamodule.val_sets:
             results[f"{val_set.name} (raw pixels)"] = raw_pixel_metrics(val_set, datamodule.image_size, datamodule.crop)
@@ -199,8 +219,9 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     trainer = instantiate(
         cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger"))
     )
-    trainer.validate(model, datamodule=datamodule, verbose=False)
-    results = verification_callback(trainer).results
+    verification_callback(trainer)  # fails early, naming the missing callback
+    logged = trainer.validate(model, datamodule=datamodule, verbose=False)
+    results = logged_results(logged, [val_set.name for val_set in datamodule.val_sets])
     report(results, cfg.metrics_file, f"Verification of {ckpt_path}")
     export = cfg.get("export") or {}
     if export.get("onnx"):

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import lightning as L
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+from facerec.data.decode import encode_jpeg
+from facerec.module import FaceRecognitionModule
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -37,10 +45,36 @@ def run_script(
     return result
 
 
-def compose_train(*overrides: str) -> DictConfig:
-    """The ``train.py`` config composed with ``overrides`` (no Hydra app, nothing resolved)."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+def compose_config(
+    *overrides: str,
+    config_name: str = "train",
+    output_dir: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    return_hydra_config: bool = False,
+    config_dir: Path | None = None,
+) -> DictConfig:
+    """``conf/<config_name>.yaml`` composed with ``overrides``, without a Hydra app; nothing is resolved.
+
+    Args:
+        overrides: Hydra command-line overrides, e.g. ``"experiment=smoke"``.
+        config_name: The primary config: ``"train"`` or ``"eval"``.
+        output_dir: Sets ``paths.output_dir`` and ``paths.root_dir`` (the repo), which the Hydra app sets
+            otherwise, so that ``facerec.tasks.train`` / ``evaluate`` can run the config in-process.
+        data_dir: Sets ``paths.data_dir`` (e.g. the session's synthetic-data cache, the ``data_dir`` fixture).
+        return_hydra_config: Also compose the ``hydra`` node (run and sweep directories, launcher, sweeper).
+        config_dir: Another primary-config folder than ``conf/`` (one that searches ``conf/``, say).
+    """
+    paths = [f"paths.root_dir={REPO}", f"paths.output_dir={output_dir}"] if output_dir is not None else []
+    paths += [f"paths.data_dir={data_dir}"] if data_dir is not None else []
+    with initialize_config_dir(config_dir=str(config_dir or REPO / "conf"), version_base="1.3"):
+        return compose(config_name=config_name, overrides=[*paths, *overrides], return_hydra_config=return_hydra_config)
+
+
+def smoke_model(*overrides: str, num_classes: int = 4) -> FaceRecognitionModule:
+    """The ``experiment=smoke`` model (tiny timm net, 16-d embeddings, 32×32 images) for ``num_classes`` identities."""
+    cfg = compose_config("experiment=smoke", *overrides)
+    names = [f"id{i}" for i in range(num_classes)]
+    return instantiate(cfg.model, num_classes=num_classes, class_names=names, _recursive_=False)
 
 
 def train_process(*overrides: str, script: str = "train.py", timeout: int = 300) -> subprocess.CompletedProcess:
@@ -60,6 +94,21 @@ def write_identity_folder(root: Path, images: dict[str, int], size: int = 16) ->
         for i in range(count):
             cv2.imwrite(str(root / name / f"{i}.jpg"), rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
     return root
+
+
+def write_image(path: Path, value: int = 128, size: int | tuple[int, int] = 8) -> Path:
+    """Writes a uniform JPEG of pixel ``value`` to ``path``, making its folders; ``size``: a side or (height, width)."""
+    height, width = (size, size) if isinstance(size, int) else size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_jpeg(np.full((height, width, 3), value, np.uint8)))
+    return path
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, for a process group's ``MASTER_PORT``."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_dir(log_dir: Path, task: str = "train") -> Path:
@@ -88,3 +137,15 @@ def quiet_trainer(max_steps: int, **options) -> L.Trainer:
         "enable_model_summary": False, "limit_val_batches": 0,
     }  # fmt: skip
     return L.Trainer(max_steps=max_steps, **(quiet | options))
+
+
+@contextmanager
+def without_tf32() -> Iterator[None]:
+    """Full float32 CUDA convolutions and matmuls inside (TF32 off, as on the CPU), so float32 results compare
+    tightly; the previous settings are restored after."""
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags

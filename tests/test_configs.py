@@ -12,7 +12,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.helpers import REPO, compose_train
+from tests.helpers import REPO, compose_config
 
 GROUPS = ["backbone", "neck", "head", "data", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment"]
 HEADS = sorted(path.stem for path in (REPO / "conf" / "head").glob("*.yaml"))
@@ -22,36 +22,36 @@ OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((REPO / "co
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes(group, option):
-    cfg = compose_train(f"{group}={option}")
+    cfg = compose_config(f"{group}={option}")
     assert cfg.model._target_ == "facerec.module.FaceRecognitionModule"
 
 
 def test_head_configs_are_named_like_their_files():
     for path in (REPO / "conf" / "head").glob("*.yaml"):
-        assert compose_train(f"head={path.stem}").head.name == path.stem
+        assert compose_config(f"head={path.stem}").head.name == path.stem
 
 
 def test_unknown_option_lists_the_valid_ones():
     with pytest.raises(ConfigCompositionException, match="Available options") as error:
-        compose_train("head=arcfase")
+        compose_config("head=arcfase")
     assert "arcface" in str(error.value)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_composes_with_every_head_and_builds_it(preset):
     for head in HEADS:
-        cfg = compose_train(f"experiment={preset}", f"head={head}", "data.root=unused")
+        cfg = compose_config(f"experiment={preset}", f"head={head}", "data.root=unused")
         built = instantiate(OmegaConf.to_container(cfg.head, resolve=True), embedding_size=8, num_classes=4)
         assert built.training, (preset, head)
 
 
 def test_a_preset_sets_each_head_it_names_and_the_command_line_wins():
-    cfg = compose_train("experiment=small_data", "head=cosface")
+    cfg = compose_config("experiment=small_data", "head=cosface")
     assert (cfg.head.scale, cfg.head.margin) == (32.0, 0.21)
-    assert compose_train("experiment=small_data", "head=cosface", "head.margin=0.3").head.margin == 0.3
-    assert (compose_train("experiment=quickstart", "head=cosface").head.margin) == 0.35  # not set by the preset
-    partial = compose_train("experiment=ms1mv3_iresnet50", "head=combined", "data.root=unused").head.partial_fc
-    assert partial.enabled is True
+    assert compose_config("experiment=small_data", "head=cosface", "head.margin=0.3").head.margin == 0.3
+    assert (compose_config("experiment=quickstart", "head=cosface").head.margin) == 0.35  # not set by the preset
+    partial = compose_config("experiment=ms1mv3_iresnet50", "head=combined", "data.root=unused").head.classifier
+    assert partial.name == "partial_fc"
 
 
 def test_a_sweep_over_every_head_under_one_preset_trains_each(data_dir, tmp_path):

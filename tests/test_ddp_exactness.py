@@ -1,4 +1,5 @@
-"""Two CPU DDP processes (gloo) train exactly like one process on the same global batch.
+"""Two DDP processes train exactly like one process on the same global batch: on the CPU with gloo and,
+marked ``gpu``, on 2 CUDA GPUs with NCCL (TF32 off there, so that float32 compares as tightly as on the CPU).
 
 Design: each process is started with ``torch.multiprocessing.spawn`` and the environment torchrun
 would set, so Lightning's DDP strategy joins it instead of launching. 2 processes × batch 4 and
@@ -16,24 +17,31 @@ the gradient norm hard (the centres' gradient alone has a norm in the hundreds),
 compute over all shards. ``partial_fc_center`` shards ArcFace's centres while the center loss' ``sgd``
 centres stay replicated: their gradient, computed from each rank's samples, must average to the
 global batch's.
+The checkpoint is saved at the end of training, while the model is still on its device: Lightning moves it to
+the CPU after ``fit``, where NCCL cannot gather the Partial FC shards.
+
+The verification metric, gathered over 2 gloo processes (the sampler padding one), scores like one process.
 """
 
 from __future__ import annotations
 
 import os
-import socket
+import pickle
 from pathlib import Path
 from typing import NamedTuple
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from facerec.callbacks import NonFiniteLossGuard
-from tests.test_module import smoke_model
+from facerec.eval.metric import VerificationMetric
+from tests.helpers import free_port, smoke_model, without_tf32
 
 
 class Run(NamedTuple):
@@ -43,16 +51,22 @@ class Run(NamedTuple):
 
 
 CENTER = ("head=center", "head.update=paper")
-PARTIAL_FC = ("head=arcface", "head.partial_fc.enabled=true")
+PARTIAL_FC = ("head=arcface", "classifier=partial_fc")
 RUNS = {
     "arcface": Run(("head=arcface",)),
     "center": Run(CENTER),
     "partial_fc": Run(PARTIAL_FC),
     "partial_fc_clipped": Run(PARTIAL_FC, gradient_clip_val=1.0),
-    "partial_fc_center": Run(("head=arcface_center", "head.partial_fc.enabled=true", "head.update=sgd")),
+    "partial_fc_center": Run(("head=arcface_center", "classifier=partial_fc", "head.update=sgd")),
     "nonfinite_skipped": Run(CENTER, nan_sample=9),
 }
 STEPS, GLOBAL_BATCH, NUM_CLASSES = 3, 8, 5
+ACCELERATORS = {"gloo": "cpu", "nccl": "gpu"}  # process-group backend → Lightning accelerator
+
+
+class TwoProcessRun(NamedTuple):
+    root: Path  # <name>_rank<r>.pt states and <name>_2.ckpt checkpoints
+    backend: str
 
 
 def freeze_batchnorm(model: nn.Module) -> nn.Module:
@@ -64,8 +78,21 @@ def freeze_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def train(name: str, devices: int, root: Path, accumulate: int = 1) -> L.Trainer:
-    """Trains run ``name`` for ``STEPS`` steps of ``GLOBAL_BATCH`` samples; saves ``<name>_<devices>.ckpt``."""
+class SaveAtTrainEnd(L.Callback):
+    """Saves the checkpoint when training ends, before Lightning moves the model off its device."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
+
+
+def train(name: str, devices: int, root: Path, accumulate: int = 1, backend: str = "gloo") -> L.Trainer:
+    """Trains run ``name`` for ``STEPS`` steps of ``GLOBAL_BATCH`` samples; saves ``<name>_<devices>.ckpt``.
+
+    ``backend`` picks the device too: gloo on the CPU, nccl on CUDA GPUs.
+    """
     run = RUNS[name]
     torch.manual_seed(0)
     model = freeze_batchnorm(smoke_model(*run.overrides, num_classes=NUM_CLASSES))
@@ -78,14 +105,15 @@ def train(name: str, devices: int, root: Path, accumulate: int = 1) -> L.Trainer
     sampler = DistributedSampler(dataset, devices, int(os.environ.get("RANK", 0)), shuffle=False)
     loader = DataLoader(dataset, batch_size=GLOBAL_BATCH // devices // accumulate, sampler=sampler)
     trainer = L.Trainer(
-        accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_steps=STEPS,
+        accelerator=ACCELERATORS[backend], devices=devices, max_steps=STEPS,
+        strategy=DDPStrategy(process_group_backend=backend) if devices > 1 else "auto",
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         limit_val_batches=0, default_root_dir=root, use_distributed_sampler=False,
         gradient_clip_val=run.gradient_clip_val, accumulate_grad_batches=accumulate,
-        callbacks=[NonFiniteLossGuard(skip=True)],
+        callbacks=[NonFiniteLossGuard(skip=True), SaveAtTrainEnd(root / f"{name}_{devices}.ckpt")],
     )  # fmt: skip
-    trainer.fit(model, train_dataloaders=loader)
-    trainer.save_checkpoint(root / f"{name}_{devices}.ckpt")
+    with without_tf32():
+        trainer.fit(model, train_dataloaders=loader)
     return trainer
 
 
@@ -93,7 +121,7 @@ def skipped_steps(trainer: L.Trainer) -> int:
     return next(c.skipped for c in trainer.callbacks if isinstance(c, NonFiniteLossGuard))
 
 
-def _worker(rank: int, port: int, root: Path) -> None:
+def _worker(rank: int, port: int, root: Path, backend: str) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -104,22 +132,20 @@ def _worker(rank: int, port: int, root: Path) -> None:
     )
     torch.set_num_threads(1)
     for name in RUNS:
-        trainer = train(name, 2, root)
-        state = {**trainer.lightning_module.state_dict(), "skipped": torch.tensor(skipped_steps(trainer))}
+        trainer = train(name, 2, root, backend=backend)
+        state = {key: value.cpu() for key, value in trainer.lightning_module.state_dict().items()}
+        state["skipped"] = torch.tensor(skipped_steps(trainer))
         torch.save(state, root / f"{name}_rank{rank}.pt")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(free_port(), root), nprocs=2, join=True)
-    return root
+@pytest.fixture(scope="module", params=["gloo", pytest.param("nccl", marks=pytest.mark.gpu)])
+def two_process_run(request, tmp_path_factory) -> TwoProcessRun:
+    backend = request.param
+    if backend == "nccl" and torch.cuda.device_count() < 2:
+        pytest.skip(f"NCCL DDP needs 2 CUDA GPUs; this machine has {torch.cuda.device_count()}")
+    root = tmp_path_factory.mktemp(f"ddp_{backend}")
+    mp.spawn(_worker, args=(free_port(), root, backend), nprocs=2, join=True)
+    return TwoProcessRun(root, backend)
 
 
 def assert_states_equal(actual: dict, expected: dict) -> None:
@@ -130,10 +156,11 @@ def assert_states_equal(actual: dict, expected: dict) -> None:
 
 @pytest.mark.parametrize("name", RUNS)
 def test_two_processes_end_identical_and_equal_one_process(two_process_run, name, tmp_path):
-    ranks = [torch.load(two_process_run / f"{name}_rank{r}.pt", weights_only=True) for r in range(2)]
-    single = train(name, 1, tmp_path)
-    whole = torch.load(two_process_run / f"{name}_2.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-    expected = single.lightning_module.state_dict()
+    root, backend = two_process_run
+    ranks = [torch.load(root / f"{name}_rank{r}.pt", map_location="cpu", weights_only=True) for r in range(2)]
+    single = train(name, 1, tmp_path, backend=backend)
+    whole = torch.load(root / f"{name}_2.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    expected = {key: value.cpu() for key, value in single.lightning_module.state_dict().items()}
     skips = int(RUNS[name].nan_sample is not None)
     assert [int(rank.pop("skipped")) for rank in ranks] == [skips, skips] and skipped_steps(single) == skips
     if name.startswith("partial_fc"):
@@ -147,8 +174,8 @@ def test_two_processes_end_identical_and_equal_one_process(two_process_run, name
 
 
 def test_gradient_clipping_bites(two_process_run):
-    clipped = torch.load(two_process_run / "partial_fc_clipped_rank0.pt", weights_only=True)
-    plain = torch.load(two_process_run / "partial_fc_rank0.pt", weights_only=True)
+    clipped = torch.load(two_process_run.root / "partial_fc_clipped_rank0.pt", weights_only=True)
+    plain = torch.load(two_process_run.root / "partial_fc_rank0.pt", weights_only=True)
     assert all(not torch.equal(clipped[key], plain[key]) for key in ("head.weight", "net.neck.fc.weight"))
 
 
@@ -159,3 +186,41 @@ def test_accumulating_two_micro_batches_equals_one_batch(name, tmp_path):
     single = train(name, 1, tmp_path / "single")
     assert skipped_steps(accumulated) == skipped_steps(single)
     assert_states_equal(accumulated.lightning_module.state_dict(), single.lightning_module.state_dict())
+
+
+def verification_inputs(images: int = 49, pairs: int = 40) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(2)
+    return (
+        torch.randn(images, 8, generator=generator),
+        torch.randint(0, images, (pairs, 2), generator=generator),
+        torch.rand(pairs, generator=generator) < 0.5,
+    )
+
+
+def _metric_worker(rank: int, port: int, root: Path) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        embeddings, pairs, issame = verification_inputs()
+        index = torch.tensor(list(DistributedSampler(range(len(embeddings)), 2, rank, shuffle=False)))
+        rows = embeddings[index]
+        if rank == 1:
+            rows[-1] += 5.0  # the sampler's padded repeat of image 0: the gathered metric must keep rank 0's
+        metric = VerificationMetric(pairs.numpy(), issame.numpy(), len(embeddings), n_folds=10)
+        for batch in range(0, len(index), 4):
+            metric.update(rows[batch : batch + 4], index[batch : batch + 4])
+        (root / f"metric_rank{rank}.pkl").write_bytes(pickle.dumps(metric.compute()))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_verification_metric_gathers_two_processes_like_one(tmp_path):
+    """Each process holds half the images (one padded repeat on rank 1); both compute the single-process result."""
+    mp.spawn(_metric_worker, args=(free_port(), tmp_path), nprocs=2, join=True)
+    embeddings, pairs, issame = verification_inputs()
+    metric = VerificationMetric(pairs.numpy(), issame.numpy(), len(embeddings), n_folds=10)
+    metric.update(embeddings, torch.arange(len(embeddings)))
+    expected = metric.compute()
+    for rank in range(2):
+        result = pickle.loads((tmp_path / f"metric_rank{rank}.pkl").read_bytes())
+        assert result.metrics == expected.metrics, rank
+        assert all(np.array_equal(a, b) for a, b in zip(result.roc, expected.roc, strict=True))

@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from tests.helpers import REPO, read_metrics, run_dir, run_script
+from tests.helpers import compose_config, read_metrics, run_dir, run_script
 
 
 def test_train_writes_checkpoint_metrics_and_classes(smoke_run):
@@ -49,8 +48,7 @@ def test_eval_default_metrics_file_is_in_the_run_dir(smoke_run, data_dir, tmp_pa
 @pytest.mark.parametrize("config", ["train", "eval"])
 def test_quickstart_and_defaults_compose(config):
     overrides = ["experiment=quickstart"] if config == "train" else ["ckpt_path=x.ckpt"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name=config, overrides=overrides)
+    cfg = compose_config(*overrides, config_name=config)
     assert cfg.data._target_ == "facerec.data.FaceDataModule"
     if config == "train":
         assert cfg.monitor == "val/synthetic/accuracy"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException, MissingConfigException
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
@@ -12,36 +11,32 @@ from torch.utils.data import DataLoader, TensorDataset
 from facerec.models import build_embedding_net
 from facerec.runs import check_devices, check_output_dir
 from facerec.tasks import evaluate, train
-from tests.helpers import REPO, quiet_trainer
-from tests.test_module import smoke_model
-from tests.test_resume import compose_train
+from tests.helpers import compose_config, quiet_trainer, smoke_model
 
 
 @pytest.mark.parametrize(
     ("group", "listed"), [("head", "arcface_center"), ("data", "synthetic_mini"), ("backbone", "iresnet50")]
 )
 def test_unknown_option_lists_the_valid_ones(group, listed):
-    with (
-        initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"),
-        pytest.raises(MissingConfigException, match=rf"(?s)Could not find '{group}/nope'.*{listed}"),
-    ):
-        compose(config_name="train", overrides=[f"{group}=nope"])
+    with pytest.raises(MissingConfigException, match=rf"(?s)Could not find '{group}/nope'.*{listed}"):
+        compose_config(f"{group}=nope")
 
 
 def test_unknown_backbone_name_through_train(data_dir, tmp_path):
     with pytest.raises(InstantiationException, match=r"unknown backbone \W+nope\W+: not in timm"):
-        train(compose_train(tmp_path, data_dir, "experiment=smoke", "backbone.name=nope"))
+        train(compose_config("experiment=smoke", "backbone.name=nope", output_dir=tmp_path, data_dir=data_dir))
 
 
 def test_unknown_backbone_name_suggests_close_matches(data_dir, tmp_path):
     with pytest.raises(InstantiationException, match=r"unknown backbone \W+iresnet_50\W+: .*did you mean: iresnet50"):
-        train(compose_train(tmp_path, data_dir, "experiment=smoke", "backbone.name=iresnet_50"))
+        train(compose_config("experiment=smoke", "backbone.name=iresnet_50", output_dir=tmp_path, data_dir=data_dir))
 
 
 def test_resuming_on_data_with_other_identities_names_both_counts(smoke_run, data_dir, tmp_path):
-    cfg = compose_train(
-        tmp_path, data_dir, "experiment=smoke", f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}",
+    cfg = compose_config(
+        "experiment=smoke", f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}",
         f"data.synthetic_dir={tmp_path / 'six'}", "data.synthetic.num_identities=6",
+        output_dir=tmp_path, data_dir=data_dir,
     )  # fmt: skip
     with pytest.raises(ValueError, match=r"(?s)the head has 8 classes .* 6 identities.*backbone.checkpoint_path="):
         train(cfg)
@@ -67,8 +62,7 @@ def test_image_size_the_backbone_cannot_take():
 
 
 def test_eval_without_checkpoint():
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=[f"paths.root_dir={REPO}", "paths.output_dir=unused"])
+    cfg = compose_config(config_name="eval", output_dir="unused")
     with pytest.raises(ValueError, match="eval.py needs a checkpoint: python eval.py ckpt_path="):
         evaluate(cfg)
 

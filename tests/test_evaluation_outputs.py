@@ -1,7 +1,9 @@
-"""ROC plots, ONNX export, validation frequency and the verification callback's error path."""
+"""ROC plots, ONNX export, the printed metrics table, validation frequency and the verification callback's
+error path."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from unittest.mock import MagicMock
 
@@ -9,16 +11,18 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
+import facerec.callbacks.verification as verification_module
 from facerec.callbacks import VerificationCallback
 from facerec.data.verification import VerificationSet
+from facerec.eval.metric import VerificationResult
 from facerec.eval.plots import plot_roc, save_roc
 from facerec.export import check_onnx, export_onnx
 from facerec.module import FaceRecognitionModule
-from tests.helpers import REPO, read_metrics, run_dir, run_script
+from facerec.tasks import TABLE_COLUMNS, report
+from tests.helpers import compose_config, read_metrics, run_dir, run_script
 
 
 def test_plot_roc_has_a_log_far_axis_and_auc_eer_in_the_legend(tmp_path):
@@ -43,24 +47,36 @@ def tiny_set(pairs: int) -> VerificationSet:
     return VerificationSet("tiny", images, index, np.arange(pairs) % 2 == 0)
 
 
-def test_callback_writes_the_roc_png_and_logs_it_only_to_wandb(tmp_path):
+def test_callback_writes_the_roc_png_of_the_result_and_logs_it_only_to_wandb(tmp_path, monkeypatch):
     wandb = MagicMock(spec=WandbLogger)
     trainer = SimpleNamespace(default_root_dir=str(tmp_path), global_step=7, loggers=[CSVLogger(tmp_path), wandb])
-    embeddings = torch.randn(8, 5, generator=torch.Generator().manual_seed(0))
-    path = VerificationCallback(n_folds=2).log_roc(trainer, tiny_set(4), embeddings)
+    callback = VerificationCallback(n_folds=2)
+    metric = callback.metric_for(tiny_set(4))
+    metric.update(torch.randn(8, 5, generator=torch.Generator().manual_seed(0)), torch.arange(8))
+    result = metric.compute()
+    plotted = []
+
+    def recording_save_roc(path, curves, title):
+        plotted.append(curves)
+        return save_roc(path, curves, title)
+
+    monkeypatch.setattr(verification_module, "save_roc", recording_save_roc)
+    path = callback.log_roc(trainer, "tiny", result)
     assert path == tmp_path / "roc_tiny.png" and path.is_file()
+    ((far, tar),) = [curves["tiny"] for curves in plotted]
+    assert far is result.roc.fpr and tar is result.roc.tpr, "the PNG draws the result's curve, not a recomputed one"
     wandb.log_image.assert_called_once_with(key="val/tiny/roc", images=[str(path)], step=7)
+    assert callback.log_roc(trainer, "tiny", VerificationResult(result.metrics, None)) is None
 
 
 def test_callback_names_the_set_when_it_has_fewer_pairs_than_folds():
     with pytest.raises(ValueError, match="'tiny' has 4 pairs, fewer than callbacks.verification.n_folds=10"):
-        VerificationCallback(n_folds=10).score(tiny_set(4), torch.randn(8, 5))
+        VerificationCallback(n_folds=10).metric_for(tiny_set(4))
 
 
 @pytest.fixture
 def smoke_model_and_data(data_dir):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=smoke", f"paths.data_dir={data_dir}"])
+    cfg = compose_config("experiment=smoke", data_dir=data_dir)
     model = instantiate(cfg.model, num_classes=4, class_names=list("abcd"), _recursive_=False)
     return model, instantiate(cfg.data, root=None)
 
@@ -117,3 +133,16 @@ def test_validation_every_n_epochs_then_after_fit_and_eval_export(data_dir, tmp_
     assert read_metrics(evaluated / "metrics.json") == read_metrics(run / "metrics.json")
     assert (evaluated / "roc_synthetic.png").is_file() and (tmp_path / "net.onnx").is_file()
     assert "max abs difference to PyTorch" in result.stdout
+
+
+def test_report_prints_a_rich_table_uncut_and_writes_the_json(tmp_path, capsys):
+    results = {"synthetic (raw pixels)": dict.fromkeys(TABLE_COLUMNS, 0.123456), "lfw": {"accuracy": 0.5}}
+    report(results, str(tmp_path / "out" / "metrics.json"), "Verification of model.ckpt")
+    printed = capsys.readouterr().out.splitlines()
+    assert "Verification of model.ckpt" in printed[1]
+    # Not a terminal: every column at full width (rich would otherwise fit 80 columns and cut cells).
+    (header,) = [[cell.strip() for cell in line.split("┃")[1:-1]] for line in printed if line.startswith("┃")]
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in printed if line.startswith("│")]
+    assert header == ["set", *TABLE_COLUMNS]
+    assert rows == [["synthetic (raw pixels)", *["0.1235"] * 7], ["lfw", "0.5000", *["nan"] * 6]]
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == results

@@ -65,7 +65,7 @@ def test_quick_run_on_the_real_grayscale_lfw_people(tmp_path):
     lfw = shared_file("lfw_folds1-5")
     command = [
         sys.executable, "-m", "benchmarks.learning", "--quick", "--lfw", str(lfw), "--out", str(tmp_path),
-        "trainer.max_epochs=1", "data.image_size=[32,32]",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=5", "data.image_size=[32,32]",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

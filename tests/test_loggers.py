@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from facerec.tasks import train
-from tests.helpers import REPO
-from tests.test_resume import compose_train
+from tests.helpers import compose_config
 
 
 def wandb_offline(*overrides: str) -> bool:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=list(overrides))
-    return cfg.logger.wandb.offline
+    return compose_config(*overrides).logger.wandb.offline
 
 
 @pytest.mark.parametrize(
@@ -33,7 +29,11 @@ def test_wandb_offline_override_beats_the_environment(monkeypatch):
 
 
 def test_tensorboard_logger_writes_event_files(data_dir, tmp_path):
-    train(compose_train(tmp_path, data_dir, "experiment=smoke", "trainer.max_epochs=1", "logger=tensorboard"))
+    train(
+        compose_config(
+            "experiment=smoke", "trainer.max_epochs=1", "logger=tensorboard", output_dir=tmp_path, data_dir=data_dir
+        )
+    )
     events = list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
     assert events, sorted(p.name for p in tmp_path.rglob("*"))
     assert max(path.stat().st_size for path in events) > 100

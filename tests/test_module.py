@@ -8,24 +8,15 @@ import lightning as L
 import pytest
 import timm
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from lightning.pytorch.plugins.precision import MixedPrecision
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 
 from facerec.module import FaceRecognitionModule
-from tests.helpers import REPO, quiet_trainer
+from tests.helpers import REPO, quiet_trainer, smoke_model
 from tests.models.helpers import randomize_norm_stats
 
 HEADS = sorted(path.stem for path in (REPO / "conf" / "head").glob("*.yaml"))
-
-
-def smoke_model(*overrides: str, num_classes: int = 4) -> FaceRecognitionModule:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=smoke", *overrides])
-    names = [f"id{i}" for i in range(num_classes)]
-    return instantiate(cfg.model, num_classes=num_classes, class_names=names, _recursive_=False)
 
 
 def fit_steps(model: FaceRecognitionModule, steps: int = 3) -> None:
@@ -80,7 +71,7 @@ def cache_timm_weights(hub_cache, name: str = "test_resnet", revision: str = "0"
 
 def test_checkpoint_rebuilds_without_the_weight_files_the_model_was_built_from(tmp_path, monkeypatch):
     """``backbone.pretrained`` and ``backbone.checkpoint_path`` load at build; the checkpoint needs neither."""
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     cache_timm_weights(tmp_path / "hub")
     source = smoke_model()
     randomize_norm_stats(source.net)

@@ -8,11 +8,11 @@ import subprocess
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from facerec.hydra_callbacks import markdown_table
-from tests.helpers import REPO
+from facerec.hydra_callbacks import markdown_table, summary_table
+from facerec.tables import print_table
+from tests.helpers import REPO, compose_config
 
 
 def test_multirun_of_two_ddp_jobs_writes_a_summary(data_dir, tmp_path):
@@ -50,10 +50,31 @@ def test_summary_table_marks_failed_jobs():
     assert table[2:] == ["| 0 | head=arcface | 0.5000 | 0.6000 | 0.7500 |", "| 1 | head=cosface | – | – | – |"]
 
 
+def split_cells(lines: list[str], bar: str) -> list[list[str]]:
+    """The cells of the table rows among ``lines`` (those starting with ``bar``)."""
+    return [[cell.strip() for cell in line.split(bar)[1:-1]] for line in lines if line.startswith(bar)]
+
+
+def test_printed_summary_is_a_rich_table_with_the_markdown_columns(capsys):
+    rows = [
+        {"job": 0, "overrides": "experiment=smoke trainer.max_epochs=1 monitor=val/lfw/accuracy head=arcface",
+         "accuracy": {"lfw": 0.5}, "best_accuracy": {"lfw": 0.6}, "best_monitored": 0.75},
+        {"job": 1, "overrides": "head=cosface", "accuracy": {}, "best_accuracy": {}, "best_monitored": None},
+    ]  # fmt: skip
+    print_table(summary_table(rows, "val/lfw/accuracy", "Sweep summary (sweep dir)"))
+    printed = capsys.readouterr().out.splitlines()
+    assert "Sweep summary (sweep dir)" in printed[1]
+    # Not a terminal: printed uncut at the table's own width, one line per row.
+    (header,) = split_cells(printed, "┃")
+    markdown = split_cells(markdown_table(rows, "val/lfw/accuracy").splitlines(), "|")
+    assert header == markdown[0]
+    cells = split_cells(printed, "│")
+    assert cells == markdown[2:]
+
+
 def test_optuna_search_preset_composes():
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["hparams_search=arcface_optuna"], return_hydra_config=True)
+    cfg = compose_config("hparams_search=arcface_optuna", return_hydra_config=True)
     assert cfg.hydra.sweeper.direction == "maximize"
 
 
@@ -76,7 +97,6 @@ def test_optuna_search_runs_trials_on_the_monitored_accuracy(data_dir, tmp_path)
 def test_submitit_slurm_launcher_composes():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     overrides = ["hydra/launcher=submitit_slurm", "hydra.launcher.tasks_per_node=8", "trainer=ddp"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    cfg = compose_config(*overrides, return_hydra_config=True)
     assert cfg.hydra.launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert cfg.hydra.launcher.tasks_per_node == 8

@@ -10,9 +10,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from facerec.heads import PartialFC
 from facerec.heads.partial_fc import CHECKPOINT_KEY
 from facerec.module import FaceRecognitionModule
-from tests.test_module import smoke_model
+from tests.helpers import smoke_model
 
-PARTIAL_FC = ("head=arcface", "head.partial_fc.enabled=true", "head.partial_fc.sample_rate=0.5")
+PARTIAL_FC = ("head=arcface", "classifier=partial_fc", "classifier.sample_rate=0.5")
 CENTERS = "head.margin_head.center_loss.centers"
 
 
@@ -52,7 +52,7 @@ def test_partial_fc_trains_checkpoints_whole_centres_and_resumes(tmp_path):
 @pytest.mark.parametrize("update", ["paper", "sgd"])
 def test_partial_fc_with_center_loss_trains_checkpoints_and_resumes_its_centres(tmp_path, update):
     """The center loss' centres (buffer or sgd parameter with its own lr) train, save and load replicated."""
-    overrides = ("head=arcface_center", "head.partial_fc.enabled=true", f"head.update={update}")
+    overrides = ("head=arcface_center", "classifier=partial_fc", f"head.update={update}")
     model = smoke_model(*overrides, num_classes=6)
     fit = trainer(2, tmp_path)
     fit.fit(model, train_dataloaders=loader(6))

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from tests.test_module import smoke_model
+from tests.helpers import smoke_model
 
 
-@pytest.mark.parametrize("overrides", [("head=arcface",), ("head=cosface", "head.partial_fc.enabled=true")])
+@pytest.mark.parametrize("overrides", [("head=arcface",), ("head=cosface", "classifier=partial_fc")])
 def test_heads_compute_the_loss_in_float32_under_bf16_autocast(overrides):
     model = smoke_model(*overrides)
     images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])

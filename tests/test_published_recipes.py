@@ -16,34 +16,36 @@ from facerec.data.tools import folder_to_rec
 from facerec.data.verification_bin import write_verification_bin
 from facerec.resolvers import device_count, global_batch, lr_for_batch, steps_for_batch
 from facerec.tasks import train
-from tests.test_configs import compose_train
-from tests.test_resume import compose_train as compose_run
+from tests.helpers import compose_config
 
 VAL_SETS = ("lfw", "cfp_fp", "agedb_30")
 
 # The facts each preset must carry, from its source (see the header comment of conf/experiment/<name>.yaml).
 RECIPES = {
     "casia_iresnet50": {  # ArcFace paper (Deng et al., CVPR 2019), Sec. 3.1 and Table 2
-        "backbone": "iresnet50", "head": "arcface", "margin": 0.5, "partial_fc": {"enabled": False, "sample_rate": 1.0},
+        "backbone": "iresnet50", "head": "arcface", "margin": 0.5, "classifier": {"name": "full"},
         "batch": 128, "devices": 4, "lr": 0.1, "weight_decay": 5e-4, "precision": "32-true", "dropout": 0.4,
         "schedule": {"decay": "step", "milestones": [20000, 28000], "milestone_unit": "step", "gamma": 0.1,
                      "warmup_epochs": 0},
         "length": {"max_epochs": -1, "max_steps": 32000},
     },
     "ms1mv3_iresnet50": {  # insightface recognition/arcface_torch/configs/ms1mv3_r50.py
-        "backbone": "iresnet50", "head": "arcface", "margin": 0.5, "partial_fc": {"enabled": True, "sample_rate": 1.0},
+        "backbone": "iresnet50", "head": "arcface", "margin": 0.5,
+        "classifier": {"name": "partial_fc", "sample_rate": 1.0},
         "batch": 128, "devices": 8, "lr": 0.2, "weight_decay": 5e-4, "precision": "16-mixed", "dropout": 0.0,
         "schedule": {"decay": "poly", "power": 2.0, "warmup_epochs": 2, "min_lr_ratio": 0.0},
         "length": {"max_epochs": 25},
     },
     "ms1mv3_iresnet100": {  # insightface recognition/arcface_torch/configs/ms1mv3_r100.py
-        "backbone": "iresnet100", "head": "arcface", "margin": 0.5, "partial_fc": {"enabled": True, "sample_rate": 1.0},
+        "backbone": "iresnet100", "head": "arcface", "margin": 0.5,
+        "classifier": {"name": "partial_fc", "sample_rate": 1.0},
         "batch": 128, "devices": 8, "lr": 0.2, "weight_decay": 5e-4, "precision": "16-mixed", "dropout": 0.0,
         "schedule": {"decay": "poly", "power": 2.0, "warmup_epochs": 0, "min_lr_ratio": 0.0},
         "length": {"max_epochs": 25},
     },
     "glint360k_iresnet100": {  # insightface recognition/arcface_torch/configs/glint360k_r100.py
-        "backbone": "iresnet100", "head": "cosface", "margin": 0.4, "partial_fc": {"enabled": True, "sample_rate": 1.0},
+        "backbone": "iresnet100", "head": "cosface", "margin": 0.4,
+        "classifier": {"name": "partial_fc", "sample_rate": 1.0},
         "batch": 128, "devices": 8, "lr": 0.1, "weight_decay": 1e-4, "precision": "16-mixed", "dropout": 0.0,
         "schedule": {"decay": "poly", "power": 2.0, "warmup_epochs": 0, "min_lr_ratio": 0.0},
         "length": {"max_epochs": 20},
@@ -53,7 +55,7 @@ PRESETS = sorted(RECIPES)
 
 
 def compose_preset(name: str, *overrides: str):
-    return compose_train(f"experiment={name}", "data.root=/data/set", *overrides)
+    return compose_config(f"experiment={name}", "data.root=/data/set", *overrides)
 
 
 def plain(node) -> dict:
@@ -81,7 +83,7 @@ def test_preset_carries_the_published_recipe(name, presets):
     assert cfg.model.embedding_size == 512
     head = plain(cfg.head)
     assert (head["name"], head["scale"], head["margin"]) == (facts["head"], 64.0, facts["margin"])
-    assert head["partial_fc"] == facts["partial_fc"]
+    assert head["classifier"] == facts["classifier"]
     assert cfg.optimizer._target_ == "torch.optim.SGD"
     assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.9, pytest.approx(facts["weight_decay"]))
     assert plain(cfg.scheduler).items() >= facts["schedule"].items()
@@ -182,13 +184,14 @@ def test_two_training_steps_on_tiny_data(name, tiny_root, tmp_path):
     # 4 images at batch 2 (drop_last): 2 steps are exactly one epoch, then one verification of the 3 sets.
     # Kept cheap for 2 CPU cores: 2 folds of 2 pairs, no flip TTA, no best-by-monitor checkpoint, a weights-only
     # last.ckpt (an IR-100 checkpoint with SGD momentum is ~0.5 GB).
-    cfg = compose_run(
-        tmp_path / "run", tmp_path / "data", f"experiment={name}", f"data.root={tiny_root}",
+    cfg = compose_config(
+        f"experiment={name}", f"data.root={tiny_root}",
         "data.image_size=[32,32]", "data.batch_size=2", "data.num_workers=0", "callbacks.verification.n_folds=2",
         "model.flip_test=false", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto",
         "trainer.precision=32-true", "++trainer.max_steps=2", "trainer.enable_progress_bar=false",
         "++trainer.enable_model_summary=false", "logger=csv", "callbacks.verification.roc_plots=false",
         "callbacks.model_checkpoint=null", "+callbacks.last_checkpoint.save_weights_only=true",
+        output_dir=tmp_path / "run", data_dir=tmp_path / "data",
     )  # fmt: skip
     monitored = train(cfg)
     assert monitored is not None and 0.0 <= monitored <= 1.0  # train() returns monitor=val/lfw/accuracy

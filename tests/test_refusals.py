@@ -10,7 +10,7 @@ import pytest
 from facerec.data import FaceDataModule
 from facerec.runs import check_monitor, output_dirs
 from facerec.tasks import check_checkpoints_written
-from tests.helpers import compose_train, train_process, write_identity_folder
+from tests.helpers import compose_config, train_process, write_identity_folder
 
 TINY_FOLDER_RUN = ("experiment=smoke", "data=folder", "data.image_size=[16,16]", "data.num_workers=0")
 
@@ -77,11 +77,11 @@ def test_check_monitor_accepts_configured_sets_and_other_metrics():
 
 
 def test_presets_monitor_the_first_configured_set():
-    assert compose_train("experiment=quickstart").monitor == "val/synthetic/accuracy"
-    mine = compose_train("experiment=quickstart", "data=folder", "data.root=x", "+data.val_sets.mine.bin=m.bin")
+    assert compose_config("experiment=quickstart").monitor == "val/synthetic/accuracy"
+    mine = compose_config("experiment=quickstart", "data=folder", "data.root=x", "+data.val_sets.mine.bin=m.bin")
     assert mine.monitor == "val/mine/accuracy"
-    assert compose_train("experiment=ms1mv3_iresnet50", "data.root=x").monitor == "val/lfw/accuracy"
-    assert compose_train("experiment=ms1mv3_iresnet50", "data.root=x", "~data.val_sets.lfw").monitor == (
+    assert compose_config("experiment=ms1mv3_iresnet50", "data.root=x").monitor == "val/lfw/accuracy"
+    assert compose_config("experiment=ms1mv3_iresnet50", "data.root=x", "~data.val_sets.lfw").monitor == (
         "val/cfp_fp/accuracy"
     )
 
@@ -109,5 +109,5 @@ def test_a_checkpoint_that_was_not_written_fails_the_run(tmp_path):
 
 
 def test_output_dirs_lists_every_folder_a_run_writes():
-    cfg = compose_train("experiment=smoke", "paths.output_dir=/r", "logger=csv")
+    cfg = compose_config("experiment=smoke", "paths.output_dir=/r", "logger=csv")
     assert output_dirs(cfg) == ["/r", "/r/checkpoints"]

@@ -8,28 +8,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import Checkpoint, OnExceptionCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from facerec.callbacks import NonFiniteLossError
+from facerec.callbacks import InterruptCheckpoint, NonFiniteLossError
 from facerec.callbacks.nonfinite import first_nonfinite
 from facerec.module import FaceRecognitionModule
 from facerec.tasks import train
-from tests.helpers import REPO
+from tests.helpers import REPO, compose_config
 
 DETERMINISTIC = ("experiment=smoke", "trainer.deterministic=true", "head=center", "trainer.max_epochs=2")
-
-
-def compose_train(output_dir: Path, data_dir: Path, *overrides: str):
-    """The train config with the run written to ``output_dir`` (no Hydra app needed)."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(
-            config_name="train",
-            overrides=[f"paths.root_dir={REPO}", f"paths.output_dir={output_dir}", f"paths.data_dir={data_dir}",
-                       *overrides],
-        )  # fmt: skip
 
 
 def start_train(output_dir: Path, data_dir: Path, *overrides: str) -> subprocess.Popen:
@@ -52,13 +44,20 @@ def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(data_dir, tmp_path):
-    train(compose_train(tmp_path / "reference", data_dir, *DETERMINISTIC))
+    train(compose_config(*DETERMINISTIC, output_dir=tmp_path / "reference", data_dir=data_dir))
     killed = start_train(tmp_path / "killed", data_dir, *DETERMINISTIC)
     checkpoints = tmp_path / "killed" / "checkpoints"
     wait_for(checkpoints / "last.ckpt", killed)  # written after epoch_000.ckpt, so that one is complete
     killed.send_signal(signal.SIGKILL)
     killed.communicate()
-    train(compose_train(tmp_path / "resumed", data_dir, *DETERMINISTIC, f"ckpt_path={checkpoints / 'epoch_000.ckpt'}"))
+    train(
+        compose_config(
+            *DETERMINISTIC,
+            f"ckpt_path={checkpoints / 'epoch_000.ckpt'}",
+            output_dir=tmp_path / "resumed",
+            data_dir=data_dir,
+        )
+    )
     reference = weights(tmp_path / "reference" / "checkpoints" / "last.ckpt")
     resumed = weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     assert reference.keys() == resumed.keys()
@@ -78,8 +77,12 @@ def test_sigterm_saves_last_checkpoint_and_ckpt_path_last_resumes_it(data_dir, t
     assert not (run / "metrics.json").exists()
     interrupted = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert interrupted["global_step"] > 0
-    cfg = compose_train(
-        run, data_dir, "experiment=smoke", "ckpt_path=last", f"trainer.max_epochs={interrupted['epoch'] + 2}"
+    cfg = compose_config(
+        "experiment=smoke",
+        "ckpt_path=last",
+        f"trainer.max_epochs={interrupted['epoch'] + 2}",
+        output_dir=run,
+        data_dir=data_dir,
     )
     train(cfg)
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] > interrupted["global_step"]
@@ -98,20 +101,36 @@ def test_ctrl_c_saves_last_checkpoint_and_exits_130(data_dir, tmp_path):
     assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] > 0
 
 
+def test_interrupt_checkpoint_writes_last_ckpt_on_interrupts_only(tmp_path):
+    callback = InterruptCheckpoint(str(tmp_path))
+    saved: list[str] = []
+    trainer = SimpleNamespace(global_step=3, save_checkpoint=saved.append)
+    callback.on_exception(trainer, None, RuntimeError("a bug"))
+    assert saved == []
+    for interrupt in (KeyboardInterrupt(), SIGTERMException()):
+        callback.on_exception(trainer, None, interrupt)
+    assert [Path(path) for path in saved] == [tmp_path / "last.ckpt"] * 2
+    assert isinstance(callback.on_interrupt, OnExceptionCheckpoint)
+    # Not a Checkpoint itself: not in trainer.checkpoint_callbacks, and no teardown that deletes last.ckpt.
+    assert not isinstance(callback, Checkpoint)
+
+
 def test_ckpt_path_last_without_a_checkpoint_says_how_to_resume(data_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="ckpt_path=last hydra.run.dir=<run dir>"):
-        train(compose_train(tmp_path, data_dir, "experiment=smoke", "ckpt_path=last"))
+        train(compose_config("experiment=smoke", "ckpt_path=last", output_dir=tmp_path, data_dir=data_dir))
 
 
 def test_nonfinite_loss_stops_naming_step_head_and_causes(data_dir, tmp_path):
-    cfg = compose_train(tmp_path, data_dir, "experiment=smoke", "optimizer.lr=1e30")
+    cfg = compose_config("experiment=smoke", "optimizer.lr=1e30", output_dir=tmp_path, data_dir=data_dir)
     with pytest.raises(NonFiniteLossError, match=r"at step \d+ .*head ArcFaceHead.*learning rate.*fp16.*margin"):
         train(cfg)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
 def test_nonfinite_loss_skip_keeps_finite_weights(data_dir, tmp_path, caplog):
-    cfg = compose_train(tmp_path, data_dir, "experiment=smoke", "optimizer.lr=1e30", "callbacks.nonfinite.skip=true")
+    cfg = compose_config(
+        "experiment=smoke", "optimizer.lr=1e30", "callbacks.nonfinite.skip=true", output_dir=tmp_path, data_dir=data_dir
+    )
     train(cfg)
     assert "skipped batch at step" in caplog.text
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -136,19 +155,29 @@ def test_resume_does_not_reread_the_initial_backbone_weights(smoke_run, data_dir
     )
     run = tmp_path / "run"
     start = ("experiment=smoke", "trainer.max_epochs=1", f"backbone.checkpoint_path={net}")
-    train(compose_train(run, data_dir, *start))
+    train(compose_config(*start, output_dir=run, data_dir=data_dir))
     net.unlink()
-    train(compose_train(run, data_dir, *start, "ckpt_path=last", "trainer.max_epochs=2"))
+    train(compose_config(*start, "ckpt_path=last", "trainer.max_epochs=2", output_dir=run, data_dir=data_dir))
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
 
 
 def test_resume_refuses_other_data_or_model_than_the_checkpoints_unless_forced(smoke_run, data_dir, tmp_path):
     last = f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}"
     with pytest.raises(ValueError, match=r"model\.head\.margin: 0\.5 in the checkpoint, 0\.123 now.*force_resume=true"):
-        train(compose_train(tmp_path / "head", data_dir, "experiment=smoke", last, "head.margin=0.123"))
+        train(
+            compose_config(
+                "experiment=smoke", last, "head.margin=0.123", output_dir=tmp_path / "head", data_dir=data_dir
+            )
+        )
     with pytest.raises(ValueError, match=r"data\.batch_size: \d+ in the checkpoint, 5 now"):
-        train(compose_train(tmp_path / "data", data_dir, "experiment=smoke", last, "data.batch_size=5"))
-    forced = compose_train(tmp_path / "forced", data_dir, "experiment=smoke", last, "head.margin=0.123")
+        train(
+            compose_config(
+                "experiment=smoke", last, "data.batch_size=5", output_dir=tmp_path / "data", data_dir=data_dir
+            )
+        )
+    forced = compose_config(
+        "experiment=smoke", last, "head.margin=0.123", output_dir=tmp_path / "forced", data_dir=data_dir
+    )
     forced.force_resume = True
     with pytest.raises(RuntimeError, match=r"training took no step .* raise trainer.max_epochs \(now 2\)"):
         train(forced)  # the checkpoint is at max_epochs already
@@ -159,9 +188,9 @@ def test_resume_refuses_other_data_or_model_than_the_checkpoints_unless_forced(s
 
 def test_resume_keeps_the_metrics_and_warns_that_a_changed_lr_is_ignored(data_dir, tmp_path, caplog):
     run = tmp_path / "run"
-    train(compose_train(run, data_dir, "experiment=smoke", "trainer.max_epochs=1"))
+    train(compose_config("experiment=smoke", "trainer.max_epochs=1", output_dir=run, data_dir=data_dir))
     before = (run / "metrics.json").read_text()
-    train(compose_train(run, data_dir, "experiment=smoke", "ckpt_path=last", "optimizer.lr=0.5"))
+    train(compose_config("experiment=smoke", "ckpt_path=last", "optimizer.lr=0.5", output_dir=run, data_dir=data_dir))
     assert "model.optimizer.lr=0.5 differs from the checkpoint's" in caplog.text
     assert (run / ".hydra" / "resume_1" / "metrics_before.json").read_text() == before
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1

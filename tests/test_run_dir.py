@@ -10,11 +10,10 @@ import subprocess
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from facerec.run_dir import LOCK_NAME, RunDirInUseError, hold_run_dir
-from tests.helpers import REPO, train_process
+from tests.helpers import compose_config, train_process
 
 
 def write_lock(run_dir, pid: int, host: str | None = None) -> None:
@@ -69,8 +68,7 @@ def test_a_lock_from_another_host_is_respected(tmp_path):
 
 
 def test_default_run_directories_are_named_to_the_microsecond():
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", return_hydra_config=True, overrides=["paths.log_dir=/logs"])
+    cfg = compose_config("paths.log_dir=/logs", return_hydra_config=True)
     run_dir = OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"]
     assert re.fullmatch(r"/logs/train/runs/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6}", run_dir), run_dir
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import wandb
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 from facerec.runs import set_sweep_group
 from facerec.tasks import train
-from tests.helpers import REPO
-from tests.test_resume import compose_train
+from tests.helpers import compose_config
 
 
 def test_wandb_and_csv_together_both_write(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("WANDB_API_KEY", "")
-    cfg = compose_train(tmp_path, data_dir, "experiment=smoke", "logger=[wandb,csv]", "trainer.log_every_n_steps=1")
+    cfg = compose_config(
+        "experiment=smoke", "logger=[wandb,csv]", "trainer.log_every_n_steps=1", output_dir=tmp_path, data_dir=data_dir
+    )
     assert set(cfg.logger) == {"wandb", "csv"}
     train(cfg)
     summary = dict(wandb.run.summary)
@@ -29,12 +29,7 @@ def test_wandb_and_csv_together_both_write(data_dir, tmp_path, monkeypatch):
 
 
 def test_sweep_jobs_share_a_wandb_group_named_after_the_sweep(tmp_path):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[f"hydra.sweep.dir={tmp_path}/sweep_42", "hydra.mode=MULTIRUN"],
-            return_hydra_config=True,
-        )
+    cfg = compose_config(f"hydra.sweep.dir={tmp_path}/sweep_42", "hydra.mode=MULTIRUN", return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     try:
         set_sweep_group(cfg)

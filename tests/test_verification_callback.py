@@ -8,8 +8,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from facerec.callbacks import VerificationCallback
 from facerec.callbacks.verification import rows_by_index
-from tests.helpers import quiet_trainer
-from tests.test_module import smoke_model
+from tests.helpers import quiet_trainer, smoke_model
 
 
 def test_padded_duplicates_keep_the_first_occurrence():

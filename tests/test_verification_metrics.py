@@ -1,4 +1,5 @@
-"""Verification metrics against hand-worked examples and a slow reference of the protocol."""
+"""Verification metrics against hand-worked examples and a slow reference of the protocol; the Metric that
+wraps them."""
 
 from __future__ import annotations
 
@@ -6,8 +7,17 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from facerec.eval.verification import THRESHOLDS, contiguous_folds, evaluate, pair_distances
+from facerec.eval.metric import METRIC_KEYS, VerificationMetric
+from facerec.eval.verification import (
+    THRESHOLDS,
+    area_under_curve,
+    contiguous_folds,
+    evaluate,
+    pair_distances,
+    roc_curve,
+)
 
 
 def pairs_at_distances(distances: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -119,3 +129,65 @@ def test_mismatched_lengths_are_a_clear_error():
     first, second = pairs_at_distances([0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="mismatched inputs"):
         evaluate(first, second[:2], [True, False, True], n_folds=2)
+
+
+def random_set(pairs: int = 60, images: int = 50, dim: int = 8, seed: int = 0):
+    """Random image embeddings (float32, as validation returns them) and pairs of them."""
+    rng = np.random.default_rng(seed)
+    embeddings = torch.from_numpy(rng.normal(size=(images, dim)).astype(np.float32))
+    index = rng.integers(0, images, size=(pairs, 2))
+    return embeddings, index, rng.random(pairs) < 0.5
+
+
+def test_metric_equals_the_pure_functions():
+    embeddings, pairs, issame = random_set()
+    metric = VerificationMetric(pairs, issame, len(embeddings), n_folds=10)
+    order = torch.randperm(len(embeddings), generator=torch.Generator().manual_seed(1))
+    for batch in order.split(16):  # batches arrive in any order: images are placed by index
+        metric.update(embeddings[batch], batch)
+    result = metric.compute()
+    array = embeddings.double().numpy()
+    expected = evaluate(array[pairs[:, 0]], array[pairs[:, 1]], issame, n_folds=10)
+    assert list(result.metrics) == list(METRIC_KEYS)
+    assert result.metrics == expected | {"xnorm": float(embeddings.norm(dim=1).mean())}
+    fpr, tpr, thresholds = roc_curve(pair_distances(array[pairs[:, 0]], array[pairs[:, 1]]), issame)
+    assert np.array_equal(result.roc.fpr, fpr) and np.array_equal(result.roc.tpr, tpr)
+    assert np.array_equal(result.roc.thresholds, thresholds)
+    assert result.metrics["auc"] == area_under_curve(result.roc.fpr, result.roc.tpr)
+
+
+def test_repeated_images_keep_their_first_embedding():
+    """As the distributed sampler's padding: repeats of an image, here with other values, change nothing."""
+    embeddings, pairs, issame = random_set()
+    once = VerificationMetric(pairs, issame, len(embeddings), n_folds=10)
+    once.update(embeddings, torch.arange(len(embeddings)))
+    twice = VerificationMetric(pairs, issame, len(embeddings), n_folds=10)
+    twice.update(embeddings[:30], torch.arange(30))
+    twice.update(embeddings[30:], torch.arange(30, len(embeddings)))
+    twice.update(embeddings[:5] + 1.0, torch.arange(5))
+    twice.update(embeddings[:2] * 3.0, torch.arange(2))
+    expected, result = once.compute(), twice.compute()
+    assert result.metrics == expected.metrics
+    assert all(np.array_equal(a, b) for a, b in zip(result.roc, expected.roc, strict=True))
+
+
+def test_metric_resets_and_names_missing_images():
+    embeddings, pairs, issame = random_set()
+    metric = VerificationMetric(pairs, issame, len(embeddings), n_folds=10)
+    metric.update(embeddings, torch.arange(len(embeddings)))
+    first = metric.compute()
+    metric.reset()
+    metric.update(embeddings[:-3], torch.arange(len(embeddings) - 3))
+    with pytest.raises(RuntimeError, match="missing for 3 of 50 images"):
+        metric.compute()
+    metric.reset()
+    metric.update(embeddings, torch.arange(len(embeddings)))
+    assert metric.compute().metrics == first.metrics
+
+
+def test_one_class_sets_have_no_roc_curve():
+    embeddings, pairs, _ = random_set()
+    metric = VerificationMetric(pairs, np.ones(len(pairs), bool), len(embeddings), n_folds=10)
+    metric.update(embeddings, torch.arange(len(embeddings)))
+    result = metric.compute()
+    assert result.roc is None and math.isnan(result.metrics["auc"])

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 
 from facerec.tasks import train
 from facerec.viz import feature_figure, main, pca, plot_panels, project_embeddings, robust_limits
-from tests.helpers import REPO
-from tests.test_resume import compose_train
+from tests.helpers import compose_config
 
 PNG = b"\x89PNG"
 
@@ -100,8 +98,7 @@ def test_plot_panels_writes_a_png(tmp_path):
 
 
 def test_features2d_experiment_composes_a_2d_model_and_plot():
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=features2d", "head=arcface_center"])
+    cfg = compose_config("experiment=features2d", "head=arcface_center")
     assert cfg.model.embedding_size == 2
     assert cfg.callbacks.features2d._target_ == "facerec.callbacks.FeaturePlot"
     assert cfg.data.synthetic.num_identities == 10
@@ -109,9 +106,10 @@ def test_features2d_experiment_composes_a_2d_model_and_plot():
 
 def test_feature_plot_at_fit_end_and_viz_cli(smoke_run, data_dir, tmp_path):
     plot = tmp_path / "features.png"
-    cfg = compose_train(
-        tmp_path, data_dir, "experiment=smoke", "model.embedding_size=2", "trainer.max_epochs=1",
+    cfg = compose_config(
+        "experiment=smoke", "model.embedding_size=2", "trainer.max_epochs=1",
         f"+callbacks.features2d={{_target_:facerec.callbacks.FeaturePlot,path:'{plot}'}}",
+        output_dir=tmp_path, data_dir=data_dir,
     )  # fmt: skip
     train(cfg)
     assert plot.read_bytes().startswith(PNG)

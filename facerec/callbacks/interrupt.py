@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, OnExceptionCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -20,16 +20,26 @@ class InterruptCheckpoint(Callback):
     ``KeyboardInterrupt`` reach :meth:`on_exception`. Other exceptions (a bug, a non-finite loss)
     save nothing, so ``last.ckpt`` stays the last good checkpoint. ``ckpt_path=last`` resumes it.
 
+    Lightning's :class:`~lightning.pytorch.callbacks.OnExceptionCheckpoint` writes the file; it is
+    wrapped, not subclassed, because on its own it saves on every exception and deletes its file in
+    ``teardown`` (after every successful fit, that would be the ``last.ckpt`` the ``last_checkpoint``
+    callback writes), and as a ``Checkpoint`` it would join ``trainer.checkpoint_callbacks``.
+
     Args:
         dirpath: The run's checkpoint folder.
     """
 
     def __init__(self, dirpath: str) -> None:
-        self.path = Path(dirpath) / "last.ckpt"
+        self.on_interrupt = OnExceptionCheckpoint(dirpath, filename="last")
+
+    @property
+    def path(self) -> Path:
+        """The checkpoint written on an interrupt: ``<dirpath>/last.ckpt``."""
+        return Path(self.on_interrupt.ckpt_path)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
-            trainer.save_checkpoint(self.path)
+            self.on_interrupt.on_exception(trainer, pl_module, exception)
             log.warning("interrupted at step %d: checkpoint saved to %s", trainer.global_step, self.path)
 
 

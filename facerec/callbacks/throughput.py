@@ -13,6 +13,10 @@ class ImagesPerSecond(Callback):
     """Logs ``train/images_per_second`` (all processes together), averaged since the epoch started.
 
     Host-side wall-clock time only: no device synchronisation is added.
+
+    Not Lightning's ``ThroughputMonitor``: it logs to the loggers only (not the progress bar), waits
+    ``window_size`` (100) batches before its first rate, names the all-process rate only when
+    ``world_size > 1`` (``train/device/samples_per_sec`` otherwise) and syncs the GPU after every batch.
     """
 
     def __init__(self) -> None:

@@ -9,6 +9,8 @@ population std over the folds.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 THRESHOLDS = np.arange(0, 4, 0.01)
@@ -63,7 +65,17 @@ def kfold_accuracy(
     return accuracies, chosen
 
 
-def roc_curve(distances: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class RocCurve(NamedTuple):
+    """A ROC curve: false accept rate (FPR), true accept rate (TPR) and the distance threshold of each point."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    thresholds: np.ndarray
+
+
+# Not torchmetrics' binary_roc/binary_auroc: they divide the integer counts in the default float32 (3e-8 from
+# these float64 rates on the tests' cases) and would sigmoid-map the scores (-distance lies outside [0, 1]).
+def roc_curve(distances: np.ndarray, issame: np.ndarray) -> RocCurve:
     """ROC of the rule ``distance <= t`` over every distinct distance, starting at (0, 0).
 
     Returns:
@@ -79,7 +91,7 @@ def roc_curve(distances: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np
     false_accepts = (last_of_value + 1) - true_accepts
     far = np.r_[0.0, false_accepts / negatives]
     tar = np.r_[0.0, true_accepts / positives]
-    return far, tar, np.r_[-np.inf, sorted_distances[last_of_value]]
+    return RocCurve(far, tar, np.r_[-np.inf, sorted_distances[last_of_value]])
 
 
 def area_under_curve(far: np.ndarray, tar: np.ndarray) -> float:
@@ -107,7 +119,14 @@ def tar_at_far(far: np.ndarray, tar: np.ndarray, target: float) -> float:
 def evaluate(
     embeddings1: np.ndarray, embeddings2: np.ndarray, issame: np.ndarray, n_folds: int = 10
 ) -> dict[str, float]:
-    """Verification metrics of pairs ``(embeddings1[k], embeddings2[k])``.
+    """Verification metrics of pairs ``(embeddings1[k], embeddings2[k])``: :func:`evaluate_with_roc`'s metrics."""
+    return evaluate_with_roc(embeddings1, embeddings2, issame, n_folds)[0]
+
+
+def evaluate_with_roc(
+    embeddings1: np.ndarray, embeddings2: np.ndarray, issame: np.ndarray, n_folds: int = 10
+) -> tuple[dict[str, float], RocCurve | None]:
+    """Verification metrics of pairs ``(embeddings1[k], embeddings2[k])`` and the ROC curve they summarise.
 
     Args:
         embeddings1: (P, E) first image of each pair (flip-TTA already summed if used).
@@ -116,8 +135,9 @@ def evaluate(
         n_folds: Folds of the accuracy protocol.
 
     Returns:
-        ``accuracy``, ``accuracy_std``, ``best_threshold`` (mean over folds), ``auc``, ``eer``,
-        ``tar@far=1e-3``, ``tar@far=1e-4``. ROC metrics are NaN when one class is absent.
+        ``(metrics, roc)``: ``accuracy``, ``accuracy_std``, ``best_threshold`` (mean over folds), ``auc``, ``eer``,
+        ``tar@far=1e-3``, ``tar@far=1e-4``, and the :func:`roc_curve` of the pair distances. When one class is
+        absent the ROC metrics are NaN and ``roc`` is None.
 
     Raises:
         ValueError: On mismatched shapes or fewer pairs than folds.
@@ -135,7 +155,7 @@ def evaluate(
         "best_threshold": float(np.mean(thresholds)),
     }
     if issame.all() or not issame.any():
-        return metrics | {"auc": float("nan"), "eer": float("nan")} | dict.fromkeys(FAR_TARGETS, float("nan"))
-    far, tar, _ = roc_curve(distances, issame)
-    metrics |= {"auc": area_under_curve(far, tar), "eer": equal_error_rate(far, tar)}
-    return metrics | {key: tar_at_far(far, tar, target) for key, target in FAR_TARGETS.items()}
+        return metrics | {"auc": float("nan"), "eer": float("nan")} | dict.fromkeys(FAR_TARGETS, float("nan")), None
+    roc = roc_curve(distances, issame)
+    metrics |= {"auc": area_under_curve(roc.fpr, roc.tpr), "eer": equal_error_rate(roc.fpr, roc.tpr)}
+    return metrics | {key: tar_at_far(roc.fpr, roc.tpr, target) for key, target in FAR_TARGETS.items()}, roc

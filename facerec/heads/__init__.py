@@ -10,11 +10,12 @@ from facerec.heads import (
     softmax,
     subcenter_arcface,
 )
-from facerec.heads.base import HeadOutput, MarginHead
+from facerec.heads.base import Head, HeadOutput, MarginHead
 from facerec.heads.partial_fc import PartialFC
 from facerec.heads.registry import create_head, list_heads, register_head
 
 __all__ = [
+    "Head",
     "HeadOutput",
     "MarginHead",
     "PartialFC",

@@ -1,6 +1,7 @@
 """Shared machinery for classification heads.
 
-Every head maps ``(embeddings (B, E), labels (B,))`` to a :class:`HeadOutput`. Margin heads share
+Every head is a :class:`Head`: it maps ``(embeddings (B, E), labels (B,))`` to a :class:`HeadOutput`,
+and its few hooks are all the LightningModule calls on it. Margin heads share
 :class:`MarginHead`: a normalised linear layer gives cosines (B, C), a hook modifies the target
 class's cosine, the result is scaled and fed to cross-entropy. Margin math and the cross-entropy
 run in float32 (or float64 when the inputs are float64) whatever the surrounding autocast.
@@ -9,6 +10,7 @@ run in float32 (or float64 when the inputs are float64) whatever the surrounding
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +37,52 @@ class HeadOutput:
     logits: Tensor
 
 
+class Head(nn.Module, ABC):
+    """The interface between a classification head and the LightningModule.
+
+    A head computes its loss in :meth:`forward`; the hooks below have defaults that suit a head whose
+    parameters are plain, replicated and trained by the optimizer alone. A head overrides the hooks it
+    needs: center loss (a post-step update, its own optimizer group), Partial FC (sharded centres).
+
+    Attributes:
+        full_logits: ``forward``'s logits are (B, C), class-indexed: training accuracy is their argmax.
+        updates_after_step: :meth:`update_after_step` does something (the module then tells it whether
+            the step was skipped, which costs fp16 runs a read of the gradient scale).
+    """
+
+    full_logits: bool = True
+    updates_after_step: bool = False
+
+    @abstractmethod
+    def forward(self, embeddings: Tensor, labels: Tensor) -> HeadOutput:
+        """The loss of (B, E) embeddings with (B,) int64 labels in [0, C)."""
+
+    def param_groups(self) -> list[dict]:
+        """Optimizer parameter groups (extra keys such as ``lr`` override the optimizer's)."""
+        return [{"params": list(self.parameters())}]
+
+    def update_after_step(self, skipped: bool = False) -> None:
+        """Called after every optimizer step (``skipped``: its gradients were dropped); nothing by default."""
+
+    def setup_distributed(self, rank: int, world_size: int) -> list[str]:
+        """Prepares the head for rank ``rank`` of ``world_size`` before training.
+
+        Returns:
+            Names of the head's parameters DDP must neither broadcast nor average (sharded ones).
+        """
+        return []
+
+    def clip_grad_norm_(self, parameters: Sequence[Tensor], max_norm: float) -> bool:
+        """Clips the whole model's gradient norm if this head must (its gradient is sharded); False: it need not."""
+        return False
+
+    def on_save_checkpoint(self, prefix: str, checkpoint: dict, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        """Edits a checkpoint being saved (``prefix``: the head's state-dict prefix); nothing by default."""
+
+    def on_load_checkpoint(self, prefix: str, checkpoint: dict) -> None:
+        """Edits a checkpoint before its weights are loaded into the head; nothing by default."""
+
+
 def full_precision(x: Tensor) -> Tensor:
     """Casts to float32 unless the tensor is already float32 or float64."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
@@ -45,7 +93,7 @@ def safe_acos(cos: Tensor) -> Tensor:
     return torch.acos(cos.clamp(-1.0 + ACOS_EPS, 1.0 - ACOS_EPS))
 
 
-class MarginHead(nn.Module, ABC):
+class MarginHead(Head):
     """Normalised linear layer → target-cosine hook → scale → cross-entropy.
 
     Subclasses implement :meth:`target_logit`, which maps the target class's cosine to the

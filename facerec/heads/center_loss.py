@@ -110,6 +110,7 @@ class CenterLossMixin:
     """
 
     center_loss: CenterLoss
+    updates_after_step = True
 
     def center_features(self, embeddings: Tensor) -> Tensor:
         """The (B, E) features the center loss pulls towards the centres: the (B, E) embeddings as they are."""

@@ -13,7 +13,7 @@ equal the wrapped head on the global batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
 from facerec.distributed import all_reduce, gather_rows, gather_rows_with_grad, rank_and_world_size, scale_grad
-from facerec.heads.base import HeadOutput, MarginHead, full_precision
+from facerec.heads.base import Head, HeadOutput, MarginHead, full_precision
 from facerec.heads.center_loss import CenterLossMixin
 
 CHECKPOINT_KEY = "partial_fc"
@@ -56,7 +56,7 @@ class _DistributedCrossEntropy(torch.autograd.Function):
         return prob * (grad / labels.shape[0]), None
 
 
-class PartialFC(nn.Module):
+class PartialFC(Head):
     """Shards a margin head's class centres across ranks and samples the negative classes.
 
     The margin is the wrapped head's own :meth:`~facerec.heads.MarginHead.target_logit` (and its
@@ -101,7 +101,7 @@ class PartialFC(nn.Module):
             raise TypeError(
                 f"partial FC needs a margin head (arcface, arcface_center, cosface, combined, subcenter_arcface, "
                 f"adaface), got {type(head).__name__} (softmax and center have no margin); "
-                "set head.partial_fc.enabled=false"
+                "use classifier=full"
             )
         if not 0.0 < sample_rate <= 1.0:
             raise ValueError(f"partial FC sample_rate must be in (0, 1], got {sample_rate}")
@@ -111,6 +111,7 @@ class PartialFC(nn.Module):
         self.weight = nn.Parameter(head.weight.detach().clone())
         del head.weight
         self.margin_head = head
+        self.updates_after_step = head.updates_after_step
         self.rank, self.world_size = 0, 1
         self.class_start, self.class_end = 0, self.num_classes
         self.embedding_grad_scale = 1.0
@@ -235,8 +236,32 @@ class PartialFC(nn.Module):
         Args:
             skipped: The step was skipped (its gradients dropped).
         """
-        if isinstance(self.margin_head, CenterLossMixin):
-            self.margin_head.update_after_step(skipped=skipped)
+        self.margin_head.update_after_step(skipped=skipped)
+
+    def setup_distributed(self, rank: int, world_size: int) -> list[str]:
+        """Keeps this rank's shard of the centres; DDP must not sync them (each rank holds other classes).
+
+        The head's loss is the global-batch mean and DDP averages the backbone gradients over ranks, so
+        the gradient to this rank's embeddings is scaled by the world size.
+        """
+        self.shard(rank, world_size)
+        self.embedding_grad_scale = float(world_size)
+        return ["weight"]
+
+    def clip_grad_norm_(self, parameters: Sequence[Tensor], max_norm: float) -> bool:
+        """With sharded centres, clips by the whole gradient's norm (:func:`clip_grad_norm_sharded_`)."""
+        if self.world_size == 1:
+            return False
+        clip_grad_norm_sharded_(parameters, self.weight, max_norm)
+        return True
+
+    def on_save_checkpoint(self, prefix: str, checkpoint: dict, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        """Stores the centres (and their optimizer state) whole, for any world size to resume (collective)."""
+        consolidate_checkpoint(self, prefix, checkpoint, list(optimizers))
+
+    def on_load_checkpoint(self, prefix: str, checkpoint: dict) -> None:
+        """Slices this rank's centres (and their optimizer state) out of a consolidated checkpoint."""
+        shard_checkpoint(self, prefix, checkpoint)
 
     def param_groups(self) -> list[dict]:
         """Optimizer groups: the wrapped head's (``update="sgd"`` centres apart), the centre shard in the first."""
@@ -347,8 +372,7 @@ def shard_checkpoint(head: PartialFC, prefix: str, checkpoint: dict) -> None:
     if CHECKPOINT_KEY not in checkpoint:
         raise ValueError(
             "partial FC: this checkpoint was written without partial FC, so its optimizer state does not "
-            "fit the sharded centres; resume it with head.partial_fc.enabled=false, or start a new run from "
-            "its weights"
+            "fit the sharded centres; resume it with classifier=full, or start a new run from its weights"
         )
     slot = checkpoint[CHECKPOINT_KEY]["optimizer_slot"]
     if slot is None:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from torch import nn
-
+from facerec.heads.base import Head
 from facerec.heads.checks import check_head_parameters
 from facerec.heads.partial_fc import PartialFC
 
-_HEADS: dict[str, type[nn.Module]] = {}
+_HEADS: dict[str, type[Head]] = {}
 
 
-def register_head(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+def register_head(name: str) -> Callable[[type[Head]], type[Head]]:
     """Class decorator that makes a head available to :func:`create_head` as ``name``."""
 
-    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
+    def wrap(cls: type[Head]) -> type[Head]:
+        if not issubclass(cls, Head):
+            raise TypeError(f"{cls.__name__} must subclass facerec.heads.Head to be registered as a head")
         if name in _HEADS:
             raise ValueError(f"head {name!r} is already registered by {_HEADS[name].__name__}")
         _HEADS[name] = cls
@@ -29,34 +30,53 @@ def list_heads() -> list[str]:
     return sorted(_HEADS)
 
 
+CLASSIFIERS = {"full": set(), "partial_fc": {"sample_rate"}}
+"""``conf/classifier/`` names and the options each takes besides ``name``."""
+
+
 def create_head(
-    name: str, embedding_size: int, num_classes: int, partial_fc: Mapping | None = None, **kwargs
-) -> nn.Module:
+    name: str,
+    embedding_size: int,
+    num_classes: int,
+    classifier: Mapping | None = None,
+    partial_fc: Mapping | None = None,
+    **kwargs,
+) -> Head:
     """Builds the head registered as ``name`` (the same name as ``conf/head/<name>.yaml``).
 
     Args:
         name: Registered head name, e.g. ``"arcface"``.
         embedding_size: E, the embedding dimension.
         num_classes: C, the number of identities.
-        partial_fc: ``{"enabled": bool, "sample_rate": r}``; when enabled the margin head is wrapped
-            in :class:`~facerec.heads.partial_fc.PartialFC` (centres sharded across ranks, r of each
-            shard's classes sampled per step).
+        classifier: ``conf/classifier/``: ``{"name": "full"}`` (default) or ``{"name": "partial_fc",
+            "sample_rate": r}``, which wraps a margin head in :class:`~facerec.heads.partial_fc.PartialFC`
+            (centres sharded across ranks, r of each shard's classes sampled per step).
+        partial_fc: ``{"enabled": bool, "sample_rate": r}``, how checkpoints written before the
+            ``classifier`` group store it; read as ``classifier``.
         **kwargs: The head's own parameters (``scale``, ``margin``, ...).
 
     Raises:
         ValueError: If ``name`` is not registered (the message lists the valid names), a parameter
-            is not one the head takes or outside its range, or ``partial_fc`` has keys other than
-            ``enabled`` and ``sample_rate``.
-        TypeError: If a parameter has the wrong type (e.g. ``margin="abc"``).
+            is not one the head takes or outside its range, or ``classifier`` is unknown or has
+            options it does not take.
+        TypeError: If a parameter has the wrong type (e.g. ``margin="abc"``), or ``classifier=partial_fc``
+            is asked of a head without a margin (``softmax``, ``center``).
     """
     if name not in _HEADS:
         raise ValueError(f"unknown head {name!r}; valid heads: {', '.join(list_heads())}")
     check_head_parameters(name, _HEADS[name], kwargs)
     head = _HEADS[name](embedding_size=embedding_size, num_classes=num_classes, **kwargs)
-    options = dict(partial_fc or {})
-    unknown = set(options) - {"enabled", "sample_rate"}
+    if partial_fc is not None and classifier is None:
+        legacy = dict(partial_fc)
+        classifier = {"name": "partial_fc" if legacy.pop("enabled", False) else "full", **legacy}
+    options = dict(classifier or {"name": "full"})
+    kind = options.pop("name", "full")
+    if kind not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {kind!r}; valid classifiers: {', '.join(CLASSIFIERS)}")
+    unknown = set(options) - CLASSIFIERS[kind]
     if unknown:
-        raise ValueError(f"unknown partial_fc options {sorted(unknown)}; valid: enabled, sample_rate")
-    if not options.get("enabled", False):
+        valid = ", ".join(sorted(CLASSIFIERS[kind])) or "none"
+        raise ValueError(f"classifier {kind} takes no options {sorted(unknown)}; valid: {valid}")
+    if kind == "full":
         return head
     return PartialFC(head, sample_rate=float(options.get("sample_rate", 1.0)))

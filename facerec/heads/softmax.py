@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facerec.heads.base import HeadOutput, full_precision
+from facerec.heads.base import Head, HeadOutput, full_precision
 from facerec.heads.registry import register_head
 
 
 @register_head("softmax")
-class SoftmaxHead(nn.Module):
+class SoftmaxHead(Head):
     """Linear classifier ``x @ W.T + b`` followed by cross-entropy.
 
     Args:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
@@ -10,14 +9,15 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from facerec.models.checkpoint import load_embedding_net_weights
+from facerec.models.layers import GDC, OutputLayer
 
 
-class LinearNeck(nn.Module):
-    """insightface's output layer: BN → Dropout → flatten → FC → BN1d.
+class LinearNeck(OutputLayer):
+    """insightface's output layer (IResNet's): BN → Dropout → flatten → FC → BN1d.
 
     Works on the un-pooled feature map, so it keeps spatial information. A (C, H, W) map and a
     (N, C) token sequence are both normalised per channel. The final BN1d has its scale frozen at
-    1, as in insightface.
+    1, as in insightface. ``insightface_keys`` says where IResNet's ``backbone.pth`` keeps its weights.
 
     Args:
         feature_shape: Per-sample shape of :meth:`EmbeddingNet.features`, (C, H, W) or (N, C).
@@ -26,25 +26,6 @@ class LinearNeck(nn.Module):
     """
 
     uses_pooled_features = False
-    insightface_keys: ClassVar[dict[str, str]] = {"bn2.": "bn.", "fc.": "fc.", "features.": "features."}
-
-    def __init__(self, feature_shape: tuple[int, ...], embedding_size: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.tokens = len(feature_shape) == 2
-        channels = feature_shape[-1] if self.tokens else feature_shape[0]
-        self.bn = nn.BatchNorm1d(channels, eps=1e-5)
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(math.prod(feature_shape), embedding_size)
-        self.features = nn.BatchNorm1d(embedding_size, eps=1e-5)
-        nn.init.constant_(self.features.weight, 1.0)
-        self.features.weight.requires_grad = False
-
-    def forward(self, features: Tensor) -> Tensor:
-        """(B, C, H, W) or (B, N, C) → (B, E)."""
-        x = features.transpose(1, 2) if self.tokens else features.flatten(2)
-        x = self.dropout(self.bn(x))
-        x = x.transpose(1, 2) if self.tokens else x
-        return self.features(self.fc(x.flatten(1)))
 
 
 class PoolFCNeck(nn.Module):
@@ -70,10 +51,11 @@ class PoolFCNeck(nn.Module):
         return self.features(self.fc(self.dropout(features)))
 
 
-class GDCNeck(nn.Module):
+class GDCNeck(GDC):
     """MobileFaceNet's GDC output layer: full-size depthwise conv → BN → Dropout → FC → BN1d.
 
     The depthwise kernel covers the whole (H, W) map, so each channel learns its own spatial pooling.
+    ``insightface_keys`` says where MobileFaceNet's ``backbone.pth`` keeps its weights.
 
     Args:
         feature_shape: Per-sample shape of :meth:`EmbeddingNet.features`, (C, H, W).
@@ -82,27 +64,6 @@ class GDCNeck(nn.Module):
     """
 
     uses_pooled_features = False
-    insightface_keys: ClassVar[dict[str, str]] = {
-        "features.layers.0.layers.0.": "conv.",
-        "features.layers.0.layers.1.": "bn.",
-        "features.layers.2.": "fc.",
-        "features.layers.3.": "features.",
-    }
-
-    def __init__(self, feature_shape: tuple[int, ...], embedding_size: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        if len(feature_shape) != 3:
-            raise ValueError(f"GDCNeck needs a (C, H, W) feature map, got per-sample shape {feature_shape}")
-        channels, height, width = feature_shape
-        self.conv = nn.Conv2d(channels, channels, (height, width), groups=channels, bias=False)
-        self.bn = nn.BatchNorm2d(channels)
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(channels, embedding_size, bias=False)
-        self.features = nn.BatchNorm1d(embedding_size)
-
-    def forward(self, features: Tensor) -> Tensor:
-        """(B, C, H, W) → (B, E)."""
-        return self.features(self.fc(self.dropout(self.bn(self.conv(features)).flatten(1))))
 
 
 class EmbeddingNet(nn.Module):

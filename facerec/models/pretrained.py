@@ -7,23 +7,16 @@ from pathlib import Path
 
 import timm
 import torch
-from huggingface_hub import try_to_load_from_cache
+from huggingface_hub import constants, try_to_load_from_cache
 
 HF_FILENAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
-
-
-def hf_hub_cache() -> Path:
-    """Hub cache: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    hf_home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
-    return Path(hf_home).expanduser() / "hub"
 
 
 def cached_weights(name: str) -> str:
     """Path of the locally cached pretrained weights of timm model ``name`` (``arch`` or ``arch.tag``).
 
-    Looks in the Hugging Face hub cache (:func:`hf_hub_cache`) and in torch hub's
+    Looks in the Hugging Face hub cache (huggingface_hub's ``constants.HF_HUB_CACHE``: ``$HF_HUB_CACHE``,
+    else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``) and in torch hub's
     ``$TORCH_HOME/hub/checkpoints``; never touches the network.
 
     Raises:
@@ -37,7 +30,7 @@ def cached_weights(name: str) -> str:
         )
     if cfg.file:
         return cfg.file
-    hf_cache = hf_hub_cache()
+    hf_cache = constants.HF_HUB_CACHE
     if cfg.hf_hub_id:
         filenames = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HF_FILENAMES
         for filename in filenames:

@@ -6,20 +6,18 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from facerec.data import FaceDataModule
 from facerec.data.__main__ import main
-from facerec.data.decode import ImageSizeError, encode_jpeg
+from facerec.data.decode import ImageSizeError
 from facerec.data.folder import scan_identity_folder
 from facerec.data.recordio import IRHeader, RecordWriter, pack
 from facerec.data.synthetic import SyntheticSpec, generate
 from facerec.data.tools import folder_to_rec
-from tests.helpers import REPO, quiet_trainer, read_metrics, run_dir, run_script, shared_file
+from tests.helpers import compose_config, quiet_trainer, read_metrics, run_dir, run_script, shared_file, write_image
 
 TINY = SyntheticSpec(
     num_identities=3,
@@ -30,11 +28,6 @@ TINY = SyntheticSpec(
     pairs_per_fold=1,
     image_size=32,
 )
-
-
-def write_image(path: Path, value: int = 128, size: tuple[int, int] = (8, 8)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode_jpeg(np.full((*size, 3), value, np.uint8)))
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +110,7 @@ def test_two_training_steps_on_the_golden_rec(golden_rec, tmp_path):
     datamodule = FaceDataModule(
         root=str(golden_rec), format="rec", strict_size=True, batch_size=3, num_workers=0, pin_memory=False
     )
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=smoke", "data.image_size=[112,112]"])
+    cfg = compose_config("experiment=smoke", "data.image_size=[112,112]")
     model = instantiate(cfg.model, num_classes=3, class_names=datamodule.class_names, _recursive_=False)
     before = [parameter.detach().clone() for parameter in model.net.parameters()]
     trainer = quiet_trainer(2, default_root_dir=tmp_path)
@@ -159,7 +151,7 @@ def test_eval_scores_a_real_bin_end_to_end(smoke_run, data_dir, tmp_path):
         data_dir=data_dir,
     )
     metrics = read_metrics(tmp_path / "lfw.json")
-    assert list(metrics) == ["lfw"] and "\nlfw " in result.stdout
+    assert list(metrics) == ["lfw"] and "│ lfw " in result.stdout  # the printed table's row
     lfw = metrics["lfw"]
     assert 0.0 <= lfw["accuracy"] <= 1.0 and lfw["accuracy_std"] >= 0.0 and lfw["xnorm"] > 0.0
     # small_lfw.bin holds only same-identity pairs (one per fold): no ROC, so its summaries are NaN.

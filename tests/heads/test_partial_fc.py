@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import copy
-import socket
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ import torch.multiprocessing as mp
 
 from facerec.heads import PartialFC, create_head
 from facerec.heads.partial_fc import CHECKPOINT_KEY, clip_grad_norm_sharded_, shard_checkpoint
+from tests.helpers import free_port
 
 MARGIN_HEADS = ["adaface", "arcface", "combined", "cosface", "subcenter_arcface"]
 CENTER_VARIANTS = [(center_on, update) for center_on in ("normalized", "raw") for update in ("paper", "sgd")]
@@ -175,12 +175,6 @@ def dist_mean(tensor: torch.Tensor) -> torch.Tensor:
     return total / dist.get_world_size()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_gloo_processes_equal_one_process_on_the_global_batch():
     mp.spawn(_two_process_worker, args=(free_port(),), nprocs=2, join=True)
 
@@ -218,7 +212,12 @@ def test_shards_are_contiguous_and_cover_every_class():
             r"sample_rate must be in \(0, 1\]",
         ),
         (lambda: PartialFC(create_head("arcface", E, 3), rank=3, world_size=4), ValueError, "use fewer processes"),
-        (lambda: create_head("arcface", E, C, partial_fc={"rate": 0.1}), ValueError, "unknown partial_fc options"),
+        (
+            lambda: create_head("arcface", E, C, classifier={"name": "partial_fc", "rate": 0.1}),
+            ValueError,
+            "classifier partial_fc takes no options",
+        ),
+        (lambda: create_head("arcface", E, C, classifier={"name": "sampled"}), ValueError, "valid classifiers: full"),
     ],
 )
 def test_errors_are_explained(build, error, match):
@@ -227,9 +226,11 @@ def test_errors_are_explained(build, error, match):
 
 
 def test_config_enables_partial_fc():
-    head = create_head("subcenter_arcface", E, C, partial_fc={"enabled": True, "sample_rate": 0.5})
+    head = create_head("subcenter_arcface", E, C, classifier={"name": "partial_fc", "sample_rate": 0.5})
     assert isinstance(head, PartialFC) and head.weight.shape == (3 * C, E) and head.sample_rate == 0.5
-    assert not isinstance(create_head("arcface", E, C, partial_fc={"enabled": False}), PartialFC)
+    assert not isinstance(create_head("arcface", E, C, classifier={"name": "full"}), PartialFC)
+    legacy = create_head("cosface", E, C, partial_fc={"enabled": True, "sample_rate": 0.25})  # old checkpoints
+    assert isinstance(legacy, PartialFC) and legacy.sample_rate == 0.25
 
 
 def test_a_consolidated_checkpoint_reshards_for_another_world_size():
@@ -251,5 +252,5 @@ def test_checkpoint_errors_say_how_to_proceed():
     with pytest.raises(ValueError, match="holds 5 centre rows but this head needs 7"):
         shard_checkpoint(head, "head.", {"state_dict": {"head.weight": torch.randn(5, E)}})
     plain = {"state_dict": {"head.weight": torch.randn(C, E)}, "optimizer_states": [{"state": {}}]}
-    with pytest.raises(ValueError, match="head.partial_fc.enabled=false"):
+    with pytest.raises(ValueError, match="resume it with classifier=full"):
         shard_checkpoint(head, "head.", plain)

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from facerec.models import build_embedding_net, create_backbone
+from tests.helpers import compose_config
 from tests.models.helpers import backbone_cfg, neck_cfg
 
 CONF = Path(__file__).parents[2] / "conf"
@@ -46,7 +46,7 @@ def test_unknown_name_suggests_close_matches(name: str, suggested: list[str]) ->
 
 @pytest.fixture
 def empty_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     return tmp_path
 
@@ -134,7 +134,13 @@ def test_gdc_neck_needs_a_map() -> None:
 
 @pytest.mark.parametrize("path", sorted((CONF / "backbone").glob("*.yaml")), ids=lambda p: p.stem)
 def test_backbone_configs(path: Path) -> None:
-    cfg = OmegaConf.load(path)
+    """Presets are ``defaults: [timm]`` + the name and what differs; composed, each names a timm model."""
+    own = OmegaConf.load(path)
+    if path.stem != "timm":
+        assert list(own.defaults) == ["timm", "_self_"]
+        generic = OmegaConf.load(CONF / "backbone" / "timm.yaml")
+        assert not [key for key in own if key != "defaults" and key in generic and own[key] == generic[key]]
+    cfg = compose_config(f"backbone={path.stem}").backbone
     assert BACKBONE_KEYS | {"channels_last"} <= set(cfg)
     assert cfg._target_ == "facerec.models.create_backbone"
     assert OmegaConf.is_missing(cfg, "name") if path.stem == "timm" else timm.is_model(cfg.name)
@@ -164,8 +170,7 @@ def test_hydra_overrides(overrides: list[str], name: str, neck: str, tmp_path: P
     (tmp_path / "config.yaml").write_text(
         f"defaults:\n  - backbone: iresnet50\n  - neck: linear\n  - _self_\nhydra:\n  searchpath:\n    - file://{CONF}\n"
     )
-    with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(*overrides, config_name="config", config_dir=tmp_path)
     net = build_embedding_net(OmegaConf.to_container(cfg.backbone), OmegaConf.to_container(cfg.neck), 16, (32, 32))
     assert net.backbone.pretrained_cfg["architecture"] == name
     assert type(net.neck).__name__ == neck

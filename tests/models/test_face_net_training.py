@@ -5,12 +5,11 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
 from facerec.module import FaceRecognitionModule
-from tests.helpers import REPO, quiet_trainer
+from tests.helpers import compose_config, quiet_trainer
 
 NUM_CLASSES = 4
 IMAGE_SIZE = 32  # the smallest size with a (2, 2) final map after the face nets' stride 16
@@ -28,8 +27,7 @@ class LossRecorder(L.Callback):
 
 def face_net_model(backbone: str, neck: str) -> FaceRecognitionModule:
     """The ``experiment=smoke`` model (16-d embeddings, 32×32 images) with a face-net backbone and neck."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=smoke", f"backbone={backbone}", f"neck={neck}"])
+    cfg = compose_config("experiment=smoke", f"backbone={backbone}", f"neck={neck}")
     assert list(cfg.model.input_size) == [IMAGE_SIZE, IMAGE_SIZE]
     return instantiate(cfg.model, num_classes=NUM_CLASSES, _recursive_=False)
 
