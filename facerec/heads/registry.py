@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 
-from facerec.heads.base import Head
+from facerec.heads.base import Head, MarginHead
 from facerec.heads.checks import check_head_parameters
 from facerec.heads.partial_fc import PartialFC
+
+log = logging.getLogger(__name__)
 
 _HEADS: dict[str, type[Head]] = {}
 
@@ -59,8 +62,10 @@ def create_head(
         ValueError: If ``name`` is not registered (the message lists the valid names), a parameter
             is not one the head takes or outside its range, or ``classifier`` is unknown or has
             options it does not take.
-        TypeError: If a parameter has the wrong type (e.g. ``margin="abc"``), or ``classifier=partial_fc``
-            is asked of a head without a margin (``softmax``, ``center``).
+        TypeError: If a parameter has the wrong type (e.g. ``margin="abc"``).
+
+    ``classifier=partial_fc`` with a head without a margin (``softmax``, ``center``) logs a warning and
+    keeps the full classifier, so presets that shard a margin head's centres compose with every head.
     """
     if name not in _HEADS:
         raise ValueError(f"unknown head {name!r}; valid heads: {', '.join(list_heads())}")
@@ -78,5 +83,8 @@ def create_head(
         valid = ", ".join(sorted(CLASSIFIERS[kind])) or "none"
         raise ValueError(f"classifier {kind} takes no options {sorted(unknown)}; valid: {valid}")
     if kind == "full":
+        return head
+    if not isinstance(head, MarginHead):  # a preset's classifier=partial_fc composed with head=softmax or center
+        log.warning("classifier=partial_fc needs a margin head; head %s has none and keeps every class centre", name)
         return head
     return PartialFC(head, sample_rate=float(options.get("sample_rate", 1.0)))

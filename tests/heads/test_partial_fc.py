@@ -233,6 +233,12 @@ def test_config_enables_partial_fc():
     assert isinstance(legacy, PartialFC) and legacy.sample_rate == 0.25
 
 
+def test_partial_fc_asked_of_a_head_without_margin_warns_and_keeps_every_centre(caplog):
+    head = create_head("softmax", E, C, classifier={"name": "partial_fc", "sample_rate": 0.5})
+    assert not isinstance(head, PartialFC) and head.weight.shape == (C, E)
+    assert "classifier=partial_fc needs a margin head; head softmax has none" in caplog.text
+
+
 def test_a_consolidated_checkpoint_reshards_for_another_world_size():
     full = torch.randn(C, E)
     momentum = torch.randn(C, E)
