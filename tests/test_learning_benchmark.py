@@ -1,4 +1,4 @@
-"""benchmarks.learning: the development split, and one quick run of the whole script on a tiny LFW-like folder."""
+"""benchmarks.learning: the development split (tiny and real LFW), and one quick run of the whole script."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import sys
 import pytest
 
 from benchmarks.learning import make_dev_split, recipe_config
+from facerec.data.folder import scan_identity_folder
 from facerec.data.pairs import read_pairs
 from facerec.data.synthetic import SyntheticSpec, generate
+from facerec.data.verification import load_pairs_set
+from facerec.eval.baseline import raw_pixel_metrics
 from tests.helpers import REPO, shared_file
 
 # 5 folds of 5 same + 5 different pairs over 12 people with 3 images each, 32x32.
@@ -61,15 +64,16 @@ def test_quick_run_prints_the_table_with_baselines_and_reuses_finished_runs(tiny
     assert json.loads((tmp_path / "learning.json").read_text())["runs"] == runs  # same run, same recorded time
 
 
-def test_quick_run_on_the_real_grayscale_lfw_people(tmp_path):
+def test_dev_split_of_the_real_grayscale_lfw_people(tmp_path):
+    """The split and the raw-pixel baseline on the shared LFW folds (the script's run is tested on tiny data)."""
     lfw = shared_file("lfw_folds1-5")
-    command = [
-        sys.executable, "-m", "benchmarks.learning", "--quick", "--lfw", str(lfw), "--out", str(tmp_path),
-        "trainer.max_epochs=1", "trainer.limit_train_batches=5", "data.image_size=[32,32]",
-    ]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "train: 471 people with >= 2 images, 2551 images" in result.stdout
-    assert "verify: 1200 pairs" in result.stdout and "people in both: 0" in result.stdout
-    table = json.loads((tmp_path / "learning.json").read_text())["table"]
-    assert 0.55 < table["raw pixels"]["accuracy"] < 0.75  # real faces: raw pixels are weak, not chance
+    train_root, pairs_file = make_dev_split(lfw, tmp_path)
+    kept = [files for files in scan_identity_folder(train_root).images if len(files) >= 2]
+    assert (len(kept), sum(map(len, kept))) == (471, 2551)
+    val_set = load_pairs_set("lfw_dev", pairs_file, lfw / "images")
+    pairs = read_pairs(pairs_file)
+    assert len(val_set) == 1200 and not {path.split("/")[0] for path in pairs.left + pairs.right} & {
+        path.name for path in train_root.iterdir()
+    }
+    accuracy = raw_pixel_metrics(val_set, (32, 32), None)["accuracy"]
+    assert 0.55 < accuracy < 0.75  # real faces: raw pixels are weak, not chance

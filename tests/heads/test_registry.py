@@ -5,9 +5,9 @@ from pathlib import Path
 import hydra.utils
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from facerec.heads import HeadOutput, create_head, list_heads
+from tests.helpers import compose_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "head"
 EXPECTED = [
@@ -38,7 +38,7 @@ def test_every_head_has_a_yaml() -> None:
 
 @pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=lambda p: p.stem)
 def test_yaml_composes(path: Path) -> None:
-    cfg = OmegaConf.load(path)
+    cfg = compose_config(f"head={path.stem}").head
     assert cfg._target_ == "facerec.heads.create_head"
     assert cfg.name == path.stem
     head = hydra.utils.instantiate(cfg, embedding_size=8, num_classes=5)
