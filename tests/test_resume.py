@@ -66,14 +66,19 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(data_dir, tmp_path):
         assert torch.equal(value, resumed[key]), key
 
 
-def test_sigterm_saves_last_checkpoint_and_ckpt_path_last_resumes_it(data_dir, tmp_path):
-    run = tmp_path / "run"
+def interrupt_training(run: Path, data_dir: Path, signum: signal.Signals) -> None:
+    """Starts a long smoke run in ``run``, sends ``signum`` after epoch 0, checks it saved and exited 128 + N."""
     process = start_train(run, data_dir, "experiment=smoke", "trainer.max_epochs=1000")
     wait_for(run / "checkpoints" / "epoch_000.ckpt", process)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     output = process.communicate(timeout=120)[0]
     assert "checkpoint saved to" in output, output[-4000:]
-    assert process.returncode == 128 + signal.SIGTERM, output[-4000:]
+    assert process.returncode == 128 + signum, output[-4000:]
+
+
+def test_sigterm_saves_last_checkpoint_and_ckpt_path_last_resumes_it(data_dir, tmp_path):
+    run = tmp_path / "run"
+    interrupt_training(run, data_dir, signal.SIGTERM)
     assert not (run / "metrics.json").exists()
     interrupted = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert interrupted["global_step"] > 0
@@ -92,12 +97,7 @@ def test_sigterm_saves_last_checkpoint_and_ckpt_path_last_resumes_it(data_dir, t
 
 def test_ctrl_c_saves_last_checkpoint_and_exits_130(data_dir, tmp_path):
     run = tmp_path / "run"
-    process = start_train(run, data_dir, "experiment=smoke", "trainer.max_epochs=1000")
-    wait_for(run / "checkpoints" / "epoch_000.ckpt", process)
-    process.send_signal(signal.SIGINT)
-    output = process.communicate(timeout=120)[0]
-    assert "checkpoint saved to" in output, output[-4000:]
-    assert process.returncode == 128 + signal.SIGINT, output[-4000:]
+    interrupt_training(run, data_dir, signal.SIGINT)
     assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] > 0
 
 
