@@ -197,6 +197,10 @@ class FaceRecognitionModule(L.LightningModule):
             scaler_skipped = scale is not None and scaler.get_scale() < scale
             self.head.update_after_step(skipped=scaler_skipped or not has_gradients(optimizer))
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Lets the head prepare the step (Partial FC with r < 1: the sampled centres' optimizer state)."""
+        self.head.before_optimizer_step(optimizer)
+
     def configure_gradient_clipping(
         self,
         optimizer: torch.optim.Optimizer,

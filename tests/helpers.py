@@ -111,6 +111,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def join_as_torchrun_rank(rank: int, port: int, world_size: int = 2) -> None:
+    """Sets the environment torchrun gives rank ``rank``, so Lightning's DDP joins this process instead of launching."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size), RANK=str(rank),
+        LOCAL_RANK=str(rank), NODE_RANK="0",
+    )  # fmt: skip
+
+
 def run_dir(log_dir: Path, task: str = "train") -> Path:
     """The single run directory a task wrote under ``log_dir``."""
     runs = sorted((log_dir / task / "runs").iterdir())

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from facerec.callbacks import NonFiniteLossGuard
 from facerec.eval.metric import VerificationMetric
-from tests.helpers import free_port, smoke_model, without_tf32
+from tests.helpers import free_port, join_as_torchrun_rank, smoke_model, without_tf32
 
 
 class Run(NamedTuple):
@@ -122,14 +122,7 @@ def skipped_steps(trainer: L.Trainer) -> int:
 
 
 def _worker(rank: int, port: int, root: Path, backend: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE="2",
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        NODE_RANK="0",
-    )
+    join_as_torchrun_rank(rank, port)
     torch.set_num_threads(1)
     for name in RUNS:
         trainer = train(name, 2, root, backend=backend)

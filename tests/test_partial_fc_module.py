@@ -1,18 +1,24 @@
-"""Partial FC inside the LightningModule: training, whole-centre checkpoints, resuming."""
+"""Partial FC inside the LightningModule: training with every margin head in 1 and 2 processes,
+whole-centre checkpoints, resuming."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+import torch.multiprocessing as mp
+from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
 from facerec.heads import PartialFC
 from facerec.heads.partial_fc import CHECKPOINT_KEY
 from facerec.module import FaceRecognitionModule
-from tests.helpers import smoke_model
+from tests.helpers import free_port, join_as_torchrun_rank, quiet_trainer, smoke_model
 
 PARTIAL_FC = ("head=arcface", "classifier=partial_fc", "classifier.sample_rate=0.5")
+MARGIN_HEADS = ["adaface", "arcface", "arcface_center", "combined", "cosface", "subcenter_arcface"]
 CENTERS = "head.margin_head.center_loss.centers"
 
 
@@ -73,3 +79,55 @@ def test_partial_fc_with_center_loss_trains_checkpoints_and_resumes_its_centres(
         assert slot["momentum_buffer"].abs().sum() > 0
     restored = FaceRecognitionModule.load_from_checkpoint(tmp_path / "center.ckpt", map_location="cpu")
     assert torch.equal(restored.state_dict()[CENTERS], centers)
+
+
+def train_sampled(name: str, steps: int = 3, **trainer_options) -> tuple[FaceRecognitionModule, torch.Tensor]:
+    """Trains ``name`` with ``classifier=partial_fc`` at r = 0.5 over 6 classes; the model and its initial centres."""
+    torch.manual_seed(0)
+    model = smoke_model(f"head={name}", "classifier=partial_fc", "classifier.sample_rate=0.5", num_classes=6)
+    initial = model.head.weight.detach().clone()
+    quiet_trainer(steps, **trainer_options).fit(model, train_dataloaders=loader(6))
+    return model, initial
+
+
+def assert_trained_sampled_centres(model: FaceRecognitionModule, initial: torch.Tensor) -> None:
+    head = model.head
+    assert torch.isfinite(head.weight).all() and not torch.equal(head.weight.detach(), initial), "centres trained"
+    assert head.weight.grad is None and head.sampled.param.numel() == 0, "only the sampled rows had a gradient"
+    state = model.trainer.optimizers[0].state
+    assert head.sampled.param not in state and state[head.weight]["momentum_buffer"].shape == head.weight.shape
+
+
+@pytest.mark.parametrize("name", MARGIN_HEADS)
+def test_sampled_partial_fc_trains_with_every_margin_head(name):
+    model, initial = train_sampled(name)
+    assert_trained_sampled_centres(model, initial)
+    assert torch.isfinite(model.trainer.callback_metrics["train/loss"])
+
+
+def test_sampled_partial_fc_accumulates_micro_batches_and_clips():
+    model, initial = train_sampled("arcface", accumulate_grad_batches=2, gradient_clip_val=0.1)
+    assert model.trainer.global_step == 3
+    assert_trained_sampled_centres(model, initial)
+
+
+def _two_process_worker(rank: int, port: int, root: Path) -> None:
+    join_as_torchrun_rank(rank, port)
+    torch.set_num_threads(1)
+    for name in MARGIN_HEADS:
+        strategy = DDPStrategy(process_group_backend="gloo")
+        model, initial = train_sampled(name, devices=2, strategy=strategy, default_root_dir=root)
+        assert_trained_sampled_centres(
+            model, initial[model.head.class_start * model.head.rows_per_class :][: len(model.head.weight)]
+        )
+        torch.save(dict(model.net.named_parameters()), root / f"{name}_net_rank{rank}.pt")
+
+
+def test_sampled_partial_fc_trains_with_every_margin_head_in_two_processes(tmp_path):
+    """Each rank trains its own shard's sampled centres; the network's weights stay identical on both ranks
+    (batch-norm statistics are each rank's own)."""
+    mp.spawn(_two_process_worker, args=(free_port(), tmp_path), nprocs=2, join=True)
+    for name in MARGIN_HEADS:
+        nets = [torch.load(tmp_path / f"{name}_net_rank{r}.pt", weights_only=True) for r in range(2)]
+        for key, value in nets[0].items():
+            assert torch.equal(nets[1][key], value), f"{name}: {key} differs between the ranks"

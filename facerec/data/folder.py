@@ -8,17 +8,14 @@ datamodule assigns.
 from __future__ import annotations
 
 import logging
-import shlex
 import unicodedata
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
 
-from facerec.data.decode import IMAGE_EXTENSIONS, CorruptImageError, corrupt_image_fix, read_image
+from facerec.data.decode import IMAGE_EXTENSIONS, read_image
+from facerec.data.identity_images import IdentityImages
 
 log = logging.getLogger(__name__)
 
@@ -124,64 +121,24 @@ def scan_identity_folder(root: str | Path) -> FolderIndex:
     return index
 
 
-class IdentityFolderDataset(Dataset):
+class IdentityFolderDataset(IdentityImages):
     """Training samples ``(transform(image), label)`` from an identity folder.
 
-    Args:
-        root: The folder; labels come from its sorted sub-folder names (empty ones skipped).
-        transform: Called as ``transform(image=rgb_uint8)["image"]`` (albumentations style) on the
-            RGB uint8 (H, W, 3) image.
-        skip_corrupt: Replace an undecodable image by another image of the same identity (with a
-            warning) instead of raising.
-        expected_size: If given, (H, W) every image must have (``data.strict_size``); otherwise
-            any size is accepted.
+    ``root`` is the folder; labels come from its sorted sub-folder names (empty ones skipped). The
+    other arguments are :class:`~facerec.data.identity_images.IdentityImages`'.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        transform: Callable[..., dict[str, Any]] | None = None,
-        skip_corrupt: bool = False,
-        expected_size: tuple[int, int] | None = None,
-    ) -> None:
-        self.index = scan_identity_folder(root)
-        log.info("%s: %s", root, self.index.summary())
+    def index_samples(self) -> None:
+        """Scans the folder (:func:`scan_identity_folder`); warns when it looks one level too high."""
+        self.index = scan_identity_folder(self.root)
+        log.info("%s: %s", self.root, self.index.summary())
         hint = self.index.wrong_root_hint()
         if hint:
             log.warning(hint)
-        self.transform = transform
-        self.skip_corrupt = skip_corrupt
-        self.expected_size = expected_size
         self.paths = self.index.paths
         self.labels = np.asarray(self.index.labels, dtype=np.int64)
+        self.class_names = self.index.class_names
 
-    @property
-    def class_names(self) -> list[str]:
-        """Identity names, label order."""
-        return self.index.class_names
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        label = int(self.labels[i])
-        try:
-            image = read_image(self.paths[i], self.expected_size)
-        except CorruptImageError as error:
-            if not self.skip_corrupt:
-                raise CorruptImageError(f"{error}; {corrupt_image_fix(self.index.root)}") from error
-            image = self._substitute(i, label)
-        return (self.transform(image=image)["image"] if self.transform else image), label
-
-    def _substitute(self, i: int, label: int) -> np.ndarray:
-        log.warning("skipping corrupt image %s", self.paths[i])
-        for j in np.flatnonzero(self.labels == label):
-            if j != i:
-                try:
-                    return read_image(self.paths[j], self.expected_size)
-                except CorruptImageError:
-                    continue
-        raise CorruptImageError(
-            f"every image of identity {self.class_names[label]!r} is corrupt, so none can replace {self.paths[i]}; "
-            f"run `python -m facerec.data check {shlex.quote(str(self.index.root))}` to list every unreadable image"
-        )
+    def load(self, index: int) -> np.ndarray:
+        """The RGB uint8 image at ``paths[index]``."""
+        return read_image(self.paths[index], self.expected_size)

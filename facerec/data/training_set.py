@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from facerec.data.folder import IdentityFolderDataset
+from facerec.data.identity_images import IdentityImages
 from facerec.data.rec_dataset import RecordDataset
 
-TRAINING_FORMATS: dict[str, type[IdentityFolderDataset] | type[RecordDataset]] = {
+TRAINING_FORMATS: dict[str, type[IdentityImages]] = {
     "folder": IdentityFolderDataset,
     "rec": RecordDataset,
 }
@@ -21,7 +22,7 @@ def open_training_set(
     transform: Callable[..., dict[str, Any]] | None = None,
     skip_corrupt: bool = False,
     expected_size: tuple[int, int] | None = None,
-) -> IdentityFolderDataset | RecordDataset:
+) -> IdentityImages:
     """Opens a training set; only labels are read here, images are decoded per sample.
 
     Both formats yield ``(transform(image=rgb_uint8)["image"], label)`` samples and expose

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -25,14 +27,12 @@ class ArcFaceCenterHead(CenterLossMixin, ArcFaceHead):
     Args:
         embedding_size: E.
         num_classes: C.
-        scale: s (default 64).
-        margin: m in radians (default 0.5).
-        easy_margin: Apply the margin only to positive target cosines.
         center_weight: λ (default 0.003).
         alpha: α of the paper's centre update (default 0.5).
         update: ``"paper"`` (buffers, updated after each step) or ``"sgd"`` (parameters).
         center_lr: Centre learning rate for ``update="sgd"``; ``None`` means ``α/λ``.
         center_on: ``"normalized"`` or ``"raw"`` embeddings.
+        **arcface: :class:`~facerec.heads.arcface.ArcFaceHead`'s ``scale``, ``margin``, ``easy_margin``.
 
     Raises:
         ValueError: If ``center_on`` is not one of ``"normalized"``, ``"raw"``.
@@ -42,18 +42,16 @@ class ArcFaceCenterHead(CenterLossMixin, ArcFaceHead):
         self,
         embedding_size: int,
         num_classes: int,
-        scale: float = 64.0,
-        margin: float = 0.5,
-        easy_margin: bool = False,
         center_weight: float = 0.003,
         alpha: float = 0.5,
         update: str = "paper",
         center_lr: float | None = None,
         center_on: str = "normalized",
+        **arcface: Any,
     ) -> None:
         if center_on not in CENTER_ON:
             raise ValueError(f"unknown center_on {center_on!r}; valid: {', '.join(CENTER_ON)}")
-        super().__init__(embedding_size, num_classes, scale, margin, easy_margin)
+        super().__init__(embedding_size, num_classes, **arcface)
         self.center_on = center_on
         self.center_loss = CenterLoss(num_classes, embedding_size, center_weight, alpha, update, center_lr)
 

@@ -61,6 +61,9 @@ class Head(nn.Module, ABC):
         """Optimizer parameter groups (extra keys such as ``lr`` override the optimizer's)."""
         return [{"params": list(self.parameters())}]
 
+    def before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Called after the backward pass, before ``optimizer`` steps; nothing by default."""
+
     def update_after_step(self, skipped: bool = False) -> None:
         """Called after every optimizer step (``skipped``: its gradients were dropped); nothing by default."""
 

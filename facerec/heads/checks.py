@@ -33,6 +33,25 @@ def _describe(annotation: Any) -> str:
     return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 
+def constructor_parameters(head_class: type) -> tuple[list[str], dict[str, Any]]:
+    """Names and annotations of the parameters a head class takes, besides those the module passes.
+
+    A constructor that ends in ``**kwargs`` passes them on to its base class, whose parameters count too.
+    """
+    names: list[str] = []
+    hints: dict[str, Any] = {}
+    for cls in head_class.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        named = [p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        names += [key for key in named if key not in BUILT_BY_THE_MODULE and key not in names]
+        hints = typing.get_type_hints(cls.__init__) | hints
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return names, hints
+
+
 def check_head_parameters(name: str, head_class: type, parameters: Mapping[str, Any]) -> None:
     """Checks names and types of the parameters a head is built with against its ``__init__``.
 
@@ -45,12 +64,10 @@ def check_head_parameters(name: str, head_class: type, parameters: Mapping[str, 
         ValueError: If a parameter is not one the head takes (the message lists those it takes).
         TypeError: If a value's type does not match the annotation, e.g. ``head.margin=abc``.
     """
-    signature = inspect.signature(head_class.__init__)
-    valid = [key for key in signature.parameters if key not in BUILT_BY_THE_MODULE]
+    valid, hints = constructor_parameters(head_class)
     unknown = sorted(set(parameters) - set(valid))
     if unknown:
         raise ValueError(f"head {name} takes no parameter {', '.join(unknown)}; its parameters: {', '.join(valid)}")
-    hints = typing.get_type_hints(head_class.__init__)
     for key, value in parameters.items():
         if key in hints and not _accepts(hints[key], value):
             raise TypeError(

@@ -23,6 +23,7 @@ from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 from facerec.distributed import all_reduce, gather_rows, gather_rows_with_grad, rank_and_world_size, scale_grad
 from facerec.heads.base import Head, HeadOutput, MarginHead, full_precision
 from facerec.heads.center_loss import CenterLossMixin
+from facerec.heads.sampled_rows import SampledRows, is_per_row
 
 CHECKPOINT_KEY = "partial_fc"
 """Checkpoint entry recording where the sharded centres' optimizer state is."""
@@ -74,6 +75,18 @@ class PartialFC(Head):
     statistics, DDP averages the gradient of ``update="sgd"`` centres); see :meth:`center_term`.
     :meth:`update_after_step` and :meth:`param_groups` forward the head's hooks to the module.
 
+    With r < 1 only the sampled centres are trained each step (:class:`~facerec.heads.sampled_rows.
+    SampledRows`): they get the gradient and the optimizer state, the others stay as they are, so the
+    step's memory and time scale with r. The optimizer must hold :meth:`param_groups` and a loop
+    outside Lightning calls the hooks around each step::
+
+        optimizer = torch.optim.SGD(head.param_groups(), lr=0.1, momentum=0.9)
+        head(embeddings, labels).loss.backward()
+        head.before_optimizer_step(optimizer)
+        optimizer.step()
+        head.update_after_step()
+        optimizer.zero_grad()
+
     Args:
         head: The margin head to shard (built with the full class count).
         sample_rate: r in (0, 1], the share of the shard's classes used per step; the classes of
@@ -111,7 +124,8 @@ class PartialFC(Head):
         self.weight = nn.Parameter(head.weight.detach().clone())
         del head.weight
         self.margin_head = head
-        self.updates_after_step = head.updates_after_step
+        self.sampled = SampledRows(self.weight) if sample_rate < 1.0 else None
+        self.updates_after_step = head.updates_after_step or self.sampled is not None
         self.rank, self.world_size = 0, 1
         self.class_start, self.class_end = 0, self.num_classes
         self.embedding_grad_scale = 1.0
@@ -171,6 +185,13 @@ class PartialFC(Head):
             classes = score.topk(num_sample).indices.sort().values
         return classes, torch.where(on_shard, torch.searchsorted(classes, local.clamp_min(0)), -1)
 
+    def centre_rows(self, classes: Tensor | None) -> Tensor:
+        """(n·rows_per_class,) rows of :attr:`weight` holding the shard-local ``classes`` (None: all rows)."""
+        if classes is None:
+            return torch.arange(len(self.weight), device=self.weight.device)
+        offsets = torch.arange(self.rows_per_class, device=classes.device)
+        return (classes.unsqueeze(1) * self.rows_per_class + offsets).flatten()
+
     def forward(self, embeddings: Tensor, labels: Tensor) -> HeadOutput:
         """Sampled, sharded margin cross-entropy.
 
@@ -187,11 +208,8 @@ class PartialFC(Head):
             x = gather_rows_with_grad(scale_grad(full_precision(embeddings), self.embedding_grad_scale))
             global_labels = gather_rows(labels)
             classes, local_labels = self.sample(global_labels)
-            weight = full_precision(self.weight).to(x.dtype)
-            if classes is not None:
-                rows = classes.unsqueeze(1) * self.rows_per_class + torch.arange(self.rows_per_class, device=x.device)
-                weight = weight[rows.flatten()]
-            scaled = head.class_cosines(x, head.scale, weight)
+            weight = self.weight if self.sampled is None else self.sampled.take(self.weight, self.centre_rows(classes))
+            scaled = head.class_cosines(x, head.scale, full_precision(weight).to(x.dtype))
             on_shard = local_labels >= 0
             index = local_labels.clamp_min(0).unsqueeze(1)
             scaled_target = scaled.gather(1, index).squeeze(1)
@@ -230,12 +248,19 @@ class PartialFC(Head):
         total = all_reduce(share.detach().clone())
         return scale_grad(share, self.embedding_grad_scale) + (total - share.detach())
 
+    def before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """With r < 1: moves the sampled centres' optimizer state onto the small parameter the optimizer steps."""
+        if self.sampled is not None:
+            self.sampled.before_step(self.weight, optimizer)
+
     def update_after_step(self, skipped: bool = False) -> None:
-        """The wrapped head's post-step hook (center loss' paper rule; collective); a no-op without one.
+        """Writes the sampled centres (r < 1) back, then runs the wrapped head's hook (center loss; collective).
 
         Args:
             skipped: The step was skipped (its gradients dropped).
         """
+        if self.sampled is not None:
+            self.sampled.after_step(self.weight)
         self.margin_head.update_after_step(skipped=skipped)
 
     def setup_distributed(self, rank: int, world_size: int) -> list[str]:
@@ -252,7 +277,7 @@ class PartialFC(Head):
         """With sharded centres, clips by the whole gradient's norm (:func:`clip_grad_norm_sharded_`)."""
         if self.world_size == 1:
             return False
-        clip_grad_norm_sharded_(parameters, self.weight, max_norm)
+        clip_grad_norm_sharded_(parameters, self.weight if self.sampled is None else self.sampled.param, max_norm)
         return True
 
     def on_save_checkpoint(self, prefix: str, checkpoint: dict, optimizers: Sequence[torch.optim.Optimizer]) -> None:
@@ -264,11 +289,16 @@ class PartialFC(Head):
         shard_checkpoint(self, prefix, checkpoint)
 
     def param_groups(self) -> list[dict]:
-        """Optimizer groups: the wrapped head's (``update="sgd"`` centres apart), the centre shard in the first."""
+        """Optimizer groups: the wrapped head's (``update="sgd"`` centres apart), the centres in the first.
+
+        With r < 1 the first group also holds the sampled centres' small parameter, right after
+        :attr:`weight` (which then gets no gradient).
+        """
+        centres = [self.weight] if self.sampled is None else [self.weight, self.sampled.param]
         if not isinstance(self.margin_head, CenterLossMixin):
-            return [{"params": list(self.parameters())}]
+            return [{"params": [*centres, *self.margin_head.parameters()]}]
         first, *others = self.margin_head.param_groups()
-        return [{**first, "params": [self.weight, *first["params"]]}, *others]
+        return [{**first, "params": [*centres, *first["params"]]}, *others]
 
     def full_rows(self, shard: Tensor) -> Tensor:
         """All ranks' (rows, ...) slices of a per-row tensor (the centres, their optimizer state) in class order."""
@@ -326,7 +356,7 @@ def _optimizer_slot(optimizers: list[torch.optim.Optimizer], parameter: Tensor) 
 
 def _per_row_state(state: Mapping, rows: int) -> list[str]:
     """Keys of an optimizer state entry that hold one row per centre row (momentum, Adam moments)."""
-    return [key for key, value in state.items() if isinstance(value, Tensor) and value.dim() > 0 and len(value) == rows]
+    return [key for key, value in state.items() if is_per_row(value, rows)]
 
 
 def consolidate_checkpoint(
@@ -347,7 +377,7 @@ def consolidate_checkpoint(
     rows = head.weight.shape[0]
     checkpoint["state_dict"][key] = head.full_rows(checkpoint["state_dict"][key])
     slot = _optimizer_slot(optimizers, head.weight)
-    checkpoint[CHECKPOINT_KEY] = {"optimizer_slot": slot}
+    checkpoint[CHECKPOINT_KEY] = {"optimizer_slot": slot, "sampled_rows": head.sampled is not None}
     if slot is None or not checkpoint.get("optimizer_states"):
         return
     state = checkpoint["optimizer_states"][slot[0]]["state"].get(slot[1], {})
@@ -362,7 +392,8 @@ def shard_checkpoint(head: PartialFC, prefix: str, checkpoint: dict) -> None:
 
     Raises:
         ValueError: If the checkpoint's centres do not match the head's class count, or it has
-            optimizer state for them but was not written by a partial FC head.
+            optimizer state for them but was not written by a partial FC head of the same kind
+            (sampled rows for r < 1, the shard itself for r = 1).
     """
     key = f"{prefix}weight"
     full = checkpoint["state_dict"][key]
@@ -373,6 +404,14 @@ def shard_checkpoint(head: PartialFC, prefix: str, checkpoint: dict) -> None:
         raise ValueError(
             "partial FC: this checkpoint was written without partial FC, so its optimizer state does not "
             "fit the sharded centres; resume it with classifier=full, or start a new run from its weights"
+        )
+    sampled = checkpoint[CHECKPOINT_KEY].get("sampled_rows", False)
+    if sampled != (head.sampled is not None):
+        written = "below 1" if sampled else "1 (or by a facerec whose Partial FC gave every centre a gradient)"
+        raise ValueError(
+            f"partial FC: this checkpoint was written with classifier.sample_rate {written}; its optimizer "
+            f"state has {'a' if sampled else 'no'} slot for the sampled centres. Resume it with "
+            f"classifier.sample_rate {'below 1' if sampled else '1.0'}, or start a new run from its weights"
         )
     slot = checkpoint[CHECKPOINT_KEY]["optimizer_slot"]
     if slot is None:

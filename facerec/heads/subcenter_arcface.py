@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -21,22 +23,12 @@ class SubCenterArcFaceHead(ArcFaceHead):
     Args:
         embedding_size: E.
         num_classes: C.
-        scale: s (default 64).
-        margin: m in radians (default 0.5).
-        easy_margin: Apply the margin only to positive target cosines.
         subcenters: K, sub-centres per class (default 3).
+        **arcface: :class:`~facerec.heads.arcface.ArcFaceHead`'s ``scale``, ``margin``, ``easy_margin``.
     """
 
-    def __init__(
-        self,
-        embedding_size: int,
-        num_classes: int,
-        scale: float = 64.0,
-        margin: float = 0.5,
-        easy_margin: bool = False,
-        subcenters: int = 3,
-    ) -> None:
-        super().__init__(embedding_size, num_classes, scale, margin, easy_margin)
+    def __init__(self, embedding_size: int, num_classes: int, subcenters: int = 3, **arcface: Any) -> None:
+        super().__init__(embedding_size, num_classes, **arcface)
         check_range("subcenters", subcenters, 1)
         self.subcenters = subcenters
         self.weight = nn.Parameter(torch.empty(num_classes * subcenters, embedding_size))

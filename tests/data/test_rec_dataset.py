@@ -102,7 +102,7 @@ def test_skip_corrupt_returns_same_identity(tmp_path, caplog):
 def test_skip_corrupt_with_no_valid_image_of_the_class(tmp_path):
     images = [(0, jpeg(10)), (1, b"garbage"), (1, b"junk")]
     dataset = RecordDataset(insightface_rec(tmp_path / "r", images, classes=2), skip_corrupt=True)
-    with pytest.raises(CorruptImageError, match=r"every image of class 1 is corrupt .*cannot replace sample 1"):
+    with pytest.raises(CorruptImageError, match=r"every image of identity '1' is corrupt .*can replace sample 1"):
         dataset[1]
 
 

@@ -61,6 +61,42 @@ def center_step(head: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) ->
     }
 
 
+def sampled_and_sub_problem(name: str, rank: int = 0, world_size: int = 1, seed: int = 0):
+    """A Partial FC head at r = 0.5 and a function building the plain head of the classes it sampled.
+
+    ``sub_problem(classes)`` is the plain head restricted to the sorted global ``classes`` (their
+    centres, and centre-loss centres), the softmax Partial FC computes when it samples them.
+    """
+    torch.manual_seed(0)
+    kwargs = {"center_weight": 0.2, "scale": 30.0} if name == "arcface_center" else {}
+    plain = create_head(name, E, C, **kwargs).double()
+    if name == "arcface_center":
+        with torch.no_grad():
+            plain.center_loss.centers.normal_()
+    partial = PartialFC(copy.deepcopy(plain), sample_rate=0.5, rank=rank, world_size=world_size)
+    partial.embedding_grad_scale = float(world_size)
+
+    def sub_problem(classes: torch.Tensor) -> torch.nn.Module:
+        torch.manual_seed(0)
+        sub = create_head(name, E, len(classes), **kwargs).double()
+        k = partial.rows_per_class
+        rows = (classes.unsqueeze(1) * k + torch.arange(k)).flatten()
+        with torch.no_grad():
+            sub.weight.copy_(plain.weight[rows])
+            if name == "arcface_center":
+                sub.center_loss.centers.copy_(plain.center_loss.centers[classes])
+        return sub
+
+    torch.manual_seed(seed)
+    return partial, sub_problem
+
+
+def sampled_classes(partial: PartialFC) -> torch.Tensor:
+    """The global classes whose centres the head's last forward sampled, sorted."""
+    rows = partial.sampled.rows.view(-1, partial.rows_per_class)[:, 0]
+    return (rows // partial.rows_per_class + partial.class_start).sort().values
+
+
 def loss_and_grads(head, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x = x.clone().requires_grad_(True)
     loss = head(x, labels).loss
@@ -88,6 +124,36 @@ def test_one_process_full_rate_equals_the_plain_head_with_center_loss(center_on,
     assert (update == "paper") != torch.equal(expected["centers"], initial), "only the paper rule moves them here"
     for key, want in expected.items():
         torch.testing.assert_close(got[key], want, rtol=1e-12, atol=1e-12, msg=key)
+
+
+@pytest.mark.parametrize("name", [*MARGIN_HEADS, "arcface_center"])
+def test_one_process_sampled_rate_trains_the_sampled_centres_as_their_plain_head(name):
+    partial, sub_problem = sampled_and_sub_problem(name)
+    x, labels = batch()
+    x = x.requires_grad_(True)
+    loss = partial(x, labels).loss
+    loss.backward()
+    classes = sampled_classes(partial)
+    assert len(classes) == max(4, len(labels.unique())) and set(labels.tolist()) <= set(classes.tolist())
+    sub = sub_problem(classes)
+    sub_x = x.detach().clone().requires_grad_(True)
+    expected = sub(sub_x, torch.searchsorted(classes, labels)).loss
+    expected.backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x.grad, sub_x.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(partial.sampled.param.grad, sub.weight.grad, rtol=1e-12, atol=1e-12)
+    assert partial.weight.grad is None, "the whole centre matrix gets no gradient"
+
+    before = partial.weight.detach().clone()
+    optimizer = torch.optim.SGD(partial.param_groups(), lr=0.1, momentum=0.9)
+    partial.before_optimizer_step(optimizer)
+    optimizer.step()
+    partial.update_after_step()
+    rows = partial.centre_rows(classes)
+    others = torch.ones(len(before), dtype=torch.bool).index_fill_(0, rows, False)
+    assert others.any() and torch.equal(partial.weight.detach()[others], before[others]), "only sampled ones move"
+    torch.testing.assert_close(partial.weight.detach()[rows], before[rows] - 0.1 * sub.weight.grad)
+    assert optimizer.state[partial.weight]["momentum_buffer"].shape == partial.weight.shape
 
 
 def test_center_loss_hooks_are_forwarded():
@@ -160,12 +226,39 @@ def _two_process_worker(rank: int, port: int) -> None:
             want = {**want, "grad x": want["grad x"][local], "grad weight": partial.local_rows(want["grad weight"])}
             for key, value in want.items():
                 torch.testing.assert_close(got[key], value, rtol=1e-12, atol=1e-12, msg=f"{variant} {key}")
-        sampled = PartialFC(create_head("arcface", E, 40).double(), sample_rate=0.25)
-        out = sampled(x[local].clone().requires_grad_(True), labels[local] * 5)
-        assert out.logits.shape == (B, 5) and torch.isfinite(out.loss)
+        for name in [*MARGIN_HEADS, "arcface_center"]:
+            check_two_process_sampling(name, rank, x, labels, local)
         check_sharded_clipping(rank, 2)
     finally:
         dist.destroy_process_group()
+
+
+def check_two_process_sampling(name: str, rank: int, x: torch.Tensor, labels: torch.Tensor, local: slice) -> None:
+    """At r = 0.5 each rank samples its own shard; together they compute the plain head of the union.
+
+    The loss (equal on both ranks) and the gradients of each rank's sampled centres equal the plain
+    head over the global batch restricted to the classes both ranks sampled; the gradient of each
+    rank's embeddings is the world size times the plain one (DDP's average over ranks divides it).
+    """
+    partial, sub_problem = sampled_and_sub_problem(name, rank, 2, seed=rank)
+    x_local = x[local].clone().requires_grad_(True)
+    loss = partial(x_local, labels[local]).loss
+    loss.backward()
+    mine = sampled_classes(partial)
+    everyone = [None, None]
+    dist.all_gather_object(everyone, mine)
+    classes = torch.cat(everyone).sort().values
+    assert set(labels.tolist()) <= set(classes.tolist()), f"{name}: the global batch's classes are sampled"
+    sub = sub_problem(classes)
+    sub_x = x.detach().clone().requires_grad_(True)
+    expected = sub(sub_x, torch.searchsorted(classes, labels)).loss
+    expected.backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12, msg=f"{name} sampled loss")
+    torch.testing.assert_close(x_local.grad / 2, sub_x.grad[local], rtol=1e-12, atol=1e-12, msg=f"{name} grad x")
+    k = partial.rows_per_class
+    mine_in_union = (torch.searchsorted(classes, mine).unsqueeze(1) * k + torch.arange(k)).flatten()
+    got = partial.sampled.param.grad[partial.sampled.rows.argsort()]
+    torch.testing.assert_close(got, sub.weight.grad[mine_in_union], rtol=1e-12, atol=1e-12, msg=f"{name} grad")
 
 
 def dist_mean(tensor: torch.Tensor) -> torch.Tensor:
@@ -190,7 +283,8 @@ def test_sampling_keeps_the_batch_classes_and_rate_of_the_shard():
     out = head(x.requires_grad_(True), labels)
     assert out.logits.shape == (B, 10)
     out.loss.backward()
-    assert torch.isfinite(out.loss) and head.weight.grad.abs().sum(dim=1).count_nonzero() == 10
+    assert torch.isfinite(out.loss) and head.weight.grad is None
+    assert head.sampled.param.shape == (10, E) and head.sampled.param.grad.abs().sum(dim=1).count_nonzero() == 10
 
 
 def test_shards_are_contiguous_and_cover_every_class():
@@ -260,3 +354,11 @@ def test_checkpoint_errors_say_how_to_proceed():
     plain = {"state_dict": {"head.weight": torch.randn(C, E)}, "optimizer_states": [{"state": {}}]}
     with pytest.raises(ValueError, match="resume it with classifier=full"):
         shard_checkpoint(head, "head.", plain)
+    plain = {"state_dict": {"head.weight": torch.randn(C, E)}, "optimizer_states": [{"state": {}}]}
+    every_row = {**plain, CHECKPOINT_KEY: {"optimizer_slot": (0, 0)}}  # r = 1, or facerec before sampled rows
+    sampled = PartialFC(create_head("arcface", E, C), sample_rate=0.5)
+    with pytest.raises(ValueError, match=r"no slot for the sampled centres. Resume it with classifier.sample_rate 1.0"):
+        shard_checkpoint(sampled, "head.", copy.deepcopy(every_row))
+    with_rows = {**plain, CHECKPOINT_KEY: {"optimizer_slot": (0, 0), "sampled_rows": True}}
+    with pytest.raises(ValueError, match="Resume it with classifier.sample_rate below 1"):
+        shard_checkpoint(PartialFC(create_head("arcface", E, C)), "head.", copy.deepcopy(with_rows))
