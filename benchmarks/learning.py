@@ -49,6 +49,7 @@ from facerec.data.folder import scan_identity_folder
 from facerec.data.pairs import read_pairs
 from facerec.data.verification import load_pairs_set
 from facerec.eval.baseline import eigenface_metrics, raw_pixel_metrics
+from facerec.heads import registered_name
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_LFW = REPO.parent / "shared" / "data" / "lfw_folds1-5"
@@ -213,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     out = out.resolve()
     seeds = [int(seed) for seed in args.seeds.split(",")]
     cfg = recipe_config(args.overrides)
-    heads = [cfg.head.name] if args.quick else args.heads.split(",")
+    recipe_head = registered_name(cfg.head._target_)
+    heads = [recipe_head] if args.quick else args.heads.split(",")
     unknown = sorted(set(heads) - set(HEADS))
     if unknown:
         parser.error(f"unknown heads {unknown}; choose from {', '.join(HEADS)}")
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         runs[head] = [run]
     if not args.quick and len(seeds) > 1:
         ranked = sorted(heads, key=lambda h: -runs[h][0].metrics.get("accuracy", -1.0))
-        repeated = ranked[: args.top] + [h for h in heads if h == cfg.head.name and h not in ranked[: args.top]]
+        repeated = ranked[: args.top] + [h for h in heads if h == recipe_head and h not in ranked[: args.top]]
         for head in repeated:
             for seed in seeds[1:]:
                 run = train(Run(head, seed), train_root, pairs, args.lfw / "images", out, args.overrides)

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from facerec.data.transforms import check_crop
+from facerec.heads import build_head
 from facerec.models import build_embedding_net
 from facerec.resume import class_count_error
 
@@ -57,7 +58,8 @@ class FaceRecognitionModule(L.LightningModule):
     Args:
         backbone: ``conf/backbone`` config.
         neck: ``conf/neck`` config.
-        head: ``conf/head`` config; built with ``embedding_size`` and ``num_classes``.
+        head: ``conf/head`` config; built by :func:`~facerec.heads.build_head` with ``embedding_size`` and
+            ``num_classes``.
         optimizer: ``conf/optimizer`` config; instantiated with ``params``.
         scheduler: ``conf/scheduler`` config (a :class:`~facerec.optim.WarmupDecay`), or None.
         num_classes: Number of training identities.
@@ -108,7 +110,7 @@ class FaceRecognitionModule(L.LightningModule):
         self.net = build_embedding_net(backbone, self.hparams.neck, embedding_size, tuple(input_size))
         if compile:
             self.net.backbone = torch.compile(self.net.backbone)
-        self.head = instantiate(self.hparams.head, embedding_size=embedding_size, num_classes=num_classes)
+        self.head = build_head(self.hparams.head, embedding_size, num_classes)
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) images in [-1, 1] → (B, E) un-normalised embeddings."""

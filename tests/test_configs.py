@@ -9,9 +9,9 @@ import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from facerec.heads import build_head, registered_name
 from tests.helpers import REPO, compose_config
 
 GROUPS = ["backbone", "neck", "head", "data", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment"]
@@ -26,9 +26,9 @@ def test_every_option_composes(group, option):
     assert cfg.model._target_ == "facerec.module.FaceRecognitionModule"
 
 
-def test_head_configs_are_named_like_their_files():
+def test_head_configs_target_the_class_registered_under_their_file_name():
     for path in (REPO / "conf" / "head").glob("*.yaml"):
-        assert compose_config(f"head={path.stem}").head.name == path.stem
+        assert registered_name(compose_config(f"head={path.stem}").head._target_) == path.stem
 
 
 def test_unknown_option_lists_the_valid_ones():
@@ -41,7 +41,7 @@ def test_unknown_option_lists_the_valid_ones():
 def test_every_preset_composes_with_every_head_and_builds_it(preset):
     for head in HEADS:
         cfg = compose_config(f"experiment={preset}", f"head={head}", "data.root=unused")
-        built = instantiate(OmegaConf.to_container(cfg.head, resolve=True), embedding_size=8, num_classes=4)
+        built = build_head(OmegaConf.to_container(cfg.head, resolve=True), embedding_size=8, num_classes=4)
         assert built.training, (preset, head)
 
 

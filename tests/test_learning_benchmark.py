@@ -14,6 +14,7 @@ from facerec.data.pairs import read_pairs
 from facerec.data.synthetic import SyntheticSpec, generate
 from facerec.data.verification import load_pairs_set
 from facerec.eval.baseline import raw_pixel_metrics
+from facerec.heads import registered_name
 from tests.helpers import REPO, shared_file
 
 # 5 folds of 5 same + 5 different pairs over 12 people with 3 images each, 32x32.
@@ -50,7 +51,7 @@ def test_quick_run_prints_the_table_with_baselines_and_reuses_finished_runs(tiny
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    head = recipe_config([]).head.name
+    head = registered_name(recipe_config([]).head._target_)
     table = (tmp_path / "learning.md").read_text()
     for row in (f"| {head} | 0 |", "| raw pixels |", "| eigenfaces (PCA-100) |", "| eigenfaces, whitened (PCA-100) |"):
         assert row in table

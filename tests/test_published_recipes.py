@@ -14,6 +14,7 @@ from omegaconf.errors import InterpolationResolutionError
 from facerec.data.decode import encode_jpeg
 from facerec.data.tools import folder_to_rec
 from facerec.data.verification_bin import write_verification_bin
+from facerec.heads import registered_name
 from facerec.resolvers import device_count, global_batch, lr_for_batch, steps_for_batch
 from facerec.tasks import train
 from tests.helpers import compose_config
@@ -82,7 +83,7 @@ def test_preset_carries_the_published_recipe(name, presets):
     assert (cfg.neck._target_, cfg.neck.dropout) == ("facerec.models.LinearNeck", facts["dropout"])
     assert cfg.model.embedding_size == 512
     head = plain(cfg.head)
-    assert (head["name"], head["scale"], head["margin"]) == (facts["head"], 64.0, facts["margin"])
+    assert (registered_name(head["_target_"]), head["scale"], head["margin"]) == (facts["head"], 64.0, facts["margin"])
     assert head["classifier"] == facts["classifier"]
     assert cfg.optimizer._target_ == "torch.optim.SGD"
     assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.9, pytest.approx(facts["weight_decay"]))
@@ -200,7 +201,10 @@ def test_two_training_steps_on_tiny_data(name, tiny_root, tmp_path):
     assert checkpoint["global_step"] == 2
     hparams = checkpoint["hyper_parameters"]
     assert hparams["optimizer"]["lr"] == pytest.approx(facts["lr"] * 2 / (facts["batch"] * facts["devices"]))
-    assert hparams["head"]["name"] == facts["head"] and hparams["scheduler"]["decay"] == facts["schedule"]["decay"]
+    assert (
+        registered_name(hparams["head"]["_target_"]) == facts["head"]
+        and hparams["scheduler"]["decay"] == facts["schedule"]["decay"]
+    )
     assert hparams["backbone"]["name"] == facts["backbone"]
     metrics = json.loads((run / "metrics.json").read_text())
     assert sorted(metrics) == sorted(VAL_SETS)

@@ -1,4 +1,4 @@
-"""Classification heads: ``create_head(name, embedding_size, num_classes, **kwargs)``."""
+"""Classification heads: the classes (``conf/head`` configs target them), and ``create_head(name, E, C, **kwargs)``."""
 
 from facerec.heads import (
     adaface,
@@ -10,24 +10,42 @@ from facerec.heads import (
     softmax,
     subcenter_arcface,
 )
+from facerec.heads.adaface import AdaFaceHead
+from facerec.heads.arcface import ArcFaceHead
+from facerec.heads.arcface_center import ArcFaceCenterHead
 from facerec.heads.base import Head, HeadOutput, MarginHead
+from facerec.heads.center import CenterHead
+from facerec.heads.combined import CombinedMarginHead
+from facerec.heads.cosface import CosFaceHead
 from facerec.heads.partial_fc import PartialFC
-from facerec.heads.registry import create_head, list_heads, register_head
+from facerec.heads.registry import build_head, create_head, list_heads, register_head, registered_name
+from facerec.heads.softmax import SoftmaxHead
+from facerec.heads.subcenter_arcface import SubCenterArcFaceHead
 
 __all__ = [
+    "AdaFaceHead",
+    "ArcFaceCenterHead",
+    "ArcFaceHead",
+    "CenterHead",
+    "CombinedMarginHead",
+    "CosFaceHead",
     "Head",
     "HeadOutput",
     "MarginHead",
     "PartialFC",
+    "SoftmaxHead",
+    "SubCenterArcFaceHead",
     "adaface",
     "arcface",
     "arcface_center",
+    "build_head",
     "center",
     "combined",
     "cosface",
     "create_head",
     "list_heads",
     "register_head",
+    "registered_name",
     "softmax",
     "subcenter_arcface",
 ]

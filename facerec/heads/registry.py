@@ -1,4 +1,4 @@
-"""Name → head class registry behind :func:`create_head`."""
+"""Name → head class registry behind :func:`create_head`, and :func:`build_head` for ``conf/head`` configs."""
 
 from __future__ import annotations
 
@@ -33,8 +33,25 @@ def list_heads() -> list[str]:
     return sorted(_HEADS)
 
 
+LEGACY_TARGET = "facerec.heads.create_head"
+"""The ``_target_`` of head configs in checkpoints written before heads were targeted by class."""
+
 CLASSIFIERS = {"full": set(), "partial_fc": {"sample_rate"}}
 """``conf/classifier/`` names and the options each takes besides ``name``."""
+
+
+def registered_name(target: str | type) -> str:
+    """The name a head class (or its import path, a config's ``_target_``) is registered as.
+
+    Raises:
+        ValueError: If it is not a registered head class (the message lists the valid ones).
+    """
+    path = target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}"
+    for name, cls in _HEADS.items():
+        if path in (f"{cls.__module__}.{cls.__qualname__}", f"facerec.heads.{cls.__qualname__}"):
+            return name
+    valid = ", ".join(f"facerec.heads.{_HEADS[name].__qualname__}" for name in list_heads())
+    raise ValueError(f"head _target_ {path} is not a registered head class; valid: {valid}")
 
 
 def create_head(
@@ -88,3 +105,23 @@ def create_head(
         log.warning("classifier=partial_fc needs a margin head; head %s has none and keeps every class centre", name)
         return head
     return PartialFC(head, sample_rate=float(options.get("sample_rate", 1.0)))
+
+
+def build_head(config: Mapping, embedding_size: int, num_classes: int) -> Head:
+    """Builds a head from its ``conf/head`` config, as the LightningModule does.
+
+    Args:
+        config: ``_target_`` (a registered head class, e.g. ``facerec.heads.ArcFaceHead``), the head's
+            parameters and ``classifier``. Checkpoints written before the heads were targeted by
+            class hold ``_target_: facerec.heads.create_head`` and ``name``; they build the same head.
+        embedding_size: E.
+        num_classes: C.
+
+    Raises:
+        ValueError, TypeError: As :func:`create_head`; ValueError also for a ``_target_`` that is not
+            a registered head class.
+    """
+    options = dict(config)
+    target = options.pop("_target_")
+    name = options.pop("name") if target == LEGACY_TARGET else registered_name(target)
+    return create_head(name, embedding_size, num_classes, **options)
