@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from facerec.heads import PartialFC, create_head
+from facerec.heads import create_head
 
 PROC = Path("/proc/self")
 
@@ -55,10 +55,8 @@ def measure(num_classes: int, sample_rate: float | None, args: argparse.Namespac
     """Median step milliseconds and peak extra MiB for one head; ``sample_rate=None``: full softmax."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    head = create_head("arcface", args.embedding_size, num_classes)
-    if sample_rate is not None:
-        head = PartialFC(head, sample_rate=sample_rate)
-    head = head.to(device)
+    classifier = {"name": "full"} if sample_rate is None else {"name": "partial_fc", "sample_rate": sample_rate}
+    head = create_head("arcface", args.embedding_size, num_classes, classifier=classifier).to(device)
     optimizer = torch.optim.SGD(head.param_groups(), lr=0.1, momentum=0.9)
     embeddings = torch.randn(args.batch_size, args.embedding_size, device=device)
     labels = torch.randint(0, num_classes, (args.batch_size,), device=device)

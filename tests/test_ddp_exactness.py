@@ -157,10 +157,10 @@ def test_two_processes_end_identical_and_equal_one_process(two_process_run, name
     skips = int(RUNS[name].nan_sample is not None)
     assert [int(rank.pop("skipped")) for rank in ranks] == [skips, skips] and skipped_steps(single) == skips
     if name.startswith("partial_fc"):
-        shards = torch.cat([ranks[0]["head.weight"], ranks[1]["head.weight"]])
-        assert torch.equal(whole["head.weight"], shards), "checkpoint holds the gathered centres"
+        shards = torch.cat([ranks[0]["head.classifier.weight"], ranks[1]["head.classifier.weight"]])
+        assert torch.equal(whole["head.classifier.weight"], shards), "checkpoint holds the gathered centres"
         for rank in ranks:
-            rank["head.weight"] = shards
+            rank["head.classifier.weight"] = shards
     for key in expected:
         assert torch.equal(ranks[0][key], ranks[1][key]), f"ranks differ in {key}"
     assert_states_equal(ranks[0], expected)
@@ -169,7 +169,7 @@ def test_two_processes_end_identical_and_equal_one_process(two_process_run, name
 def test_gradient_clipping_bites(two_process_run):
     clipped = torch.load(two_process_run.root / "partial_fc_clipped_rank0.pt", weights_only=True)
     plain = torch.load(two_process_run.root / "partial_fc_rank0.pt", weights_only=True)
-    assert all(not torch.equal(clipped[key], plain[key]) for key in ("head.weight", "net.neck.fc.weight"))
+    assert all(not torch.equal(clipped[key], plain[key]) for key in ("head.classifier.weight", "net.neck.fc.weight"))
 
 
 @pytest.mark.parametrize("name", ["center", "nonfinite_skipped"])

@@ -19,7 +19,8 @@ from tests.helpers import free_port, join_as_torchrun_rank, quiet_trainer, smoke
 
 PARTIAL_FC = ("head=arcface", "classifier=partial_fc", "classifier.sample_rate=0.5")
 MARGIN_HEADS = ["adaface", "arcface", "arcface_center", "combined", "cosface", "subcenter_arcface"]
-CENTERS = "head.margin_head.center_loss.centers"
+CENTERS = "head.center_loss.centers"
+WEIGHT = "head.classifier.weight"
 
 
 def trainer(steps: int, tmp_path) -> L.Trainer:
@@ -36,7 +37,7 @@ def loader(num_classes: int) -> DataLoader:
 
 def test_partial_fc_trains_checkpoints_whole_centres_and_resumes(tmp_path):
     model = smoke_model(*PARTIAL_FC, num_classes=6)
-    assert isinstance(model.head, PartialFC)
+    assert isinstance(model.head.classifier, PartialFC)
     fit = trainer(2, tmp_path)
     fit.fit(model, train_dataloaders=loader(6))
     assert "train/loss" in fit.callback_metrics and "train/acc" not in fit.callback_metrics
@@ -44,15 +45,15 @@ def test_partial_fc_trains_checkpoints_whole_centres_and_resumes(tmp_path):
     checkpoint = torch.load(tmp_path / "pfc.ckpt", map_location="cpu", weights_only=False)
     slot = checkpoint[CHECKPOINT_KEY]["optimizer_slot"]
     momentum = checkpoint["optimizer_states"][slot[0]]["state"][slot[1]]["momentum_buffer"]
-    assert checkpoint["state_dict"]["head.weight"].shape == momentum.shape == (6, 16)
+    assert checkpoint["state_dict"][WEIGHT].shape == momentum.shape == (6, 16)
 
     resumed = smoke_model(*PARTIAL_FC, num_classes=6)
     resume = trainer(2, tmp_path)
     resume.fit(resumed, train_dataloaders=loader(6), ckpt_path=tmp_path / "pfc.ckpt")
     assert torch.equal(resume.optimizers[0].state[resumed.head.weight]["momentum_buffer"], momentum)
-    assert torch.equal(resumed.head.weight.detach(), checkpoint["state_dict"]["head.weight"])
+    assert torch.equal(resumed.head.weight.detach(), checkpoint["state_dict"][WEIGHT])
     restored = FaceRecognitionModule.load_from_checkpoint(tmp_path / "pfc.ckpt", map_location="cpu")
-    assert torch.equal(restored.head.weight.detach(), checkpoint["state_dict"]["head.weight"])
+    assert torch.equal(restored.head.weight.detach(), checkpoint["state_dict"][WEIGHT])
 
 
 @pytest.mark.parametrize("update", ["paper", "sgd"])
@@ -66,7 +67,7 @@ def test_partial_fc_with_center_loss_trains_checkpoints_and_resumes_its_centres(
     checkpoint = torch.load(tmp_path / "center.ckpt", map_location="cpu", weights_only=False)
     centers = checkpoint["state_dict"][CENTERS]
     assert centers.shape == (6, 16) and centers.abs().sum() > 0, "the centres moved from zero"
-    center_loss = model.head.margin_head.center_loss
+    center_loss = model.head.center_loss
     own_group = [g for g in fit.optimizers[0].param_groups if [id(p) for p in g["params"]] == [id(center_loss.centers)]]
     assert [g.get("initial_lr", g["lr"]) for g in own_group] == ([center_loss.center_lr] if update == "sgd" else [])
 
@@ -75,7 +76,7 @@ def test_partial_fc_with_center_loss_trains_checkpoints_and_resumes_its_centres(
     resume.fit(resumed, train_dataloaders=loader(6), ckpt_path=tmp_path / "center.ckpt")
     assert torch.equal(resumed.state_dict()[CENTERS], centers)
     if update == "sgd":
-        slot = resume.optimizers[0].state[resumed.head.margin_head.center_loss.centers]
+        slot = resume.optimizers[0].state[resumed.head.center_loss.centers]
         assert slot["momentum_buffer"].abs().sum() > 0
     restored = FaceRecognitionModule.load_from_checkpoint(tmp_path / "center.ckpt", map_location="cpu")
     assert torch.equal(restored.state_dict()[CENTERS], centers)
@@ -91,7 +92,7 @@ def train_sampled(name: str, steps: int = 3, **trainer_options) -> tuple[FaceRec
 
 
 def assert_trained_sampled_centres(model: FaceRecognitionModule, initial: torch.Tensor) -> None:
-    head = model.head
+    head = model.head.classifier
     assert torch.isfinite(head.weight).all() and not torch.equal(head.weight.detach(), initial), "centres trained"
     assert head.weight.grad is None and head.sampled.param.numel() == 0, "only the sampled rows had a gradient"
     state = model.trainer.optimizers[0].state
@@ -117,9 +118,8 @@ def _two_process_worker(rank: int, port: int, root: Path) -> None:
     for name in MARGIN_HEADS:
         strategy = DDPStrategy(process_group_backend="gloo")
         model, initial = train_sampled(name, devices=2, strategy=strategy, default_root_dir=root)
-        assert_trained_sampled_centres(
-            model, initial[model.head.class_start * model.head.rows_per_class :][: len(model.head.weight)]
-        )
+        shard = model.head.classifier
+        assert_trained_sampled_centres(model, initial[shard.class_start * shard.rows_per_class :][: len(shard.weight)])
         torch.save(dict(model.net.named_parameters()), root / f"{name}_net_rank{rank}.pt")
 
 
@@ -131,3 +131,22 @@ def test_sampled_partial_fc_trains_with_every_margin_head_in_two_processes(tmp_p
         nets = [torch.load(tmp_path / f"{name}_net_rank{r}.pt", weights_only=True) for r in range(2)]
         for key, value in nets[0].items():
             assert torch.equal(nets[1][key], value), f"{name}: {key} differs between the ranks"
+
+
+@pytest.mark.parametrize("overrides", [("head=arcface",), ("head=arcface_center", "classifier=partial_fc")])
+def test_checkpoints_written_before_the_classifier_split_load(tmp_path, overrides):
+    """They held the centres in ``head.weight`` and Partial FC heads' own state under ``head.margin_head.``."""
+    model = smoke_model(*overrides, num_classes=6)
+    fit = trainer(1, tmp_path)
+    fit.fit(model, train_dataloaders=loader(6))
+    fit.save_checkpoint(tmp_path / "new.ckpt")
+    checkpoint = torch.load(tmp_path / "new.ckpt", map_location="cpu", weights_only=False)
+    expected = dict(checkpoint["state_dict"])
+    state = checkpoint["state_dict"]
+    state["head.weight"] = state.pop(WEIGHT)
+    if "classifier=partial_fc" in overrides:
+        state["head.margin_head.center_loss.centers"] = state.pop(CENTERS)
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    restored = FaceRecognitionModule.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu")
+    assert restored.state_dict().keys() == expected.keys()
+    assert all(torch.equal(restored.state_dict()[key], value) for key, value in expected.items())

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from facerec.heads.arcface import ArcFaceHead
-from facerec.heads.base import HeadOutput, full_precision
 from facerec.heads.center_loss import CenterLoss, CenterLossMixin
+from facerec.heads.numerics import full_precision
 from facerec.heads.registry import register_head
 
 CENTER_ON = ("normalized", "raw")
@@ -59,7 +59,3 @@ class ArcFaceCenterHead(CenterLossMixin, ArcFaceHead):
         """(B, E) embeddings → (B, E) ``x/‖x‖`` (``center_on="normalized"``) or ``x`` (``"raw"``), full precision."""
         features = full_precision(embeddings)
         return F.normalize(features, dim=1) if self.center_on == "normalized" else features
-
-    def forward(self, embeddings: Tensor, labels: Tensor) -> HeadOutput:
-        """ArcFace CE + center loss for (B, E) embeddings and (B,) labels; logits (B, C)."""
-        return self.with_center_loss(super().forward(embeddings, labels), embeddings, labels)

@@ -1,10 +1,10 @@
 """Shared machinery for classification heads.
 
 Every head is a :class:`Head`: it maps ``(embeddings (B, E), labels (B,))`` to a :class:`HeadOutput`,
-and its few hooks are all the LightningModule calls on it. Margin heads share
-:class:`MarginHead`: a normalised linear layer gives cosines (B, C), a hook modifies the target
-class's cosine, the result is scaled and fed to cross-entropy. Margin math and the cross-entropy
-run in float32 (or float64 when the inputs are float64) whatever the surrounding autocast.
+and its few hooks are all the LightningModule calls on it. Margin heads share :class:`MarginHead`:
+a classifier (:mod:`facerec.heads.classifier`) gives the scaled cosines, a hook modifies the target
+class's, and the classifier takes the cross-entropy. Margin math and the cross-entropy run in float32
+(or float64 when the inputs are float64) whatever the surrounding autocast.
 """
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facerec.heads.checks import check_range
-from facerec.heads.cosine_linear import scaled_cosine_linear
-
-ACOS_EPS = 1e-7
-"""Cosines are clamped to ``[-1 + ACOS_EPS, 1 - ACOS_EPS]`` before ``acos`` (finite gradients)."""
+from facerec.heads.classifier import Classifier
+from facerec.heads.numerics import full_precision
 
 
 @dataclass
@@ -57,9 +54,13 @@ class Head(nn.Module, ABC):
     def forward(self, embeddings: Tensor, labels: Tensor) -> HeadOutput:
         """The loss of (B, E) embeddings with (B,) int64 labels in [0, C)."""
 
+    def trained_parameters(self) -> list[Tensor]:
+        """Every parameter the optimizer steps."""
+        return list(self.parameters())
+
     def param_groups(self) -> list[dict]:
         """Optimizer parameter groups (extra keys such as ``lr`` override the optimizer's)."""
-        return [{"params": list(self.parameters())}]
+        return [{"params": self.trained_parameters()}]
 
     def before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Called after the backward pass, before ``optimizer`` steps; nothing by default."""
@@ -86,28 +87,22 @@ class Head(nn.Module, ABC):
         """Edits a checkpoint before its weights are loaded into the head; nothing by default."""
 
 
-def full_precision(x: Tensor) -> Tensor:
-    """Casts to float32 unless the tensor is already float32 or float64."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
-
-
-def safe_acos(cos: Tensor) -> Tensor:
-    """``acos`` with the input clamped away from ±1, so the gradient stays finite; any shape."""
-    return torch.acos(cos.clamp(-1.0 + ACOS_EPS, 1.0 - ACOS_EPS))
-
-
 class MarginHead(Head):
-    """Normalised linear layer → target-cosine hook → scale → cross-entropy.
+    """A margin applied to a classifier's cosines, then cross-entropy: ``classifier`` + :meth:`target_logit`.
 
-    Subclasses implement :meth:`target_logit`, which maps the target class's cosine to the
-    modified (unscaled) target logit; a new margin head is that one method. The scale is folded
-    into the cosine layer (``s·cos`` for all classes), then the target entry is replaced by
-    ``s·target_logit(cos θ_y)``. Class centres live in ``weight``, shape (C, E).
+    The classifier (:class:`~facerec.heads.classifier.Classifier`, every centre in every process, or
+    :class:`~facerec.heads.partial_fc.PartialFC`, sharded and sampled) owns the class centres and gives
+    the scaled cosines ``s·cos θ``; the head replaces each target entry by ``s·target_logit(cos θ_y)``
+    and the classifier takes the cross-entropy. A new margin head is that one method. Margin math and
+    the cross-entropy run in float32 (float64 for float64 inputs) whatever the surrounding autocast.
 
     Args:
         embedding_size: E, the embedding dimension.
         num_classes: C, the number of identities.
         scale: s, the logit scale.
+
+    Attributes:
+        classifier: The class centres (``classifier.weight``, (C, E)); replace it to hold them otherwise.
     """
 
     def __init__(self, embedding_size: int, num_classes: int, scale: float) -> None:
@@ -116,8 +111,22 @@ class MarginHead(Head):
         self.embedding_size = embedding_size
         self.num_classes = num_classes
         self.scale = scale
-        self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
-        nn.init.normal_(self.weight, std=0.01)
+        self.classifier: Classifier = Classifier(embedding_size, num_classes)
+
+    @property
+    def weight(self) -> Tensor:
+        """The classifier's centres, (C·K, E) (this process' shard under Partial FC)."""
+        return self.classifier.weight
+
+    @property
+    def full_logits(self) -> bool:
+        """Whether ``forward``'s logits are (B, C), class-indexed (not with Partial FC)."""
+        return self.classifier.full_logits
+
+    @property
+    def updates_after_step(self) -> bool:
+        """Whether :meth:`update_after_step` does something (Partial FC with r < 1)."""
+        return self.classifier.updates_after_step
 
     @abstractmethod
     def target_logit(self, cos_target: Tensor, norms: Tensor) -> Tensor:
@@ -128,38 +137,76 @@ class MarginHead(Head):
             norms: (B,) embedding norms ``‖x_i‖`` (with gradient; only norm-aware heads use them).
         """
 
-    def class_cosines(self, embeddings: Tensor, scale: float = 1.0, weight: Tensor | None = None) -> Tensor:
-        """``scale`` × cosine of each embedding (B, E) to each class, (B, C), not clamped.
-
-        Uses :func:`~facerec.heads.cosine_linear.scaled_cosine_linear`, which never materialises
-        the normalised weight and has a fused backward.
-
-        Args:
-            embeddings: (B, E).
-            scale: Factor folded into the cosines.
-            weight: Class-centre rows to use instead of ``self.weight`` (Partial FC passes its
-                sampled shard); same row layout, a subset of the classes.
-        """
-        x = F.normalize(embeddings, dim=1)
-        rows = self.weight if weight is None else weight
-        return scaled_cosine_linear(x, full_precision(rows).to(x.dtype), scale)
-
     def cosines(self, embeddings: Tensor) -> Tensor:
         """Cosine of each embedding (B, E) to each class, (B, C), in [-1, 1]; no margin (prediction)."""
-        return self.class_cosines(full_precision(embeddings)).clamp(-1.0, 1.0)
+        return self.classifier.class_cosines(full_precision(embeddings)).clamp(-1.0, 1.0)
+
+    def local_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor | None:
+        """A per-sample loss term beside the margin's, as a mean over this process' samples; none here."""
+        return None
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> HeadOutput:
-        """Computes the margin cross-entropy.
+        """Computes the margin cross-entropy (plus :meth:`local_loss`).
 
         Args:
             embeddings: (B, E) features, any float dtype.
             labels: (B,) int64 class indices in [0, C).
+
+        Returns:
+            ``loss``: the batch mean (all processes' under Partial FC); ``logits``: (B', n) the classifier's
+            columns with the margin applied ((B, C) with every centre).
         """
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             x = full_precision(embeddings)
-            scaled = self.class_cosines(x, self.scale)
-            index = labels.view(-1, 1)
-            cos_target = (scaled.gather(1, index).squeeze(1) / self.scale).clamp(-1.0, 1.0)
-            target = self.scale * self.target_logit(cos_target, x.norm(dim=1))
-            logits = scaled.scatter(1, index, target.unsqueeze(1).to(scaled.dtype))
-            return HeadOutput(loss=F.cross_entropy(logits, labels), logits=logits)
+            cos = self.classifier(x, labels, self.scale)
+            present = cos.labels >= 0
+            index = cos.labels.clamp_min(0).unsqueeze(1)
+            scaled_target = cos.scaled.gather(1, index).squeeze(1)
+            cos_target = torch.where(present, scaled_target / self.scale, 0.0).clamp(-1.0, 1.0)
+            target = self.scale * self.target_logit(cos_target, cos.embeddings.norm(dim=1))
+            target = torch.where(present, target.to(cos.scaled.dtype), scaled_target)
+            logits = cos.scaled.scatter(1, index, target.unsqueeze(1))
+            loss = self.classifier.cross_entropy(logits, cos.labels)
+            extra = self.local_loss(embeddings, labels)
+            if extra is not None:
+                loss = loss + self.classifier.batch_mean(extra, len(labels), len(cos.labels))
+            return HeadOutput(loss=loss, logits=logits)
+
+    def trained_parameters(self) -> list[Tensor]:
+        """Every parameter the optimizer steps: the classifier's, then the head's own."""
+        own = [p for name, p in self.named_parameters() if not name.startswith("classifier.")]
+        return [*self.classifier.optimized_parameters(), *own]
+
+    def before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The classifier's (Partial FC with r < 1: the sampled centres' optimizer state)."""
+        self.classifier.before_optimizer_step(optimizer)
+
+    def update_after_step(self, skipped: bool = False) -> None:
+        """The classifier's (Partial FC with r < 1: writes the sampled centres back)."""
+        self.classifier.after_optimizer_step()
+
+    def setup_distributed(self, rank: int, world_size: int) -> list[str]:
+        """The classifier's: Partial FC keeps this rank's shard, which DDP must not sync."""
+        return [f"classifier.{name}" for name in self.classifier.setup_distributed(rank, world_size)]
+
+    def clip_grad_norm_(self, parameters: Sequence[Tensor], max_norm: float) -> bool:
+        """The classifier's: clipping by the whole gradient's norm when the centres are sharded."""
+        return self.classifier.clip_grad_norm_(parameters, max_norm)
+
+    def on_save_checkpoint(self, prefix: str, checkpoint: dict, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        """The classifier's (Partial FC: the centres stored whole)."""
+        self.classifier.on_save_checkpoint(f"{prefix}classifier.", checkpoint, optimizers)
+
+    def on_load_checkpoint(self, prefix: str, checkpoint: dict) -> None:
+        """Renames the keys of checkpoints written before the classifier split, then the classifier's.
+
+        Those held the centres in ``<prefix>weight`` and, under Partial FC, the head's own state under
+        ``<prefix>margin_head.``.
+        """
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith(prefix)]:
+            name = key[len(prefix) :]
+            renamed = "classifier.weight" if name == "weight" else name.removeprefix("margin_head.")
+            if renamed != name:
+                state[f"{prefix}{renamed}"] = state.pop(key)
+        self.classifier.on_load_checkpoint(f"{prefix}classifier.", checkpoint)

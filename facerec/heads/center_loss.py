@@ -6,8 +6,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from facerec.heads.base import HeadOutput, full_precision
+from facerec.heads.base import HeadOutput
 from facerec.heads.checks import check_range
+from facerec.heads.numerics import full_precision
 
 UPDATE_MODES = ("paper", "sgd")
 
@@ -105,8 +106,9 @@ class CenterLossMixin:
     """Adds a :class:`CenterLoss` attribute ``center_loss`` to a head's output and optimisation.
 
     Provides the hooks the training module calls: :meth:`update_after_step` and
-    :meth:`param_groups`; :meth:`center_features` is what the center loss sees (Partial FC calls
-    it too).
+    :meth:`param_groups`; :meth:`center_features` is what the center loss sees. A margin head adds the
+    center loss through :meth:`local_loss` (its classifier takes the mean over the batch, which under
+    Partial FC spans all processes); other heads call :meth:`with_center_loss`.
     """
 
     center_loss: CenterLoss
@@ -116,13 +118,16 @@ class CenterLossMixin:
         """The (B, E) features the center loss pulls towards the centres: the (B, E) embeddings as they are."""
         return full_precision(embeddings)
 
+    def local_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """The center loss of (B, E) embeddings' :meth:`center_features` and (B,) labels (mean over B)."""
+        return self.center_loss(self.center_features(embeddings), labels)
+
     def with_center_loss(self, output: HeadOutput, embeddings: Tensor, labels: Tensor) -> HeadOutput:
-        """Adds the center loss of (B, E) embeddings' :meth:`center_features` and (B,) labels to ``output.loss``."""
-        loss = output.loss + self.center_loss(self.center_features(embeddings), labels)
-        return HeadOutput(loss=loss, logits=output.logits)
+        """Adds :meth:`local_loss` to ``output.loss``."""
+        return HeadOutput(loss=output.loss + self.local_loss(embeddings, labels), logits=output.logits)
 
     def update_after_step(self, skipped: bool = False) -> None:
-        """Paper-rule centre update from the training forwards since the last call.
+        """Paper-rule centre update from the training forwards since the last call, then the head's own hook.
 
         Call once after each ``optimizer.step()``, on every rank (the update is collective under DDP).
 
@@ -133,10 +138,11 @@ class CenterLossMixin:
             self.center_loss.discard_statistics()
         else:
             self.center_loss.update_centers()
+        super().update_after_step(skipped=skipped)
 
     def param_groups(self) -> list[dict]:
-        """All parameters; with ``update="sgd"`` the centres form their own group (lr, no decay)."""
-        params = list(self.parameters())
+        """All trained parameters; with ``update="sgd"`` the centres form their own group (lr, no decay)."""
+        params = self.trained_parameters()
         if self.center_loss.update != "sgd":
             return [{"params": params}]
         centers = self.center_loss.centers

@@ -7,8 +7,9 @@ import math
 import torch
 from torch import Tensor
 
-from facerec.heads.base import MarginHead, safe_acos
+from facerec.heads.base import MarginHead
 from facerec.heads.checks import check_range
+from facerec.heads.numerics import safe_acos
 from facerec.heads.registry import register_head
 
 

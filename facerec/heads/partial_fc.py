@@ -7,7 +7,7 @@ every rank the classes of its shard that occur in the global batch plus random o
 only, and the cross-entropy over all shards with a distributed log-sum-exp in float32/float64.
 No rank materialises the (B, C) logits. A head's center loss (``arcface_center``) keeps its centres
 whole on every rank and is computed on each rank's own samples. With r = 1 the loss and gradients
-equal the wrapped head on the global batch.
+equal those of the full classifier on the global batch.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
 from facerec.distributed import all_reduce, gather_rows, gather_rows_with_grad, rank_and_world_size, scale_grad
-from facerec.heads.base import Head, HeadOutput, MarginHead, full_precision
-from facerec.heads.center_loss import CenterLossMixin
+from facerec.heads.classifier import Classifier, Cosines
 from facerec.heads.sampled_rows import SampledRows, is_per_row
 
 CHECKPOINT_KEY = "partial_fc"
@@ -57,28 +56,24 @@ class _DistributedCrossEntropy(torch.autograd.Function):
         return prob * (grad / labels.shape[0]), None
 
 
-class PartialFC(Head):
-    """Shards a margin head's class centres across ranks and samples the negative classes.
+class PartialFC(Classifier):
+    """A margin head's class centres sharded across ranks, with the negative classes sampled.
 
-    The margin is the wrapped head's own :meth:`~facerec.heads.MarginHead.target_logit` (and its
-    :meth:`~facerec.heads.MarginHead.class_cosines`, so sub-centre heads work), applied on every
-    rank to the whole global batch so norm-aware heads (AdaFace) see the same batch statistics as a
-    single process. The wrapped head's ``weight`` moves here: ``weight`` is the local shard
-    ``(rows_per_class · classes on this rank, E)``, the full matrix until :meth:`shard` is called.
+    Takes over a full :class:`~facerec.heads.classifier.Classifier`'s centres (``head.classifier =
+    PartialFC(head.classifier, r)``, what ``classifier=partial_fc`` does): :attr:`weight` is the local
+    shard ``(K · classes on this rank, E)``, the full matrix until :meth:`shard` is called. The head's
+    margin is applied on every rank to the whole global batch, so norm-aware margins (AdaFace) see the
+    same batch statistics as a single process.
 
-    ``forward`` returns ``HeadOutput(loss, logits)`` where ``loss`` is the global-batch mean (equal on
-    all ranks) and ``logits`` are **this rank's sampled columns only**, (B_global, n_sampled), not
-    class-indexed logits; :attr:`full_logits` is False so callers skip argmax accuracy.
-
-    A head with a center loss (:class:`~facerec.heads.center_loss.CenterLossMixin`) keeps its
-    ``center_loss.centers`` (C, E) whole on every rank (replicated: the paper rule all-reduces its
-    statistics, DDP averages the gradient of ``update="sgd"`` centres); see :meth:`center_term`.
-    :meth:`update_after_step` and :meth:`param_groups` forward the head's hooks to the module.
+    The cosines span **this rank's sampled columns only**, (B_global, n_sampled), not class-indexed
+    logits (:attr:`full_logits` is False, so callers skip argmax accuracy); the cross-entropy is the
+    global-batch mean, equal on all ranks. A head's per-sample terms (the center loss, its centres
+    replicated on every rank) are computed on each rank's own samples: :meth:`batch_mean`.
 
     With r < 1 only the sampled centres are trained each step (:class:`~facerec.heads.sampled_rows.
     SampledRows`): they get the gradient and the optimizer state, the others stay as they are, so the
-    step's memory and time scale with r. The optimizer must hold :meth:`param_groups` and a loop
-    outside Lightning calls the hooks around each step::
+    step's memory and time scale with r. The optimizer must hold the head's ``param_groups()`` and a
+    loop outside Lightning calls the head's hooks around each step::
 
         optimizer = torch.optim.SGD(head.param_groups(), lr=0.1, momentum=0.9)
         head(embeddings, labels).loss.backward()
@@ -88,7 +83,7 @@ class PartialFC(Head):
         optimizer.zero_grad()
 
     Args:
-        head: The margin head to shard (built with the full class count).
+        centres: The full classifier whose centres to shard (a margin head's ``classifier``).
         sample_rate: r in (0, 1], the share of the shard's classes used per step; the classes of
             the batch are always kept, even beyond r.
         rank: This process' rank; default: the process group's, 0 without one.
@@ -96,36 +91,33 @@ class PartialFC(Head):
 
     Attributes:
         embedding_grad_scale: Factor on the gradient flowing back to this rank's embeddings (1 by
-            default: the exact gradient of the global-batch loss). The LightningModule sets it to the
-            world size under DDP, whose gradient averaging then gives the global-batch gradient.
+            default: the exact gradient of the global-batch loss). :meth:`setup_distributed` sets it
+            to the world size, as DDP's gradient averaging then gives the global-batch gradient.
 
     Raises:
-        TypeError: If ``head`` is not a :class:`~facerec.heads.MarginHead` (``softmax``, ``center``).
+        TypeError: If ``centres`` is not a :class:`~facerec.heads.classifier.Classifier` (``softmax`` and
+            ``center`` have a plain linear layer, no margin).
         ValueError: If ``sample_rate`` is outside (0, 1], or a rank's shard would be empty.
     """
 
     full_logits = False
 
     def __init__(
-        self, head: nn.Module, sample_rate: float = 1.0, rank: int | None = None, world_size: int | None = None
+        self, centres: Classifier, sample_rate: float = 1.0, rank: int | None = None, world_size: int | None = None
     ) -> None:
-        super().__init__()
-        if not isinstance(head, MarginHead):
+        if not isinstance(centres, Classifier) or isinstance(centres, PartialFC):
             raise TypeError(
-                f"partial FC needs a margin head (arcface, arcface_center, cosface, combined, subcenter_arcface, "
-                f"adaface), got {type(head).__name__} (softmax and center have no margin); "
+                "partial FC shards a margin head's classifier (arcface, arcface_center, cosface, combined, "
+                f"subcenter_arcface, adaface), got {type(centres).__name__} (softmax and center have no margin); "
                 "use classifier=full"
             )
         if not 0.0 < sample_rate <= 1.0:
             raise ValueError(f"partial FC sample_rate must be in (0, 1], got {sample_rate}")
+        weight = centres.weight.detach().clone()
+        super().__init__(centres.embedding_size, centres.num_classes, centres.rows_per_class, weight)
         self.sample_rate = sample_rate
-        self.num_classes = head.num_classes
-        self.rows_per_class = head.weight.shape[0] // head.num_classes
-        self.weight = nn.Parameter(head.weight.detach().clone())
-        del head.weight
-        self.margin_head = head
         self.sampled = SampledRows(self.weight) if sample_rate < 1.0 else None
-        self.updates_after_step = head.updates_after_step or self.sampled is not None
+        self.updates_after_step = self.sampled is not None
         self.rank, self.world_size = 0, 1
         self.class_start, self.class_end = 0, self.num_classes
         self.embedding_grad_scale = 1.0
@@ -186,88 +178,71 @@ class PartialFC(Head):
         return classes, torch.where(on_shard, torch.searchsorted(classes, local.clamp_min(0)), -1)
 
     def centre_rows(self, classes: Tensor | None) -> Tensor:
-        """(n·rows_per_class,) rows of :attr:`weight` holding the shard-local ``classes`` (None: all rows)."""
+        """(n·K,) rows of :attr:`weight` holding the shard-local ``classes`` (None: all rows)."""
         if classes is None:
             return torch.arange(len(self.weight), device=self.weight.device)
         offsets = torch.arange(self.rows_per_class, device=classes.device)
         return (classes.unsqueeze(1) * self.rows_per_class + offsets).flatten()
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> HeadOutput:
-        """Sampled, sharded margin cross-entropy.
+    def forward(self, embeddings: Tensor, labels: Tensor, scale: float) -> Cosines:
+        """Gathers the global batch and gives its scaled cosines to this rank's sampled classes.
 
         Args:
-            embeddings: (B, E) this rank's features, any float dtype.
+            embeddings: (B, E) this rank's full-precision features.
             labels: (B,) int64 global class indices in [0, C).
+            scale: s.
 
         Returns:
-            ``loss``: scalar mean over the global batch (center loss included); ``logits``:
-            (B_global, n_sampled) this rank's sampled columns, margin applied.
+            (B_global, n_sampled) scaled cosines, the (B_global,) labels' columns (−1: another rank's
+            class) and the (B_global, E) gathered embeddings.
         """
-        head = self.margin_head
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            x = gather_rows_with_grad(scale_grad(full_precision(embeddings), self.embedding_grad_scale))
-            global_labels = gather_rows(labels)
-            classes, local_labels = self.sample(global_labels)
-            weight = self.weight if self.sampled is None else self.sampled.take(self.weight, self.centre_rows(classes))
-            scaled = head.class_cosines(x, head.scale, full_precision(weight).to(x.dtype))
-            on_shard = local_labels >= 0
-            index = local_labels.clamp_min(0).unsqueeze(1)
-            scaled_target = scaled.gather(1, index).squeeze(1)
-            cos_target = torch.where(on_shard, scaled_target / head.scale, 0.0).clamp(-1.0, 1.0)
-            target = head.scale * head.target_logit(cos_target, x.norm(dim=1))
-            target = torch.where(on_shard, target.to(scaled.dtype), scaled_target)
-            logits = scaled.scatter(1, index, target.unsqueeze(1))
-            loss = _DistributedCrossEntropy.apply(logits, local_labels)
-            if isinstance(head, CenterLossMixin):
-                loss = loss + self.center_term(embeddings, labels, len(global_labels))
-            return HeadOutput(loss=loss, logits=logits)
+        x = gather_rows_with_grad(scale_grad(embeddings, self.embedding_grad_scale))
+        classes, local_labels = self.sample(gather_rows(labels))
+        rows = self.weight if self.sampled is None else self.sampled.take(self.weight, self.centre_rows(classes))
+        return Cosines(self.class_cosines(x, scale, rows), local_labels, x)
 
-    def center_term(self, embeddings: Tensor, labels: Tensor, global_batch: int) -> Tensor:
-        """The wrapped head's center loss of the global batch, computed from this rank's samples only.
+    def cross_entropy(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """The global batch's mean cross-entropy over all ranks' columns (a distributed log-sum-exp)."""
+        return _DistributedCrossEntropy.apply(logits, labels)
 
-        Each rank computes ``share = Σ_local ℓ_i / B_global`` (ℓ_i = ``λ·½·‖f_i − c_{y_i}‖²`` on the
-        head's :meth:`~facerec.heads.center_loss.CenterLossMixin.center_features`; the paper rule
-        accumulates only these samples, its update all-reduces them). The value returned is the
-        all-reduced ``Σ_ranks share``, the global-batch mean, the same on every rank; its gradient is
-        ``embedding_grad_scale · ∂share`` alone (the other ranks' part is a detached constant). With
-        scale 1 that is this rank's part of the exact gradient, like the margin term's; with scale W
-        (the module, under DDP) it is the local mean's gradient for equal batches, and DDP's average
-        over ranks gives the backbone and ``update="sgd"`` centres the exact global-batch gradient
-        (for any split of the batch).
+    def batch_mean(self, local_mean: Tensor, local_batch: int, batch: int) -> Tensor:
+        """The global-batch mean of a per-sample term from this rank's own mean.
+
+        Each rank computes ``share = local_mean · B_local / B_global``; the value returned is the
+        all-reduced ``Σ_ranks share``, the same on every rank; its gradient is ``embedding_grad_scale ·
+        ∂share`` alone (the other ranks' part is a detached constant). With scale 1 that is this
+        rank's part of the exact gradient, like the margin term's; with scale W (under DDP) DDP's
+        average over ranks gives the backbone and replicated parameters (``update="sgd"`` centres)
+        the exact global-batch gradient, for any split of the batch.
 
         Args:
-            embeddings: (B, E) this rank's features, as passed to :meth:`forward`.
-            labels: (B,) their global class indices.
-            global_batch: B_global, the number of samples over all ranks.
-
-        Returns:
-            Scalar, the center loss' global-batch mean.
+            local_mean: Scalar, the term's mean over this rank's ``local_batch`` samples.
+            local_batch: B_local.
+            batch: B_global, the samples of all ranks.
         """
-        head = self.margin_head
-        share = head.center_loss(head.center_features(embeddings), labels) * (len(labels) / global_batch)
+        share = local_mean * (local_batch / batch)
         total = all_reduce(share.detach().clone())
         return scale_grad(share, self.embedding_grad_scale) + (total - share.detach())
+
+    def optimized_parameters(self) -> list[Tensor]:
+        """The centre shard, and with r < 1 the small parameter the sampled centres are trained in."""
+        return [self.weight] if self.sampled is None else [self.weight, self.sampled.param]
 
     def before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """With r < 1: moves the sampled centres' optimizer state onto the small parameter the optimizer steps."""
         if self.sampled is not None:
             self.sampled.before_step(self.weight, optimizer)
 
-    def update_after_step(self, skipped: bool = False) -> None:
-        """Writes the sampled centres (r < 1) back, then runs the wrapped head's hook (center loss; collective).
-
-        Args:
-            skipped: The step was skipped (its gradients dropped).
-        """
+    def after_optimizer_step(self) -> None:
+        """With r < 1: writes the stepped centres and their optimizer state back."""
         if self.sampled is not None:
             self.sampled.after_step(self.weight)
-        self.margin_head.update_after_step(skipped=skipped)
 
     def setup_distributed(self, rank: int, world_size: int) -> list[str]:
         """Keeps this rank's shard of the centres; DDP must not sync them (each rank holds other classes).
 
-        The head's loss is the global-batch mean and DDP averages the backbone gradients over ranks, so
-        the gradient to this rank's embeddings is scaled by the world size.
+        The loss is the global-batch mean and DDP averages the backbone gradients over ranks, so the
+        gradient to this rank's embeddings is scaled by the world size.
         """
         self.shard(rank, world_size)
         self.embedding_grad_scale = float(world_size)
@@ -277,7 +252,7 @@ class PartialFC(Head):
         """With sharded centres, clips by the whole gradient's norm (:func:`clip_grad_norm_sharded_`)."""
         if self.world_size == 1:
             return False
-        clip_grad_norm_sharded_(parameters, self.weight if self.sampled is None else self.sampled.param, max_norm)
+        clip_grad_norm_sharded_(parameters, self.optimized_parameters()[-1], max_norm)
         return True
 
     def on_save_checkpoint(self, prefix: str, checkpoint: dict, optimizers: Sequence[torch.optim.Optimizer]) -> None:
@@ -288,24 +263,12 @@ class PartialFC(Head):
         """Slices this rank's centres (and their optimizer state) out of a consolidated checkpoint."""
         shard_checkpoint(self, prefix, checkpoint)
 
-    def param_groups(self) -> list[dict]:
-        """Optimizer groups: the wrapped head's (``update="sgd"`` centres apart), the centres in the first.
-
-        With r < 1 the first group also holds the sampled centres' small parameter, right after
-        :attr:`weight` (which then gets no gradient).
-        """
-        centres = [self.weight] if self.sampled is None else [self.weight, self.sampled.param]
-        if not isinstance(self.margin_head, CenterLossMixin):
-            return [{"params": [*centres, *self.margin_head.parameters()]}]
-        first, *others = self.margin_head.param_groups()
-        return [{**first, "params": [*centres, *first["params"]]}, *others]
-
     def full_rows(self, shard: Tensor) -> Tensor:
         """All ranks' (rows, ...) slices of a per-row tensor (the centres, their optimizer state) in class order."""
         return gather_rows(shard)
 
     def local_rows(self, full: Tensor) -> Tensor:
-        """This rank's slice of a full (C·rows_per_class, ...) per-row tensor.
+        """This rank's slice of a full (C·K, ...) per-row tensor.
 
         Raises:
             ValueError: If ``full`` does not have ``num_classes · rows_per_class`` rows.
@@ -360,7 +323,7 @@ def _per_row_state(state: Mapping, rows: int) -> list[str]:
 
 
 def consolidate_checkpoint(
-    head: PartialFC, prefix: str, checkpoint: dict, optimizers: list[torch.optim.Optimizer]
+    classifier: PartialFC, prefix: str, checkpoint: dict, optimizers: list[torch.optim.Optimizer]
 ) -> None:
     """Replaces this rank's centre shard and its optimizer state in ``checkpoint`` by the full ones.
 
@@ -368,36 +331,36 @@ def consolidate_checkpoint(
     The checkpoint then holds world-size-independent (C·rows_per_class, E) centres.
 
     Args:
-        head: The partial FC head.
-        prefix: Its state-dict prefix, e.g. ``"head."``.
+        classifier: The partial FC classifier.
+        prefix: Its state-dict prefix, e.g. ``"head.classifier."``.
         checkpoint: Lightning checkpoint dict (``state_dict``, ``optimizer_states``), edited in place.
         optimizers: The trainer's optimizers, in ``optimizer_states`` order.
     """
     key = f"{prefix}weight"
-    rows = head.weight.shape[0]
-    checkpoint["state_dict"][key] = head.full_rows(checkpoint["state_dict"][key])
-    slot = _optimizer_slot(optimizers, head.weight)
-    checkpoint[CHECKPOINT_KEY] = {"optimizer_slot": slot, "sampled_rows": head.sampled is not None}
+    rows = classifier.weight.shape[0]
+    checkpoint["state_dict"][key] = classifier.full_rows(checkpoint["state_dict"][key])
+    slot = _optimizer_slot(optimizers, classifier.weight)
+    checkpoint[CHECKPOINT_KEY] = {"optimizer_slot": slot, "sampled_rows": classifier.sampled is not None}
     if slot is None or not checkpoint.get("optimizer_states"):
         return
     state = checkpoint["optimizer_states"][slot[0]]["state"].get(slot[1], {})
     for name in _per_row_state(state, rows):
-        state[name] = head.full_rows(state[name])
+        state[name] = classifier.full_rows(state[name])
 
 
-def shard_checkpoint(head: PartialFC, prefix: str, checkpoint: dict) -> None:
+def shard_checkpoint(classifier: PartialFC, prefix: str, checkpoint: dict) -> None:
     """Slices a consolidated checkpoint's centres and their optimizer state for this rank, in place.
 
     Any world size can resume any other's checkpoint: the centres are stored whole.
 
     Raises:
-        ValueError: If the checkpoint's centres do not match the head's class count, or it has
-            optimizer state for them but was not written by a partial FC head of the same kind
+        ValueError: If the checkpoint's centres do not match the classifier's class count, or it has
+            optimizer state for them but was not written by a partial FC classifier of the same kind
             (sampled rows for r < 1, the shard itself for r = 1).
     """
     key = f"{prefix}weight"
     full = checkpoint["state_dict"][key]
-    checkpoint["state_dict"][key] = head.local_rows(full)
+    checkpoint["state_dict"][key] = classifier.local_rows(full)
     if not checkpoint.get("optimizer_states"):
         return
     if CHECKPOINT_KEY not in checkpoint:
@@ -406,7 +369,7 @@ def shard_checkpoint(head: PartialFC, prefix: str, checkpoint: dict) -> None:
             "fit the sharded centres; resume it with classifier=full, or start a new run from its weights"
         )
     sampled = checkpoint[CHECKPOINT_KEY].get("sampled_rows", False)
-    if sampled != (head.sampled is not None):
+    if sampled != (classifier.sampled is not None):
         written = "below 1" if sampled else "1 (or by a facerec whose Partial FC gave every centre a gradient)"
         raise ValueError(
             f"partial FC: this checkpoint was written with classifier.sample_rate {written}; its optimizer "
@@ -418,4 +381,4 @@ def shard_checkpoint(head: PartialFC, prefix: str, checkpoint: dict) -> None:
         return
     state = checkpoint["optimizer_states"][slot[0]]["state"].get(slot[1], {})
     for name in _per_row_state(state, len(full)):
-        state[name] = head.local_rows(state[name])
+        state[name] = classifier.local_rows(state[name])

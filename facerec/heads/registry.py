@@ -69,8 +69,8 @@ def create_head(
         embedding_size: E, the embedding dimension.
         num_classes: C, the number of identities.
         classifier: ``conf/classifier/``: ``{"name": "full"}`` (default) or ``{"name": "partial_fc",
-            "sample_rate": r}``, which wraps a margin head in :class:`~facerec.heads.partial_fc.PartialFC`
-            (centres sharded across ranks, r of each shard's classes sampled per step).
+            "sample_rate": r}``, which gives a margin head a :class:`~facerec.heads.partial_fc.PartialFC`
+            classifier (centres sharded across ranks, r of each shard's classes sampled per step).
         partial_fc: ``{"enabled": bool, "sample_rate": r}``, how checkpoints written before the
             ``classifier`` group store it; read as ``classifier``.
         **kwargs: The head's own parameters (``scale``, ``margin``, ...).
@@ -104,7 +104,8 @@ def create_head(
     if not isinstance(head, MarginHead):  # a preset's classifier=partial_fc composed with head=softmax or center
         log.warning("classifier=partial_fc needs a margin head; head %s has none and keeps every class centre", name)
         return head
-    return PartialFC(head, sample_rate=float(options.get("sample_rate", 1.0)))
+    head.classifier = PartialFC(head.classifier, sample_rate=float(options.get("sample_rate", 1.0)))
+    return head
 
 
 def build_head(config: Mapping, embedding_size: int, num_classes: int) -> Head:

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facerec.heads.base import Head, HeadOutput, full_precision
+from facerec.heads.base import Head, HeadOutput
+from facerec.heads.numerics import full_precision
 from facerec.heads.registry import register_head
 
 

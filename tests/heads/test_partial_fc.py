@@ -1,4 +1,5 @@
-"""Partial FC equals the plain margin head on the global batch (1 and 2 gloo processes, r = 1).
+"""A margin head with a Partial FC classifier equals it with the full one on the global batch (1 and 2 gloo
+processes, r = 1), and with r < 1 equals the full classifier restricted to the sampled classes.
 
 ``arcface_center`` is checked through a whole step: loss, gradients (embeddings, class centres,
 ``update="sgd"`` centre-loss centres) and the centre-loss centres after the post-step hook.
@@ -28,21 +29,28 @@ def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randint(0, C, (B,), generator=generator)
 
 
+def with_partial_fc(head: torch.nn.Module, **options) -> torch.nn.Module:
+    """A copy of a margin head whose classifier is a :class:`PartialFC` built with ``options``."""
+    partial = copy.deepcopy(head)
+    partial.classifier = PartialFC(partial.classifier, **options)
+    return partial
+
+
 def plain_and_partial(name: str, rank: int | None = None, world_size: int | None = None):
     torch.manual_seed(0)
     plain = create_head(name, E, C).double()
-    return plain, PartialFC(copy.deepcopy(plain), rank=rank, world_size=world_size)
+    return plain, with_partial_fc(plain, rank=rank, world_size=world_size)
 
 
-def center_heads(center_on: str, update: str) -> tuple[torch.nn.Module, PartialFC]:
-    """A plain ``arcface_center`` head with random centre-loss centres and a PartialFC copy (1 process)."""
+def center_heads(center_on: str, update: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A plain ``arcface_center`` head with random centre-loss centres and a copy with Partial FC (1 process)."""
     torch.manual_seed(0)
     plain = create_head(
         "arcface_center", E, C, scale=30.0, center_weight=0.2, update=update, center_on=center_on
     ).double()
     with torch.no_grad():
         plain.center_loss.centers.normal_()
-    return plain, PartialFC(copy.deepcopy(plain), rank=0, world_size=1)
+    return plain, with_partial_fc(plain, rank=0, world_size=1)
 
 
 def center_step(head: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor | None]:
@@ -50,7 +58,7 @@ def center_step(head: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) ->
     x = x.clone().requires_grad_(True)
     loss = head(x, labels).loss
     loss.backward()
-    centers = (head.margin_head if isinstance(head, PartialFC) else head).center_loss.centers
+    centers = head.center_loss.centers
     head.update_after_step()
     return {
         "loss": loss.detach(),
@@ -73,14 +81,13 @@ def sampled_and_sub_problem(name: str, rank: int = 0, world_size: int = 1, seed:
     if name == "arcface_center":
         with torch.no_grad():
             plain.center_loss.centers.normal_()
-    partial = PartialFC(copy.deepcopy(plain), sample_rate=0.5, rank=rank, world_size=world_size)
-    partial.embedding_grad_scale = float(world_size)
+    partial = with_partial_fc(plain, sample_rate=0.5, rank=rank, world_size=world_size)
+    partial.classifier.embedding_grad_scale = float(world_size)
 
     def sub_problem(classes: torch.Tensor) -> torch.nn.Module:
         torch.manual_seed(0)
         sub = create_head(name, E, len(classes), **kwargs).double()
-        k = partial.rows_per_class
-        rows = (classes.unsqueeze(1) * k + torch.arange(k)).flatten()
+        rows = partial.classifier.centre_rows(classes)
         with torch.no_grad():
             sub.weight.copy_(plain.weight[rows])
             if name == "arcface_center":
@@ -91,10 +98,11 @@ def sampled_and_sub_problem(name: str, rank: int = 0, world_size: int = 1, seed:
     return partial, sub_problem
 
 
-def sampled_classes(partial: PartialFC) -> torch.Tensor:
+def sampled_classes(partial: torch.nn.Module) -> torch.Tensor:
     """The global classes whose centres the head's last forward sampled, sorted."""
-    rows = partial.sampled.rows.view(-1, partial.rows_per_class)[:, 0]
-    return (rows // partial.rows_per_class + partial.class_start).sort().values
+    classifier = partial.classifier
+    rows = classifier.sampled.rows.view(-1, classifier.rows_per_class)[:, 0]
+    return (rows // classifier.rows_per_class + classifier.class_start).sort().values
 
 
 def loss_and_grads(head, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -141,7 +149,7 @@ def test_one_process_sampled_rate_trains_the_sampled_centres_as_their_plain_head
     expected.backward()
     torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(x.grad, sub_x.grad, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(partial.sampled.param.grad, sub.weight.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(partial.classifier.sampled.param.grad, sub.weight.grad, rtol=1e-12, atol=1e-12)
     assert partial.weight.grad is None, "the whole centre matrix gets no gradient"
 
     before = partial.weight.detach().clone()
@@ -149,7 +157,7 @@ def test_one_process_sampled_rate_trains_the_sampled_centres_as_their_plain_head
     partial.before_optimizer_step(optimizer)
     optimizer.step()
     partial.update_after_step()
-    rows = partial.centre_rows(classes)
+    rows = partial.classifier.centre_rows(classes)
     others = torch.ones(len(before), dtype=torch.bool).index_fill_(0, rows, False)
     assert others.any() and torch.equal(partial.weight.detach()[others], before[others]), "only sampled ones move"
     torch.testing.assert_close(partial.weight.detach()[rows], before[rows] - 0.1 * sub.weight.grad)
@@ -158,16 +166,16 @@ def test_one_process_sampled_rate_trains_the_sampled_centres_as_their_plain_head
 
 def test_center_loss_hooks_are_forwarded():
     _, sgd = center_heads("normalized", "sgd")
-    centers = sgd.margin_head.center_loss.centers
+    centers = sgd.center_loss.centers
     groups = sgd.param_groups()
     assert [g["params"] for g in groups] == [[sgd.weight], [centers]]
     assert (groups[1]["lr"], groups[1]["weight_decay"]) == (0.5 / 0.2, 0.0)
     _, paper = center_heads("normalized", "paper")
-    before = paper.margin_head.center_loss.centers.clone()
+    before = paper.center_loss.centers.clone()
     paper(*batch())
     paper.update_after_step(skipped=True)
     paper.update_after_step()
-    assert torch.equal(paper.margin_head.center_loss.centers, before), "a skipped step's batch is dropped"
+    assert torch.equal(paper.center_loss.centers, before), "a skipped step's batch is dropped"
     assert [g["params"] for g in paper.param_groups()] == [[paper.weight]]
 
 
@@ -209,21 +217,23 @@ def _two_process_worker(rank: int, port: int) -> None:
         local = slice(rank * B // 2, (rank + 1) * B // 2)
         for name in MARGIN_HEADS:
             plain, partial = plain_and_partial(name)
-            partial.shard(rank, 2)
+            partial.classifier.shard(rank, 2)
             loss, grad_x, grad_w = loss_and_grads(plain, x, labels)
             got_loss, got_x, got_w = loss_and_grads(partial, x[local], labels[local])
             torch.testing.assert_close(got_loss, loss, rtol=1e-12, atol=1e-12, msg=f"{name} loss")
             torch.testing.assert_close(got_x, grad_x[local], rtol=1e-12, atol=1e-12, msg=f"{name} grad x")
-            torch.testing.assert_close(got_w, partial.local_rows(grad_w), rtol=1e-12, atol=1e-12, msg=f"{name} grad w")
+            want_w = partial.classifier.local_rows(grad_w)
+            torch.testing.assert_close(got_w, want_w, rtol=1e-12, atol=1e-12, msg=f"{name} grad w")
         for variant, want in expected_center.items():
             _, partial = center_heads(*variant)
-            partial.shard(rank, 2)
-            partial.embedding_grad_scale = 2.0  # as the module sets it: DDP averages the replicated gradients
+            partial.classifier.shard(rank, 2)
+            partial.classifier.embedding_grad_scale = 2.0  # as under DDP, which averages the replicated gradients
             got = center_step(partial, x[local], labels[local])
             if got["grad centers"] is not None:
                 got["grad centers"] = dist_mean(got["grad centers"])
             got["grad x"] = got["grad x"] / 2.0
-            want = {**want, "grad x": want["grad x"][local], "grad weight": partial.local_rows(want["grad weight"])}
+            local_weight = partial.classifier.local_rows(want["grad weight"])
+            want = {**want, "grad x": want["grad x"][local], "grad weight": local_weight}
             for key, value in want.items():
                 torch.testing.assert_close(got[key], value, rtol=1e-12, atol=1e-12, msg=f"{variant} {key}")
         for name in [*MARGIN_HEADS, "arcface_center"]:
@@ -255,9 +265,9 @@ def check_two_process_sampling(name: str, rank: int, x: torch.Tensor, labels: to
     expected.backward()
     torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12, msg=f"{name} sampled loss")
     torch.testing.assert_close(x_local.grad / 2, sub_x.grad[local], rtol=1e-12, atol=1e-12, msg=f"{name} grad x")
-    k = partial.rows_per_class
-    mine_in_union = (torch.searchsorted(classes, mine).unsqueeze(1) * k + torch.arange(k)).flatten()
-    got = partial.sampled.param.grad[partial.sampled.rows.argsort()]
+    sampled = partial.classifier.sampled
+    mine_in_union = partial.classifier.centre_rows(torch.searchsorted(classes, mine))
+    got = sampled.param.grad[sampled.rows.argsort()]
     torch.testing.assert_close(got, sub.weight.grad[mine_in_union], rtol=1e-12, atol=1e-12, msg=f"{name} grad")
 
 
@@ -274,21 +284,22 @@ def test_two_gloo_processes_equal_one_process_on_the_global_batch():
 
 def test_sampling_keeps_the_batch_classes_and_rate_of_the_shard():
     torch.manual_seed(0)
-    head = PartialFC(create_head("cosface", E, 100).double(), sample_rate=0.1)
+    head = create_head("cosface", E, 100, classifier={"name": "partial_fc", "sample_rate": 0.1}).double()
     x, labels = batch()
     labels = labels * 13
-    classes, local = head.sample(labels)
+    classes, local = head.classifier.sample(labels)
     assert len(classes) == 10 and set(labels.tolist()) <= set(classes.tolist())
     assert torch.equal(classes[local], labels)
     out = head(x.requires_grad_(True), labels)
     assert out.logits.shape == (B, 10)
     out.loss.backward()
     assert torch.isfinite(out.loss) and head.weight.grad is None
-    assert head.sampled.param.shape == (10, E) and head.sampled.param.grad.abs().sum(dim=1).count_nonzero() == 10
+    sampled = head.classifier.sampled.param
+    assert sampled.shape == (10, E) and sampled.grad.abs().sum(dim=1).count_nonzero() == 10
 
 
 def test_shards_are_contiguous_and_cover_every_class():
-    head = PartialFC(create_head("arcface", E, 10), rank=2, world_size=4)
+    head = PartialFC(create_head("arcface", E, 10).classifier, rank=2, world_size=4)
     assert [head.class_range(k, 4) for k in range(4)] == [(0, 3), (3, 6), (6, 9), (9, 10)]
     assert head.weight.shape == (3, E)
     with pytest.raises(ValueError, match="already sharded for rank 2 of 4"):
@@ -298,14 +309,18 @@ def test_shards_are_contiguous_and_cover_every_class():
 @pytest.mark.parametrize(
     ("build", "error", "match"),
     [
-        (lambda: PartialFC(create_head("softmax", E, C)), TypeError, "needs a margin head"),
-        (lambda: PartialFC(create_head("center", E, C)), TypeError, "softmax and center have no margin"),
+        (lambda: PartialFC(create_head("softmax", E, C).classifier), TypeError, "shards a margin head's classifier"),
+        (lambda: PartialFC(create_head("center", E, C).classifier), TypeError, "softmax and center have no margin"),
         (
-            lambda: PartialFC(create_head("arcface", E, C), sample_rate=0.0),
+            lambda: PartialFC(create_head("arcface", E, C).classifier, sample_rate=0.0),
             ValueError,
             r"sample_rate must be in \(0, 1\]",
         ),
-        (lambda: PartialFC(create_head("arcface", E, 3), rank=3, world_size=4), ValueError, "use fewer processes"),
+        (
+            lambda: PartialFC(create_head("arcface", E, 3).classifier, rank=3, world_size=4),
+            ValueError,
+            "use fewer processes",
+        ),
         (
             lambda: create_head("arcface", E, C, classifier={"name": "partial_fc", "rate": 0.1}),
             ValueError,
@@ -321,15 +336,16 @@ def test_errors_are_explained(build, error, match):
 
 def test_config_enables_partial_fc():
     head = create_head("subcenter_arcface", E, C, classifier={"name": "partial_fc", "sample_rate": 0.5})
-    assert isinstance(head, PartialFC) and head.weight.shape == (3 * C, E) and head.sample_rate == 0.5
-    assert not isinstance(create_head("arcface", E, C, classifier={"name": "full"}), PartialFC)
+    assert isinstance(head.classifier, PartialFC) and head.weight.shape == (3 * C, E)
+    assert head.classifier.sample_rate == 0.5
+    assert not isinstance(create_head("arcface", E, C, classifier={"name": "full"}).classifier, PartialFC)
     legacy = create_head("cosface", E, C, partial_fc={"enabled": True, "sample_rate": 0.25})  # old checkpoints
-    assert isinstance(legacy, PartialFC) and legacy.sample_rate == 0.25
+    assert isinstance(legacy.classifier, PartialFC) and legacy.classifier.sample_rate == 0.25
 
 
 def test_partial_fc_asked_of_a_head_without_margin_warns_and_keeps_every_centre(caplog):
     head = create_head("softmax", E, C, classifier={"name": "partial_fc", "sample_rate": 0.5})
-    assert not isinstance(head, PartialFC) and head.weight.shape == (C, E)
+    assert not isinstance(head.classifier, PartialFC) and head.weight.shape == (C, E)
     assert "classifier=partial_fc needs a margin head; head softmax has none" in caplog.text
 
 
@@ -341,14 +357,13 @@ def test_a_consolidated_checkpoint_reshards_for_another_world_size():
         "optimizer_states": [{"state": {3: {"momentum_buffer": momentum.clone()}}}],
         CHECKPOINT_KEY: {"optimizer_slot": (0, 3)},
     }
-    head = PartialFC(create_head("arcface", E, C), rank=1, world_size=2)
-    shard_checkpoint(head, "head.", checkpoint)
+    shard_checkpoint(PartialFC(create_head("arcface", E, C).classifier, rank=1, world_size=2), "head.", checkpoint)
     assert torch.equal(checkpoint["state_dict"]["head.weight"], full[4:])
     assert torch.equal(checkpoint["optimizer_states"][0]["state"][3]["momentum_buffer"], momentum[4:])
 
 
 def test_checkpoint_errors_say_how_to_proceed():
-    head = PartialFC(create_head("arcface", E, C), rank=0, world_size=2)
+    head = PartialFC(create_head("arcface", E, C).classifier, rank=0, world_size=2)
     with pytest.raises(ValueError, match="holds 5 centre rows but this head needs 7"):
         shard_checkpoint(head, "head.", {"state_dict": {"head.weight": torch.randn(5, E)}})
     plain = {"state_dict": {"head.weight": torch.randn(C, E)}, "optimizer_states": [{"state": {}}]}
@@ -356,9 +371,9 @@ def test_checkpoint_errors_say_how_to_proceed():
         shard_checkpoint(head, "head.", plain)
     plain = {"state_dict": {"head.weight": torch.randn(C, E)}, "optimizer_states": [{"state": {}}]}
     every_row = {**plain, CHECKPOINT_KEY: {"optimizer_slot": (0, 0)}}  # r = 1, or facerec before sampled rows
-    sampled = PartialFC(create_head("arcface", E, C), sample_rate=0.5)
+    sampled = PartialFC(create_head("arcface", E, C).classifier, sample_rate=0.5)
     with pytest.raises(ValueError, match=r"no slot for the sampled centres. Resume it with classifier.sample_rate 1.0"):
         shard_checkpoint(sampled, "head.", copy.deepcopy(every_row))
     with_rows = {**plain, CHECKPOINT_KEY: {"optimizer_slot": (0, 0), "sampled_rows": True}}
     with pytest.raises(ValueError, match="Resume it with classifier.sample_rate below 1"):
-        shard_checkpoint(PartialFC(create_head("arcface", E, C)), "head.", copy.deepcopy(with_rows))
+        shard_checkpoint(PartialFC(create_head("arcface", E, C).classifier), "head.", copy.deepcopy(with_rows))

@@ -1,0 +1,19 @@
+"""Numerically safe pieces of the heads' math: full-precision casts and a clamped ``acos``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+ACOS_EPS = 1e-7
+"""Cosines are clamped to ``[-1 + ACOS_EPS, 1 - ACOS_EPS]`` before ``acos`` (finite gradients)."""
+
+
+def full_precision(x: Tensor) -> Tensor:
+    """Casts to float32 unless the tensor is already float32 or float64."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def safe_acos(cos: Tensor) -> Tensor:
+    """``acos`` with the input clamped away from ±1, so the gradient stays finite; any shape."""
+    return torch.acos(cos.clamp(-1.0 + ACOS_EPS, 1.0 - ACOS_EPS))
