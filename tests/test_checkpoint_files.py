@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from facerec.models.checkpoint import CheckpointError, read_training_checkpoint
-from tests.helpers import train_process
+from facerec.tasks import evaluate, train
+from tests.helpers import compose_config
 
 
 def refusal(path) -> str:
@@ -47,12 +48,12 @@ def test_python_objects_are_refused_without_unpickling_them(tmp_path):
     assert "holds Python objects other than tensors and plain values" in refusal(tmp_path / "objects.ckpt")
 
 
-def test_eval_py_names_what_the_file_is(tmp_path):
+def test_evaluation_names_what_the_file_is(tmp_path):
     (tmp_path / "notes.ckpt").write_text("hello")
-    overrides = (f"ckpt_path={tmp_path / 'notes.ckpt'}", f"hydra.run.dir={tmp_path / 'run'}")
-    result = train_process(*overrides, script="eval.py")
-    assert result.returncode != 0
-    assert "is not a PyTorch checkpoint" in result.stderr and "weights_only=False" not in result.stderr
+    cfg = compose_config(f"ckpt_path={tmp_path / 'notes.ckpt'}", config_name="eval", output_dir=tmp_path / "run")
+    with pytest.raises(ValueError, match="is not a PyTorch checkpoint") as error:
+        evaluate(cfg)
+    assert "weights_only=False" not in str(error.value)
 
 
 def test_resuming_on_a_renamed_identity_is_refused_naming_it(smoke_run, data_dir, tmp_path):
@@ -60,10 +61,10 @@ def test_resuming_on_a_renamed_identity_is_refused_naming_it(smoke_run, data_dir
     first = sorted(path.name for path in renamed.iterdir())[0]
     (renamed / first).rename(renamed / f"{first}_renamed")
     checkpoint = smoke_run / "checkpoints" / "last.ckpt"
-    result = train_process(
+    cfg = compose_config(
         "experiment=smoke", "data=folder", f"data.root={renamed}", f"ckpt_path={checkpoint}",
-        f"hydra.run.dir={tmp_path / 'run'}",
+        output_dir=tmp_path / "run", data_dir=data_dir,
     )  # fmt: skip
-    assert result.returncode != 0
-    assert "was trained on other identities than data.root holds (" in result.stderr, result.stderr[-3000:]
-    assert f"{first!r} in the checkpoint" in result.stderr
+    with pytest.raises(ValueError, match=r"was trained on other identities than data.root holds \(") as error:
+        train(cfg)
+    assert f"{first!r} in the checkpoint" in str(error.value)

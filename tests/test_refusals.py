@@ -1,4 +1,8 @@
-"""Runs that would train nothing, save nothing or misread their data fail loudly, before training."""
+"""Runs that would train nothing, save nothing or misread their data fail loudly, before training.
+
+The runs go through ``facerec.tasks.train`` in-process: that ``train.py`` turns such an error into a non-zero
+exit with its message is tested once, in ``tests/heads/test_checks.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,19 @@ import pytest
 
 from facerec.data import FaceDataModule
 from facerec.runs import check_monitor, output_dirs
-from facerec.tasks import check_checkpoints_written
-from tests.helpers import compose_config, train_process, write_identity_folder
+from facerec.tasks import check_checkpoints_written, train
+from tests.helpers import compose_config, write_identity_folder
 
 TINY_FOLDER_RUN = ("experiment=smoke", "data=folder", "data.image_size=[16,16]", "data.num_workers=0")
 
 
-def test_batch_larger_than_the_training_set_exits_non_zero_naming_both_numbers(tmp_path):
+def test_batch_larger_than_the_training_set_is_refused_naming_both_numbers(tmp_path):
     root = write_identity_folder(tmp_path / "faces", {"ann": 3, "bob": 3})
     run = tmp_path / "run"
-    result = train_process(*TINY_FOLDER_RUN, f"data.root={root}", "data.batch_size=64", f"hydra.run.dir={run}")
-    assert result.returncode != 0
-    assert "data.batch_size=64 is larger than the 6 training images" in result.stderr, result.stderr[-3000:]
-    assert "Lower data.batch_size to at most 6" in result.stderr
+    cfg = compose_config(*TINY_FOLDER_RUN, f"data.root={root}", "data.batch_size=64", output_dir=run)
+    with pytest.raises(ValueError, match="data.batch_size=64 is larger than the 6 training images") as error:
+        train(cfg)
+    assert "Lower data.batch_size to at most 6" in str(error.value)
     assert not list(run.glob("checkpoints/*.ckpt")) and not (run / "metrics.json").exists()
 
 
@@ -34,14 +38,12 @@ def test_batches_are_counted_per_process(tmp_path):
         datamodule.train_dataloader()
 
 
-def test_data_root_one_level_too_high_exits_non_zero_naming_the_folder_to_use(tmp_path):
+def test_data_root_one_level_too_high_is_refused_naming_the_folder_to_use(tmp_path):
     root = write_identity_folder(tmp_path / "parent", {"casia/0001": 2, "casia/0002": 2})
-    result = train_process(
-        *TINY_FOLDER_RUN, f"data.root={root}", "data.batch_size=2", f"hydra.run.dir={tmp_path / 'run'}"
-    )
-    assert result.returncode != 0
-    assert "1 training identity (casia); face recognition needs at least 2" in result.stderr, result.stderr[-3000:]
-    assert f"use data.root={root / 'casia'}" in result.stderr
+    cfg = compose_config(*TINY_FOLDER_RUN, f"data.root={root}", "data.batch_size=2", output_dir=tmp_path / "run")
+    with pytest.raises(ValueError, match=r"1 training identity \(casia\); face recognition needs at least 2") as error:
+        train(cfg)
+    assert f"use data.root={root / 'casia'}" in str(error.value)
 
 
 def test_one_identity_holding_most_images_in_sub_folders_is_warned_about(tmp_path, caplog):
@@ -59,12 +61,12 @@ def test_identities_with_their_images_at_the_top_are_not_warned_about(tmp_path, 
     assert "sub-folders" not in caplog.text
 
 
-def test_a_monitor_of_a_set_that_is_not_configured_exits_before_training(tmp_path):
-    result = train_process("experiment=smoke", "monitor=val/lfw/accuracy", f"hydra.run.dir={tmp_path}")
-    assert result.returncode != 0
+def test_a_monitor_of_a_set_that_is_not_configured_is_refused_before_training(tmp_path, data_dir):
+    cfg = compose_config("experiment=smoke", "monitor=val/lfw/accuracy", output_dir=tmp_path, data_dir=data_dir)
+    with pytest.raises(ValueError) as error:
+        train(cfg)
     message = "monitor=val/lfw/accuracy names verification set 'lfw', which is not configured (configured: synthetic)"
-    assert message in result.stderr, result.stderr[-3000:]
-    assert "e.g. monitor=val/synthetic/accuracy" in result.stderr
+    assert message in str(error.value) and "e.g. monitor=val/synthetic/accuracy" in str(error.value)
     assert not list(tmp_path.glob("**/*.ckpt"))
 
 
@@ -86,14 +88,13 @@ def test_presets_monitor_the_first_configured_set():
     )
 
 
-def test_an_unwritable_checkpoint_folder_exits_before_training(tmp_path):
+def test_an_unwritable_checkpoint_folder_is_refused_before_training(tmp_path, data_dir):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("")
     run = tmp_path / "run"
-    overrides = (f"hydra.run.dir={run}", f"callbacks.last_checkpoint.dirpath={blocker / 'checkpoints'}")
-    result = train_process("experiment=smoke", *overrides)
-    assert result.returncode != 0
-    assert f"output directory {blocker / 'checkpoints'} is not writable" in result.stderr, result.stderr[-3000:]
+    overrides = ("experiment=smoke", f"callbacks.last_checkpoint.dirpath={blocker / 'checkpoints'}")
+    with pytest.raises(OSError, match=f"output directory {blocker / 'checkpoints'} is not writable"):
+        train(compose_config(*overrides, output_dir=run, data_dir=data_dir))
     assert not list(run.rglob("*.ckpt"))
 
 

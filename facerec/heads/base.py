@@ -39,7 +39,8 @@ class Head(nn.Module, ABC):
 
     A head computes its loss in :meth:`forward`; the hooks below have defaults that suit a head whose
     parameters are plain, replicated and trained by the optimizer alone. A head overrides the hooks it
-    needs: center loss (a post-step update, its own optimizer group), Partial FC (sharded centres).
+    needs: center loss (a post-step update, its own optimizer group); a margin head passes them on to
+    its classifier (Partial FC: sharded, sampled centres).
 
     Attributes:
         full_logits: ``forward``'s logits are (B, C), class-indexed: training accuracy is their argmax.

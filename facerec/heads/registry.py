@@ -1,21 +1,16 @@
-"""Name → head class registry behind :func:`create_head`, and :func:`build_head` for ``conf/head`` configs."""
+"""Name → head class registry: what :func:`~facerec.heads.build.create_head` builds by name."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
-from facerec.heads.base import Head, MarginHead
-from facerec.heads.checks import check_head_parameters
-from facerec.heads.partial_fc import PartialFC
-
-log = logging.getLogger(__name__)
+from facerec.heads.base import Head
 
 _HEADS: dict[str, type[Head]] = {}
 
 
 def register_head(name: str) -> Callable[[type[Head]], type[Head]]:
-    """Class decorator that makes a head available to :func:`create_head` as ``name``."""
+    """Class decorator that makes a head available to :func:`~facerec.heads.build.create_head` as ``name``."""
 
     def wrap(cls: type[Head]) -> type[Head]:
         if not issubclass(cls, Head):
@@ -33,13 +28,6 @@ def list_heads() -> list[str]:
     return sorted(_HEADS)
 
 
-LEGACY_TARGET = "facerec.heads.create_head"
-"""The ``_target_`` of head configs in checkpoints written before heads were targeted by class."""
-
-CLASSIFIERS = {"full": set(), "partial_fc": {"sample_rate"}}
-"""``conf/classifier/`` names and the options each takes besides ``name``."""
-
-
 def registered_name(target: str | type) -> str:
     """The name a head class (or its import path, a config's ``_target_``) is registered as.
 
@@ -54,75 +42,12 @@ def registered_name(target: str | type) -> str:
     raise ValueError(f"head _target_ {path} is not a registered head class; valid: {valid}")
 
 
-def create_head(
-    name: str,
-    embedding_size: int,
-    num_classes: int,
-    classifier: Mapping | None = None,
-    partial_fc: Mapping | None = None,
-    **kwargs,
-) -> Head:
-    """Builds the head registered as ``name`` (the same name as ``conf/head/<name>.yaml``).
-
-    Args:
-        name: Registered head name, e.g. ``"arcface"``.
-        embedding_size: E, the embedding dimension.
-        num_classes: C, the number of identities.
-        classifier: ``conf/classifier/``: ``{"name": "full"}`` (default) or ``{"name": "partial_fc",
-            "sample_rate": r}``, which gives a margin head a :class:`~facerec.heads.partial_fc.PartialFC`
-            classifier (centres sharded across ranks, r of each shard's classes sampled per step).
-        partial_fc: ``{"enabled": bool, "sample_rate": r}``, how checkpoints written before the
-            ``classifier`` group store it; read as ``classifier``.
-        **kwargs: The head's own parameters (``scale``, ``margin``, ...).
+def head_class(name: str) -> type[Head]:
+    """The head class registered as ``name``.
 
     Raises:
-        ValueError: If ``name`` is not registered (the message lists the valid names), a parameter
-            is not one the head takes or outside its range, or ``classifier`` is unknown or has
-            options it does not take.
-        TypeError: If a parameter has the wrong type (e.g. ``margin="abc"``).
-
-    ``classifier=partial_fc`` with a head without a margin (``softmax``, ``center``) logs a warning and
-    keeps the full classifier, so presets that shard a margin head's centres compose with every head.
+        ValueError: If ``name`` is not registered (the message lists the valid names).
     """
     if name not in _HEADS:
         raise ValueError(f"unknown head {name!r}; valid heads: {', '.join(list_heads())}")
-    check_head_parameters(name, _HEADS[name], kwargs)
-    head = _HEADS[name](embedding_size=embedding_size, num_classes=num_classes, **kwargs)
-    if partial_fc is not None and classifier is None:
-        legacy = dict(partial_fc)
-        classifier = {"name": "partial_fc" if legacy.pop("enabled", False) else "full", **legacy}
-    options = dict(classifier or {"name": "full"})
-    kind = options.pop("name", "full")
-    if kind not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier {kind!r}; valid classifiers: {', '.join(CLASSIFIERS)}")
-    unknown = set(options) - CLASSIFIERS[kind]
-    if unknown:
-        valid = ", ".join(sorted(CLASSIFIERS[kind])) or "none"
-        raise ValueError(f"classifier {kind} takes no options {sorted(unknown)}; valid: {valid}")
-    if kind == "full":
-        return head
-    if not isinstance(head, MarginHead):  # a preset's classifier=partial_fc composed with head=softmax or center
-        log.warning("classifier=partial_fc needs a margin head; head %s has none and keeps every class centre", name)
-        return head
-    head.classifier = PartialFC(head.classifier, sample_rate=float(options.get("sample_rate", 1.0)))
-    return head
-
-
-def build_head(config: Mapping, embedding_size: int, num_classes: int) -> Head:
-    """Builds a head from its ``conf/head`` config, as the LightningModule does.
-
-    Args:
-        config: ``_target_`` (a registered head class, e.g. ``facerec.heads.ArcFaceHead``), the head's
-            parameters and ``classifier``. Checkpoints written before the heads were targeted by
-            class hold ``_target_: facerec.heads.create_head`` and ``name``; they build the same head.
-        embedding_size: E.
-        num_classes: C.
-
-    Raises:
-        ValueError, TypeError: As :func:`create_head`; ValueError also for a ``_target_`` that is not
-            a registered head class.
-    """
-    options = dict(config)
-    target = options.pop("_target_")
-    name = options.pop("name") if target == LEGACY_TARGET else registered_name(target)
-    return create_head(name, embedding_size, num_classes, **options)
+    return _HEADS[name]

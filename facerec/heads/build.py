@@ -1,0 +1,96 @@
+"""Building heads: :func:`create_head` by name (Python) and :func:`build_head` from a ``conf/head`` config.
+
+Both check the head's parameters before building it and give a margin head the classifier that
+``classifier`` names (``conf/classifier/``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from facerec.heads.base import Head, MarginHead
+from facerec.heads.checks import check_head_parameters
+from facerec.heads.partial_fc import PartialFC
+from facerec.heads.registry import head_class, registered_name
+
+log = logging.getLogger(__name__)
+
+LEGACY_TARGET = "facerec.heads.create_head"
+"""The ``_target_`` of head configs in checkpoints written before heads were targeted by class."""
+
+CLASSIFIERS = {"full": set(), "partial_fc": {"sample_rate"}}
+"""``conf/classifier/`` names and the options each takes besides ``name``."""
+
+
+def create_head(
+    name: str,
+    embedding_size: int,
+    num_classes: int,
+    classifier: Mapping | None = None,
+    partial_fc: Mapping | None = None,
+    **kwargs,
+) -> Head:
+    """Builds the head registered as ``name`` (the same name as ``conf/head/<name>.yaml``).
+
+    Args:
+        name: Registered head name, e.g. ``"arcface"``.
+        embedding_size: E, the embedding dimension.
+        num_classes: C, the number of identities.
+        classifier: ``conf/classifier/``: ``{"name": "full"}`` (default) or ``{"name": "partial_fc",
+            "sample_rate": r}``, which gives a margin head a :class:`~facerec.heads.partial_fc.PartialFC`
+            classifier (centres sharded across ranks, r of each shard's classes sampled per step).
+        partial_fc: ``{"enabled": bool, "sample_rate": r}``, how checkpoints written before the
+            ``classifier`` group store it; read as ``classifier``.
+        **kwargs: The head's own parameters (``scale``, ``margin``, ...).
+
+    Raises:
+        ValueError: If ``name`` is not registered (the message lists the valid names), a parameter
+            is not one the head takes or outside its range, or ``classifier`` is unknown or has
+            options it does not take.
+        TypeError: If a parameter has the wrong type (e.g. ``margin="abc"``).
+
+    ``classifier=partial_fc`` with a head without a margin (``softmax``, ``center``) logs a warning and
+    keeps the full classifier, so presets that shard a margin head's centres compose with every head.
+    """
+    cls = head_class(name)
+    check_head_parameters(name, cls, kwargs)
+    head = cls(embedding_size=embedding_size, num_classes=num_classes, **kwargs)
+    if partial_fc is not None and classifier is None:
+        legacy = dict(partial_fc)
+        classifier = {"name": "partial_fc" if legacy.pop("enabled", False) else "full", **legacy}
+    options = dict(classifier or {"name": "full"})
+    kind = options.pop("name", "full")
+    if kind not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {kind!r}; valid classifiers: {', '.join(CLASSIFIERS)}")
+    unknown = set(options) - CLASSIFIERS[kind]
+    if unknown:
+        valid = ", ".join(sorted(CLASSIFIERS[kind])) or "none"
+        raise ValueError(f"classifier {kind} takes no options {sorted(unknown)}; valid: {valid}")
+    if kind == "full":
+        return head
+    if not isinstance(head, MarginHead):  # a preset's classifier=partial_fc composed with head=softmax or center
+        log.warning("classifier=partial_fc needs a margin head; head %s has none and keeps every class centre", name)
+        return head
+    head.classifier = PartialFC(head.classifier, sample_rate=float(options.get("sample_rate", 1.0)))
+    return head
+
+
+def build_head(config: Mapping, embedding_size: int, num_classes: int) -> Head:
+    """Builds a head from its ``conf/head`` config, as the LightningModule does.
+
+    Args:
+        config: ``_target_`` (a registered head class, e.g. ``facerec.heads.ArcFaceHead``), the head's
+            parameters and ``classifier``. Checkpoints written before the heads were targeted by
+            class hold ``_target_: facerec.heads.create_head`` and ``name``; they build the same head.
+        embedding_size: E.
+        num_classes: C.
+
+    Raises:
+        ValueError, TypeError: As :func:`create_head`; ValueError also for a ``_target_`` that is not
+            a registered head class.
+    """
+    options = dict(config)
+    target = options.pop("_target_")
+    name = options.pop("name") if target == LEGACY_TARGET else registered_name(target)
+    return create_head(name, embedding_size, num_classes, **options)
