@@ -1,15 +1,5 @@
 """Classification heads: the classes (``conf/head`` configs target them), and ``create_head(name, E, C, **kwargs)``."""
 
-from facerec.heads import (
-    adaface,
-    arcface,
-    arcface_center,
-    center,
-    combined,
-    cosface,
-    softmax,
-    subcenter_arcface,
-)
 from facerec.heads.adaface import AdaFaceHead
 from facerec.heads.arcface import ArcFaceHead
 from facerec.heads.arcface_center import ArcFaceCenterHead
@@ -36,17 +26,9 @@ __all__ = [
     "PartialFC",
     "SoftmaxHead",
     "SubCenterArcFaceHead",
-    "adaface",
-    "arcface",
-    "arcface_center",
     "build_head",
-    "center",
-    "combined",
-    "cosface",
     "create_head",
     "list_heads",
     "register_head",
     "registered_name",
-    "softmax",
-    "subcenter_arcface",
 ]

@@ -117,7 +117,6 @@ class PartialFC(Classifier):
         super().__init__(centres.embedding_size, centres.num_classes, centres.rows_per_class, weight)
         self.sample_rate = sample_rate
         self.sampled = SampledRows(self.weight) if sample_rate < 1.0 else None
-        self.updates_after_step = self.sampled is not None
         self.rank, self.world_size = 0, 1
         self.class_start, self.class_end = 0, self.num_classes
         self.embedding_grad_scale = 1.0
@@ -224,6 +223,16 @@ class PartialFC(Classifier):
         total = all_reduce(share.detach().clone())
         return scale_grad(share, self.embedding_grad_scale) + (total - share.detach())
 
+    @property
+    def updates_after_step(self) -> bool:
+        """With r < 1 the sampled centres are written back after each step."""
+        return self.sampled is not None
+
+    @property
+    def trained_centres(self) -> Tensor:
+        """The parameter that gets the centres' gradient: the shard, or with r < 1 the sampled rows' small one."""
+        return self.weight if self.sampled is None else self.sampled.param
+
     def optimized_parameters(self) -> list[Tensor]:
         """The centre shard, and with r < 1 the small parameter the sampled centres are trained in."""
         return [self.weight] if self.sampled is None else [self.weight, self.sampled.param]
@@ -252,7 +261,7 @@ class PartialFC(Classifier):
         """With sharded centres, clips by the whole gradient's norm (:func:`clip_grad_norm_sharded_`)."""
         if self.world_size == 1:
             return False
-        clip_grad_norm_sharded_(parameters, self.optimized_parameters()[-1], max_norm)
+        clip_grad_norm_sharded_(parameters, self.trained_centres, max_norm)
         return True
 
     def on_save_checkpoint(self, prefix: str, checkpoint: dict, optimizers: Sequence[torch.optim.Optimizer]) -> None:

@@ -53,12 +53,19 @@ def test_state_dict_round_trip_is_strict(name: str) -> None:
         assert torch.equal(target(x), source(x))
 
 
-@pytest.mark.parametrize("name", SMALL_FACE_NETS)
-def test_forward_intermediates(name: str) -> None:
+def with_intermediates(name: str, batch: int) -> tuple[FaceNet, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """A small net, a random (batch, 3, 32, 32) input and its ``forward_intermediates`` (final map, stage maps)."""
     model = make(name)
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(batch, 3, 32, 32)
     with torch.no_grad():
         final, intermediates = model.forward_intermediates(x)
+    return model, x, final, intermediates
+
+
+@pytest.mark.parametrize("name", SMALL_FACE_NETS)
+def test_forward_intermediates(name: str) -> None:
+    model, x, final, intermediates = with_intermediates(name, 2)
+    with torch.no_grad():
         assert [tuple(f.shape) for f in intermediates] == [(2, c, 32 // r, 32 // r) for c, r in STAGES[name]]
         assert [f.shape[1] for f in intermediates] == [info["num_chs"] for info in model.feature_info]
         assert [32 // f.shape[-1] for f in intermediates] == [info["reduction"] for info in model.feature_info]
@@ -102,10 +109,8 @@ def test_forward_intermediates_with_grad_checkpointing(model_fn) -> None:
 
 @pytest.mark.parametrize("name", SMALL_FACE_NETS)
 def test_prune_intermediate_layers(name: str) -> None:
-    model = make(name)
-    x = torch.randn(1, 3, 32, 32)
+    model, x, _, reference = with_intermediates(name, 1)
     with torch.no_grad():
-        _, reference = model.forward_intermediates(x)
         assert model.prune_intermediate_layers([1, 2]) == [1, 2]
         final, intermediates = model.forward_intermediates(x, indices=[1, 2])
     assert all(torch.equal(a, b) for a, b in zip(intermediates, reference[1:3], strict=True))
