@@ -1,4 +1,4 @@
-"""``python -m facerec.data``: dataset tools (check, folder2rec, rec2folder, make-pairs)."""
+"""``python -m facerec.data``: dataset tools (check, folder2rec, rec2folder, make-pairs, align)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from facerec.data import tools
+from facerec.data import align, tools
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -34,6 +34,13 @@ def _make_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _align(args: argparse.Namespace) -> int:
+    count = align.align_folder(args.src, args.dst, args.landmarks, tuple(args.size))
+    height, width = args.size
+    print(f"wrote {count} aligned {height}x{width} crops under {args.dst}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser; each sub-command stores its handler in ``run``."""
     parser = argparse.ArgumentParser(prog="python -m facerec.data", description=__doc__)
@@ -56,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--pairs-per-fold", type=int, default=300)
     pairs.add_argument("--seed", type=int, default=0)
     pairs.set_defaults(run=_make_pairs)
+    aligner = commands.add_parser("align", help="5-landmark ArcFace alignment: SRC/PATH -> DST/PATH crops")
+    aligner.add_argument("src", help="folder the landmark file's image paths are relative to")
+    aligner.add_argument("dst", help="output folder (same relative paths)")
+    aligner.add_argument(
+        "--landmarks", required=True, metavar="FILE", help="lines 'PATH x1 y1 ... x5 y5 [score]' (IJB's format)"
+    )
+    aligner.add_argument("--size", type=int, nargs=2, default=[112, 112], metavar=("H", "W"), help="crop size")
+    aligner.set_defaults(run=_align)
     return parser
 
 
