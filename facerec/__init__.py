@@ -5,8 +5,9 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from facerec import heads, models
+from facerec.inference import load_model
 from facerec.resolvers import register_resolvers
 
 register_resolvers()
 
-__all__ = ["heads", "models"]
+__all__ = ["heads", "load_model", "models"]

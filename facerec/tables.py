@@ -1,10 +1,22 @@
-"""Printing result tables with rich: fitted to a terminal, uncut in log files and pipes."""
+"""Result tables: printed with rich (fitted to a terminal, uncut in log files and pipes) and written as JSON."""
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
 
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS = ("accuracy", "accuracy_std", "best_threshold", "auc", "eer", "tar@far=1e-3", "tar@far=1e-4")
+"""The verification metrics shown by default."""
 UNBOUNDED = 100_000
 """Width a table is measured at to find its natural (unwrapped) width."""
 
@@ -23,3 +35,37 @@ def print_table(table: Table) -> None:
     console.print()
     console.print(table)
     console.print()
+
+
+def format_table(
+    results: dict[str, dict[str, float]], title: str | None = None, columns: Sequence[str] = TABLE_COLUMNS
+) -> Table:
+    """Metrics as a rich table, one row per set and one column per key (4 decimals, NaN where a metric is missing)."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("set")
+    for key in columns:
+        table.add_column(key, justify="right", no_wrap=True, min_width=len(key))
+    for name, metrics in results.items():
+        table.add_row(name, *(f"{metrics.get(key, math.nan):.4f}" for key in columns))
+    return table
+
+
+class ResultTable(NamedTuple):
+    """One printed table of :func:`report`: its title, ``{set name: {key: value}}`` and the keys shown as columns."""
+
+    title: str
+    results: dict[str, dict[str, float]]
+    columns: Sequence[str] = TABLE_COLUMNS
+
+
+@rank_zero_only
+def report(tables: Sequence[ResultTable], metrics_file: str | None) -> None:
+    """Prints the tables and writes all their results as one JSON ``{set name: {key: value}}`` (rank zero only)."""
+    for table in tables:
+        if table.results:
+            print_table(format_table(table.results, table.title, table.columns))
+    if metrics_file:
+        Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
+        merged = {name: metrics for table in tables for name, metrics in table.results.items()}
+        Path(metrics_file).write_text(json.dumps(merged, indent=2, sort_keys=True))
+        log.info("metrics written to %s", metrics_file)

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from rich.table import Table
 
 from facerec.callbacks import RunConfigRecord, VerificationCallback
 from facerec.callbacks.interrupt import interrupt_exit_status
 from facerec.eval.baseline import raw_pixel_metrics
-from facerec.eval.metric import METRIC_KEYS
+from facerec.eval.metric import METRIC_KEYS, VerificationResult
+from facerec.eval.verification import tar_at_far, threshold_at_far
 from facerec.export import check_onnx, export_onnx
+from facerec.inference import FaceEmbedder, sidecar_path
 from facerec.models.checkpoint import read_training_checkpoint
 from facerec.module import FaceRecognitionModule, without_weight_sources
+from facerec.protocols import check_eval_sets, run_eval_sets
 from facerec.resume import check_resumed_classes, check_resumed_config
 from facerec.run_dir import hold_run_dir
 from facerec.runs import (
@@ -32,11 +34,9 @@ from facerec.runs import (
     resolve_ckpt_path,
     set_sweep_group,
 )
-from facerec.tables import print_table
+from facerec.tables import ResultTable, report
 
 log = logging.getLogger(__name__)
-
-TABLE_COLUMNS = ("accuracy", "accuracy_std", "best_threshold", "auc", "eer", "tar@far=1e-3", "tar@far=1e-4")
 
 
 def instantiate_all(group: DictConfig | None) -> list:
@@ -66,27 +66,6 @@ def logged_results(
     """
     values = dict(logged) if isinstance(logged, Mapping) else {k: v for outputs in logged for k, v in outputs.items()}
     return {name: {key: float(values[f"val/{name}/{key}"]) for key in METRIC_KEYS} for name in names}
-
-
-def format_table(results: dict[str, dict[str, float]], title: str | None = None) -> Table:
-    """Verification metrics as a rich table, one row per set (4 decimals, NaN where a metric is missing)."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("set")
-    for key in TABLE_COLUMNS:
-        table.add_column(key, justify="right", no_wrap=True, min_width=len(key))
-    for name, metrics in results.items():
-        table.add_row(name, *(f"{metrics.get(key, math.nan):.4f}" for key in TABLE_COLUMNS))
-    return table
-
-
-@rank_zero_only
-def report(results: dict[str, dict[str, float]], metrics_file: str | None, title: str) -> None:
-    """Prints the table and writes the metrics as JSON (rank zero only)."""
-    print_table(format_table(results, title))
-    if metrics_file:
-        Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(metrics_file).write_text(json.dumps(results, indent=2, sort_keys=True))
-        log.info("metrics written to %s", metrics_file)
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -139,7 +118,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, checkpoint: dict | None) -> f
     if cfg.report_baseline:
         for val_set in datamodule.val_sets:
             results[f"{val_set.name} (raw pixels)"] = raw_pixel_metrics(val_set, datamodule.image_size, datamodule.crop)
-    report(results, cfg.metrics_file, "Verification on held-out identities")
+    report([ResultTable("Verification on held-out identities", results)], cfg.metrics_file)
     monitored = trainer.callback_metrics.get(cfg.monitor) if cfg.monitor else None
     return None if monitored is None else float(monitored)
 
@@ -196,11 +175,15 @@ def evaluation_input(data: DictConfig, hparams: Mapping, ckpt_path: str | Path) 
 
 
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
-    """Evaluates a checkpoint on the configured verification sets; no training data is read.
+    """Evaluates a checkpoint on the configured verification sets and ``eval_sets``; no training data is read.
 
-    With ``cfg.export.onnx`` set, also exports the embedding network there and checks it with
-    onnxruntime on the first batch of the first verification set (max abs difference of the
-    L2-normalised embeddings printed).
+    Verification sets (``data.val_sets``) run through ``trainer.validate`` (every process, exact under DDP);
+    ``eval_sets`` (IJB-B/C template verification, 1:N search; :mod:`facerec.protocols`) run on process zero's
+    device. With ``cfg.threshold_at_far`` set, the distance threshold for that false accept rate is chosen on a
+    verification set (``cfg.threshold_set``, default the first). With ``cfg.export.onnx`` set, also exports the
+    embedding network there, checks it with onnxruntime on the first batch of the first verification set (max
+    abs difference of the L2-normalised embeddings printed) and writes its sidecar JSON (input size, crop, flip,
+    threshold) beside it.
 
     Returns:
         ``{set name: metrics}``, also printed and written to ``cfg.metrics_file``.
@@ -212,24 +195,102 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     model = FaceRecognitionModule.load_from_checkpoint(ckpt_path, map_location="cpu", flip_test=cfg.flip_test)
     image_size, crop = evaluation_input(cfg.data, model.hparams, ckpt_path)
     datamodule = instantiate(cfg.data, root=None, image_size=image_size, crop=crop)
-    if not datamodule.val_set_paths:
+    eval_sets = check_eval_sets(cfg.get("eval_sets"))
+    if not datamodule.val_set_paths and not eval_sets:
         raise ValueError(
-            "no verification sets configured: add data.val_sets.<name>.pairs and .images, or data.val_sets.<name>.bin"
+            "no evaluation sets configured: add data.val_sets.<name>.pairs and .images, data.val_sets.<name>.bin, "
+            "+eval_sets.ijbc.root=DIR or +eval_sets.search.gallery=DIR +eval_sets.search.probe=DIR"
         )
     trainer = instantiate(
         cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger"))
     )
-    verification_callback(trainer)  # fails early, naming the missing callback
-    logged = trainer.validate(model, datamodule=datamodule, verbose=False)
-    results = logged_results(logged, [val_set.name for val_set in datamodule.val_sets])
-    report(results, cfg.metrics_file, f"Verification of {ckpt_path}")
+    results, threshold = {}, None
+    if datamodule.val_set_paths:
+        callback = verification_callback(trainer)  # fails early, naming the missing callback
+        logged = trainer.validate(model, datamodule=datamodule, verbose=False)
+        results = logged_results(logged, [val_set.name for val_set in datamodule.val_sets])
+        if cfg.get("threshold_at_far") is not None:
+            threshold = decision_threshold(callback.results, float(cfg.threshold_at_far), cfg.get("threshold_set"))
+            results[threshold["set"]][f"threshold@far={threshold['far']:g}"] = threshold["distance"]
+    elif cfg.get("threshold_at_far") is not None:
+        raise ValueError("threshold_at_far needs a verification set (data.val_sets.<name>) to choose the threshold on")
+    tables = [ResultTable(f"Verification of {ckpt_path}", results)]
+    if eval_sets and trainer.is_global_zero:
+        embedder = FaceEmbedder(model.net, image_size, crop, cfg.flip_test).to(trainer.strategy.root_device)
+        loading = {"batch_size": cfg.data.get("eval_batch_size", 64), "num_workers": cfg.data.get("num_workers", 0)}
+        tables += run_eval_sets(eval_sets, embedder, Path(cfg.paths.output_dir), **loading)
+    report(tables, cfg.metrics_file)
+    if threshold is not None:
+        print(
+            f"Decision threshold at FAR <= {threshold['far']:g} on {threshold['set']}: same identity iff squared L2 "
+            f"distance of the L2-normalised embeddings <= {threshold['distance']:.6g} (cosine >= "
+            f"{threshold['cosine']:.6g}); TAR {threshold['tar']:.4f} there"
+        )
     export = cfg.get("export") or {}
     if export.get("onnx"):
-        images, _ = next(iter(datamodule.val_dataloader()[0]))
-        onnx_path = export_onnx(model.net, export.onnx, tuple(model.hparams.input_size), export.opset)
-        difference = check_onnx(onnx_path, model.net, images)
-        print(
-            f"ONNX export {onnx_path}: max abs difference to PyTorch {difference:.3g} "
-            f"(L2-normalised embeddings, {len(images)} images)"
-        )
-    return results
+        export_checked_onnx(model, datamodule, export, flip=cfg.flip_test, crop=crop, threshold=threshold)
+    return {name: metrics for table in tables for name, metrics in table.results.items()}
+
+
+def decision_threshold(
+    results: Mapping[str, VerificationResult], far: float, set_name: str | None = None
+) -> dict[str, Any]:
+    """The decision rule for a target false accept rate, chosen on one verification set's ROC.
+
+    Args:
+        results: The verification callback's results, ``{set name: VerificationResult}``.
+        far: The target false accept rate.
+        set_name: The set to choose on; default the first.
+
+    Returns:
+        ``{"set", "far", "distance", "cosine", "tar"}``: "same identity" iff the squared L2 distance of the
+        L2-normalised embeddings is at most ``distance`` (equivalently cosine >= ``cosine``), which accepts
+        the fraction ``tar`` of the set's same pairs and at most ``far`` of its different pairs.
+    """
+    if not 0 < far < 1:
+        raise ValueError(f"threshold_at_far={far:g}: choose a false accept rate in (0, 1), e.g. 1e-3")
+    set_name = set_name or next(iter(results))
+    if set_name not in results:
+        raise ValueError(f"threshold_set={set_name}: no such verification set; choose one of {', '.join(results)}")
+    roc = results[set_name].roc
+    if roc is None:
+        raise ValueError(f"verification set {set_name!r} lacks same or different pairs: no threshold can be chosen")
+    distance = threshold_at_far(roc, far)
+    return {
+        "set": set_name,
+        "far": far,
+        "distance": distance,
+        "cosine": 1.0 - distance / 2.0,
+        "tar": tar_at_far(roc.fpr, roc.tpr, far),
+    }
+
+
+def export_checked_onnx(
+    model: FaceRecognitionModule,
+    datamodule: L.LightningDataModule,
+    export: Mapping,
+    flip: bool,
+    crop: Any,
+    threshold: dict | None,
+) -> Path:
+    """Exports ``model.net`` to ONNX, checks it against PyTorch and writes its sidecar JSON; returns the ONNX path."""
+    images = (
+        next(iter(datamodule.val_dataloader()[0]))[0]
+        if datamodule.val_set_paths
+        else torch.rand(4, 3, *model.hparams.input_size) * 2 - 1
+    )
+    onnx_path = export_onnx(model.net, export["onnx"], tuple(model.hparams.input_size), export["opset"])
+    difference = check_onnx(onnx_path, model.net, images)
+    print(
+        f"ONNX export {onnx_path}: max abs difference to PyTorch {difference:.3g} "
+        f"(L2-normalised embeddings, {len(images)} images)"
+    )
+    sidecar = {
+        "input_size": list(model.hparams.input_size),
+        "crop": crop,
+        "flip": bool(flip),
+        "embedding_size": int(model.hparams.embedding_size),
+        "threshold": threshold,
+    }
+    sidecar_path(onnx_path).write_text(json.dumps(sidecar, indent=2))
+    return onnx_path

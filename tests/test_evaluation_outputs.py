@@ -21,7 +21,7 @@ from facerec.eval.metric import VerificationResult
 from facerec.eval.plots import plot_roc, save_roc
 from facerec.export import check_onnx, export_onnx
 from facerec.module import FaceRecognitionModule
-from facerec.tasks import TABLE_COLUMNS, report
+from facerec.tables import TABLE_COLUMNS, ResultTable, report
 from tests.helpers import compose_config, read_metrics, run_dir, run_script
 
 
@@ -137,7 +137,7 @@ def test_validation_every_n_epochs_then_after_fit_and_eval_export(data_dir, tmp_
 
 def test_report_prints_a_rich_table_uncut_and_writes_the_json(tmp_path, capsys):
     results = {"synthetic (raw pixels)": dict.fromkeys(TABLE_COLUMNS, 0.123456), "lfw": {"accuracy": 0.5}}
-    report(results, str(tmp_path / "out" / "metrics.json"), "Verification of model.ckpt")
+    report([ResultTable("Verification of model.ckpt", results)], str(tmp_path / "out" / "metrics.json"))
     printed = capsys.readouterr().out.splitlines()
     assert "Verification of model.ckpt" in printed[1]
     # Not a terminal: every column at full width (rich would otherwise fit 80 columns and cut cells).

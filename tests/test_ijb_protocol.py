@@ -12,7 +12,6 @@ from facerec.eval import ijb
 from facerec.eval.ijb import (
     FAR_TARGETS_IJB,
     far_key,
-    ijb_meta_paths,
     ijb_verification,
     image_features,
     pair_scores,
@@ -27,6 +26,10 @@ from facerec.eval.verification import FAR_TARGETS
 EMBEDDING = 8
 
 
+def meta_paths(root: Path) -> tuple[Path, Path]:
+    return root / "meta" / "ijbc_face_tid_mid.txt", root / "meta" / "ijbc_template_pair_label.txt"
+
+
 def write_mini_ijb(root: Path, rng: np.random.Generator) -> dict:
     """40 templates of 1-6 images over 1-3 medias, 300 labelled pairs, in ``root/meta`` as IJB-C lays them out."""
     template_ids = rng.choice(np.arange(1, 5000), size=40, replace=False)
@@ -37,7 +40,7 @@ def write_mini_ijb(root: Path, rng: np.random.Generator) -> dict:
         for _ in range(int(rng.integers(1, 7))):
             lines.append((int(template), int(rng.choice(media_ids))))
     lines = [lines[k] for k in rng.permutation(len(lines))]
-    face_tid_mid, pair_label = ijb_meta_paths(root, "IJBC")
+    face_tid_mid, pair_label = meta_paths(root)
     face_tid_mid.parent.mkdir(parents=True)
     face_tid_mid.write_text("".join(f"{k + 1}.jpg {t} {m}\n" for k, (t, m) in enumerate(lines)))
     first, second = rng.choice(template_ids, size=(2, 300))
@@ -71,7 +74,7 @@ def reference_template_features(raw, scores, lines, use_norm_score, use_detector
 def test_mini_ijb_matches_plain_loop(tmp_path, use_norm_score, use_detector_score):
     rng = np.random.default_rng(0)
     written = write_mini_ijb(tmp_path, rng)
-    face_tid_mid, pair_label = ijb_meta_paths(tmp_path, "ijbc")
+    face_tid_mid, pair_label = meta_paths(tmp_path)
     names, templates, medias = read_template_media(face_tid_mid)
     template1, template2, labels = read_template_pairs(pair_label)
     assert names == [f"{k + 1}.jpg" for k in range(len(written["lines"]))]

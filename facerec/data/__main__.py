@@ -1,4 +1,4 @@
-"""``python -m facerec.data``: dataset tools (check, folder2rec, rec2folder, make-pairs, align)."""
+"""``python -m facerec.data``: dataset tools (check, folder2rec, rec2folder, make-pairs, make-search, align)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,13 @@ def _align(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_search(args: argparse.Namespace) -> int:
+    gallery, probe, unenrolled = tools.make_search(args.dir, args.out, args.gallery_images, args.unenrolled, args.seed)
+    print(f"wrote {args.out}/gallery ({gallery} images) and {args.out}/probe ({probe} images, {unenrolled} "
+          "identities not in the gallery)")  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser; each sub-command stores its handler in ``run``."""
     parser = argparse.ArgumentParser(prog="python -m facerec.data", description=__doc__)
@@ -71,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     aligner.add_argument("--size", type=int, nargs=2, default=[112, 112], metavar=("H", "W"), help="crop size")
     aligner.set_defaults(run=_align)
+    search = commands.add_parser("make-search", help="identity folder -> 1:N search set OUT/gallery + OUT/probe")
+    search.add_argument("dir", help="identity folder (held-out identities)")
+    search.add_argument("out", help="new folder for gallery/ and probe/")
+    search.add_argument("--gallery-images", type=int, default=1, help="images each enrolled identity puts in gallery")
+    search.add_argument("--unenrolled", type=float, default=0.25, help="fraction of identities left out of gallery")
+    search.add_argument("--seed", type=int, default=0)
+    search.set_defaults(run=_make_search)
     return parser
 
 

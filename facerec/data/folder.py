@@ -78,6 +78,16 @@ def _visible(path: Path, root: Path) -> bool:
     return not any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
+def list_image_files(root: str | Path) -> list[Path]:
+    """Every image file (by extension) below ``root`` at any depth, hidden entries skipped, sorted."""
+    root = Path(root)
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and _visible(path, root)
+    )
+
+
 def scan_identity_folder(root: str | Path) -> FolderIndex:
     """Lists the images of every identity folder under ``root``.
 

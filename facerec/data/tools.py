@@ -1,4 +1,4 @@
-"""Dataset tools behind ``python -m facerec.data``: check, folder2rec, rec2folder, make-pairs.
+"""Dataset tools behind ``python -m facerec.data``: check, folder2rec, rec2folder, make-pairs, make-search.
 
 Identity folders are read with :func:`facerec.data.folder.scan_identity_folder`, the scan training
 uses: labels are the indices of the sorted identity folders that hold an image; empty identity
@@ -13,6 +13,7 @@ import os
 import random
 import re
 import shlex
+import shutil
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -307,3 +308,49 @@ def make_pairs(root: str | Path, out: str | Path, folds: int = 10, pairs_per_fol
             )
         )
     write_pairs(out, blocks)
+
+
+def make_search(
+    root: str | Path, out: str | Path, gallery_images: int = 1, unenrolled: float = 0.25, seed: int = 0
+) -> tuple[int, int, int]:
+    """Splits an identity folder into a 1:N search set: ``OUT/gallery`` and ``OUT/probe``, both identity folders.
+
+    A random ``unenrolled`` fraction of the identities (at least one) is left out of the gallery: all their
+    images become non-mated probes. Every other identity with more than ``gallery_images`` images enrols
+    ``gallery_images`` random ones in the gallery and becomes a probe with the rest; an identity with fewer
+    images is left out. Files are copied under their identity folder with their own names.
+
+    Returns:
+        (gallery images, probe images, unenrolled identities).
+
+    Raises:
+        FileExistsError: If ``OUT`` exists and is not empty.
+        ValueError: If the options are out of range, or no identity can be enrolled.
+    """
+    if gallery_images < 1 or not 0 < unenrolled < 1:
+        raise ValueError(f"need gallery images >= 1 and 0 < unenrolled < 1, got {gallery_images} and {unenrolled}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty: choose a new folder")
+    index = scan_identity_folder(root)
+    rng = random.Random(seed)
+    usable = [k for k, files in enumerate(index.images) if len(files) > gallery_images]
+    left_out = set(rng.sample(range(len(index.class_names)), max(1, round(unenrolled * len(index.class_names)))))
+    enrolled = [k for k in usable if k not in left_out]
+    if not enrolled:
+        raise ValueError(
+            f"{root}: no identity left to enrol with more than {gallery_images} images; "
+            "lower --gallery-images or --unenrolled"
+        )
+    counts = [0, 0]
+    for k, (name, files) in enumerate(zip(index.class_names, index.images, strict=True)):
+        if k not in left_out and k not in enrolled:
+            continue
+        chosen = set(rng.sample(range(len(files)), gallery_images)) if k in enrolled else set()
+        for i, path in enumerate(files):
+            part = "gallery" if i in chosen else "probe"
+            target = out / part / name / path.relative_to(index.root / name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            counts[part == "probe"] += 1
+    return counts[0], counts[1], len(left_out)

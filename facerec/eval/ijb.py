@@ -9,7 +9,8 @@ The protocol, step by step:
 1. Image feature: the embedding of the image, plus the embedding of its mirror with flip test (done upstream,
    when embedding). Unless ``use_norm_score`` (insightface's N1) is on, each image feature is L2-normalised;
    then, if ``use_detector_score`` (D1) is on, it is multiplied by the detector's faceness score (normalise
-   first, weight second). insightface's script turns N1, D1 and flip test all on; here they default to off.
+   first, weight second). insightface's script turns N1, D1 and flip test all on, and so does ``eval.py``
+   (:mod:`facerec.protocols`); these functions take them as arguments, off by default.
 2. Template feature: the images of a template are grouped by media id; a media contributes the mean of its
    images' features, the template is the sum of its media features, L2-normalised (a zero sum stays zero).
 3. Pair score: the dot product of the two normalised template features (cosine), in chunks of pairs.
@@ -27,32 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from facerec.eval.verification import RocCurve, area_under_curve
+from facerec.eval.verification import RocCurve, area_under_curve, l2_normalize
 
 FAR_TARGETS_IJB = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 PAIR_CHUNK = 100_000
 _WHITESPACE = np.isin(np.arange(256), (9, 10, 11, 12, 13, 32))  # bytes.split()'s ASCII whitespace, by byte value
 
 
-def ijb_meta_paths(root: str | Path, target: str = "IJBC") -> tuple[Path, Path]:
-    """The official ``(face_tid_mid, template_pair_label)`` files of ``target`` (``IJBB`` or ``IJBC``) under root."""
-    if target.upper() not in ("IJBB", "IJBC"):
-        raise ValueError(f"target must be IJBB or IJBC, got {target!r}")
-    meta = Path(root) / "meta"
-    prefix = target.lower()
-    return meta / f"{prefix}_face_tid_mid.txt", meta / f"{prefix}_template_pair_label.txt"
-
-
 def far_key(target: float) -> str:
     """Metric name of a FAR target: ``1e-6`` → ``"tar@far=1e-6"`` (as ``tar@far=1e-3`` in verification.py)."""
     return f"tar@far={np.format_float_scientific(target, trim='-', exp_digits=1)}"
-
-
-def normalize_rows(features: np.ndarray) -> np.ndarray:
-    """Rows divided by their L2 norm, zero rows left zero (as ``sklearn.preprocessing.normalize``). (N, E) → (N, E)."""
-    features = np.asarray(features, dtype=np.float64)
-    norms = np.sqrt(np.einsum("ij,ij->i", features, features))
-    return features / np.where(norms > 0, norms, 1.0)[:, None]
 
 
 def _segment_sums(values: np.ndarray, order: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -181,7 +166,7 @@ def image_features(
     if features.ndim != 2:
         raise ValueError(f"raw features must be (N, E), got shape {features.shape}")
     if not use_norm_score:
-        features = normalize_rows(features)
+        features = l2_normalize(features)
     if use_detector_score:
         if scores is None:
             raise ValueError("use_detector_score needs the detector scores")
@@ -224,7 +209,7 @@ def pool_templates(features: np.ndarray, templates: np.ndarray, medias: np.ndarr
     media_templates = sorted_templates[media_starts]
     template_starts = np.flatnonzero(np.r_[True, np.diff(media_templates) != 0])
     template_sums = _segment_sums(media_means, np.arange(len(media_means)), template_starts)
-    return normalize_rows(template_sums), media_templates[template_starts]
+    return l2_normalize(template_sums), media_templates[template_starts]
 
 
 def template_rows(template_ids: np.ndarray, queried: np.ndarray, name: str = "template") -> np.ndarray:

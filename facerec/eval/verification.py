@@ -116,6 +116,19 @@ def tar_at_far(far: np.ndarray, tar: np.ndarray, target: float) -> float:
     return float(tar[far <= target].max())
 
 
+def threshold_at_far(roc: RocCurve, target: float) -> float:
+    """The distance threshold of :func:`tar_at_far`'s point: "same" iff ``distance <= threshold`` accepts the most
+    same pairs while its false accept rate stays at most ``target`` (on the pairs the ROC was drawn from).
+
+    Raises:
+        ValueError: If no threshold accepts a pair at that rate (the closest pair of the set is a different pair).
+    """
+    best = int(np.flatnonzero(roc.fpr <= target)[-1])
+    if best == 0:
+        raise ValueError(f"no distance threshold accepts any pair at a false accept rate <= {target:g}")
+    return float(roc.thresholds[best])
+
+
 def evaluate(
     embeddings1: np.ndarray, embeddings2: np.ndarray, issame: np.ndarray, n_folds: int = 10
 ) -> dict[str, float]:

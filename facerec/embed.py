@@ -1,0 +1,127 @@
+"""``python -m facerec.embed MODEL SRC --out FILE``: L2-normalised embeddings of a folder or a list of images.
+
+MODEL is a training checkpoint (``.ckpt``) or an ONNX export (``.onnx``); images are prepared and
+embedded as at evaluation (the model's crop and input size, image + mirror image unless ``--no-flip``).
+FILE is ``.npz`` (arrays ``embeddings`` (N, E) float32 and ``paths`` (N,) str) or ``.parquet``
+(columns ``path`` and ``embedding``, a fixed-size list of float32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from rich.progress import Progress
+
+from facerec.data.decode import IMAGE_EXTENSIONS
+from facerec.data.folder import list_image_files
+from facerec.data.verification import VerificationImages
+from facerec.eval.verification import l2_normalize
+from facerec.inference import embed_dataset, load_model
+
+OUTPUT_FORMATS = (".npz", ".parquet")
+
+
+def list_images(src: str | Path) -> tuple[list[Path], list[str]]:
+    """The images to embed and the names to store for them.
+
+    Args:
+        src: A folder (every image below it, at any depth, hidden entries skipped; names relative to it) or a
+            text file with one image path per line (relative paths are relative to the file's folder; names as
+            written; blank lines and lines starting with ``#`` skipped).
+
+    Returns:
+        (files, names), sorted by name for a folder, in file order for a list.
+
+    Raises:
+        FileNotFoundError: If ``src`` or a listed image does not exist (all missing ones are named).
+        ValueError: If there is no image.
+    """
+    src = Path(src)
+    if src.is_dir():
+        files = list_image_files(src)
+        names = [path.relative_to(src).as_posix() for path in files]
+    elif src.is_file():
+        names = [line.strip() for line in src.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        files = [path if path.is_absolute() else src.parent / path for path in map(Path, names)]
+        missing = [name for name, path in zip(names, files, strict=True) if not path.is_file()]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise FileNotFoundError(f"{src} lists {len(missing)} images that do not exist: {shown}")
+    else:
+        raise FileNotFoundError(f"{src} is neither a folder of images nor a file listing images")
+    if not files:
+        raise ValueError(f"no images in {src} (extensions {', '.join(IMAGE_EXTENSIONS)})")
+    return files, names
+
+
+def write_embeddings(path: str | Path, names: list[str], embeddings: np.ndarray) -> Path:
+    """Writes names and (N, E) embeddings as ``.npz`` or ``.parquet`` (chosen by the suffix); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if path.suffix == ".npz":
+        np.savez(path, embeddings=embeddings, paths=np.asarray(names, dtype=str))
+    elif path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        column = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), embeddings.shape[1])
+        pq.write_table(pa.table({"path": pa.array(names, pa.string()), "embedding": column}), path)
+    else:
+        raise ValueError(f"--out {path}: choose a file ending in {' or '.join(OUTPUT_FORMATS)}")
+    return path
+
+
+def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Reads what :func:`write_embeddings` wrote: (names, (N, E) float32 embeddings)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        embeddings = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+        return table.column("path").to_pylist(), embeddings
+    with np.load(path, allow_pickle=False) as data:
+        return data["paths"].tolist(), data["embeddings"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(prog="python -m facerec.embed", description=__doc__)
+    parser.add_argument("model", help="training checkpoint (.ckpt) or ONNX export (.onnx)")
+    parser.add_argument("src", help="folder of images, or a text file with one image path per line")
+    parser.add_argument("--out", required=True, help="output file: .npz or .parquet")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    parser.add_argument("--no-flip", action="store_true", help="embed the image only, not image + mirror image")
+    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Embeds the images; returns the exit code (2 with a message on stderr for bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if Path(args.out).suffix not in OUTPUT_FORMATS:
+            raise ValueError(f"--out {args.out}: choose a file ending in {' or '.join(OUTPUT_FORMATS)}")
+        files, names = list_images(args.src)
+        model = load_model(args.model, flip=False if args.no_flip else None, device=args.device)
+        dataset = VerificationImages(files, model.transform)
+        with Progress(transient=True) as progress:
+            task = progress.add_task("embedding", total=len(files))
+            raw = embed_dataset(
+                model, dataset, args.batch_size, args.workers, progress=lambda n: progress.advance(task, n)
+            )
+        path = write_embeddings(args.out, names, l2_normalize(raw))
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}: {len(names)} L2-normalised {raw.shape[1]}-d embeddings")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

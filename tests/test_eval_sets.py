@@ -1,0 +1,183 @@
+"""eval.py's eval_sets end to end: IJB-C on a mini-IJB in the official layout, and 1:N search on identity folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from facerec.data.__main__ import main as data_main
+from facerec.data.align import template
+from facerec.data.decode import read_image
+from facerec.data.folder import list_image_files, scan_identity_folder
+from facerec.eval.ijb import roc_points, tar_at_far_nearest
+from facerec.module import FaceRecognitionModule
+from facerec.protocols import check_eval_sets
+from facerec.tasks import evaluate
+from tests.helpers import compose_config
+
+MARGIN = 8  # pixels of black border around each 32x32 face in the mini-IJB's loose crops
+
+
+@pytest.fixture(scope="module")
+def checkpoint(smoke_run):
+    return smoke_run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def heldout(data_dir, smoke_run) -> Path:
+    return data_dir / "synthetic_mini" / "heldout" / "images"
+
+
+def raw_embeddings(checkpoint: Path, images: list[np.ndarray], flip: bool = True) -> np.ndarray:
+    """The module's own ``embed`` (image + mirror image) on 32x32 RGB images: the independent path."""
+    module = FaceRecognitionModule.load_from_checkpoint(checkpoint, map_location="cpu", flip_test=flip).eval()
+    batch = torch.stack([torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1 for image in images])
+    with torch.inference_mode():
+        return module.embed(batch).double().numpy()
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+
+
+def write_mini_ijb(root: Path, heldout: Path) -> dict:
+    """A mini-IJB-C in the official layout from the held-out faces: 6 subjects, 2 templates each.
+
+    Each loose crop is the 32x32 face on a black (32 + 2 MARGIN)^2 canvas, and its landmarks are the 32x32
+    template shifted by MARGIN, so alignment recovers the face exactly. Template 2s+1 of subject s holds its
+    first two images as one media and template 2s+2 its third as another; every template pair is scored.
+    """
+    index = scan_identity_folder(heldout)
+    (root / "meta").mkdir(parents=True)
+    (root / "loose_crop").mkdir()
+    landmarks = template((32, 32)) + MARGIN
+    faces, rows, marks = [], [], []
+    for subject, files in enumerate(index.images):
+        for k, path in enumerate(files):
+            name = f"{subject * 10 + k}.png"
+            face = read_image(path)
+            canvas = np.zeros((32 + 2 * MARGIN, 32 + 2 * MARGIN, 3), np.uint8)
+            canvas[MARGIN:-MARGIN, MARGIN:-MARGIN] = face
+            cv2.imwrite(str(root / "loose_crop" / name), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+            score = 0.5 + 0.1 * k
+            faces.append(face)
+            rows.append((name, 2 * subject + 1 + (k == 2), 100 * subject + (k == 2), score))
+            marks.append(f"{name} {' '.join(f'{v:.4f}' for v in landmarks.reshape(-1))} {score}")
+    (root / "meta" / "ijbc_face_tid_mid.txt").write_text("".join(f"{n} {t} {m}\n" for n, t, m, _ in rows))
+    (root / "meta" / "ijbc_name_5pts_score.txt").write_text("\n".join(marks) + "\n")
+    pairs = [(a, b, int((a - 1) // 2 == (b - 1) // 2)) for a in range(1, 13) for b in range(a + 1, 13)]
+    (root / "meta" / "ijbc_template_pair_label.txt").write_text("".join(f"{a} {b} {y}\n" for a, b, y in pairs))
+    return {"faces": faces, "rows": rows, "pairs": pairs}
+
+
+def per_template_scores(features: np.ndarray, rows: list, pairs: list, norm: bool, detector: bool) -> np.ndarray:
+    """insightface's pooling written as a plain loop: per template, medias' means summed, normalised; cosines."""
+    templates: dict[int, dict[int, list[np.ndarray]]] = {}
+    for feature, (_, template_id, media, score) in zip(features, rows, strict=True):
+        feature = feature if norm else unit(feature)
+        templates.setdefault(template_id, {}).setdefault(media, []).append(feature * score if detector else feature)
+    pooled = {t: unit(sum(np.mean(m, axis=0) for m in medias.values())) for t, medias in templates.items()}
+    return np.array([pooled[a] @ pooled[b] for a, b, _ in pairs])
+
+
+def evaluate_config(checkpoint, data_dir, tmp_path, *overrides):
+    return compose_config(
+        "data=synthetic_mini", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+        f"ckpt_path={checkpoint}", "data.val_sets=null", *overrides,
+        config_name="eval", output_dir=tmp_path / "run", data_dir=data_dir,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("norm, detector", [(True, True), (False, False)])
+def test_ijbc_equals_an_independent_per_template_loop(checkpoint, heldout, data_dir, tmp_path, norm, detector):
+    mini = write_mini_ijb(tmp_path / "IJBC", heldout)
+    cfg = evaluate_config(
+        checkpoint, data_dir, tmp_path, f"+eval_sets.ijbc.root={tmp_path / 'IJBC'}",
+        "+eval_sets.ijbc.save_features=true", f"+eval_sets.ijbc.use_norm_score={norm}",
+        f"+eval_sets.ijbc.use_detector_score={detector}",
+    )  # fmt: skip
+    results = evaluate(cfg)
+    run = tmp_path / "run"
+    features = np.load(run / "ijbc_features.npy")
+    expected_features = raw_embeddings(checkpoint, mini["faces"])
+    assert features.shape == (18, 16) and features.dtype == np.float32
+    np.testing.assert_allclose(features, expected_features, rtol=1e-4, atol=1e-4 * np.abs(expected_features).max())
+
+    scores = per_template_scores(expected_features, mini["rows"], mini["pairs"], norm, detector)
+    labels = np.array([y for _, _, y in mini["pairs"]])
+    roc = roc_points(labels, scores)
+    expected = tar_at_far_nearest(roc.fpr, roc.tpr)
+    assert list(expected) == [f"tar@far=1e-{k}" for k in range(6, 0, -1)]
+    written = json.loads((run / "metrics.json").read_text())["ijbc"]
+    for key, value in expected.items():
+        assert written[key] == pytest.approx(value, abs=1e-12) and results["ijbc"][key] == written[key]
+    assert (run / "roc_ijbc.png").stat().st_size > 0
+
+
+def test_ijb_errors_name_the_problem(checkpoint, heldout, data_dir, tmp_path):
+    write_mini_ijb(tmp_path / "IJBC", heldout)
+    landmarks = tmp_path / "IJBC" / "meta" / "ijbc_name_5pts_score.txt"
+    landmarks.write_text("\n".join([*landmarks.read_text().splitlines()[:3], "4.png 1 2 3"]) + "\n")
+    cfg = evaluate_config(checkpoint, data_dir, tmp_path, f"+eval_sets.ijbc.root={tmp_path / 'IJBC'}")
+    with pytest.raises(ValueError, match=r"ijbc_name_5pts_score.txt line 4"):
+        evaluate(cfg)
+    cfg = evaluate_config(checkpoint, data_dir, tmp_path, f"+eval_sets.ijbb.root={tmp_path / 'IJBC'}")
+    with pytest.raises(FileNotFoundError, match=r"ijbb_face_tid_mid.txt is missing"):
+        evaluate(cfg)
+    with pytest.raises(ValueError, match=r"eval_sets.x has keys \['root', 'typo'\]"):
+        check_eval_sets({"x": {"root": "r", "typo": 1}})
+
+
+def test_make_search_splits_identities_into_gallery_and_probes(heldout, tmp_path, capsys):
+    assert data_main(["make-search", str(heldout), str(tmp_path / "s"), "--unenrolled", "0.3"]) == 0
+    assert "identities not in the gallery" in capsys.readouterr().out
+    gallery, probe = scan_identity_folder(tmp_path / "s" / "gallery"), scan_identity_folder(tmp_path / "s" / "probe")
+    assert [len(files) for files in gallery.images] == [1] * 4  # 6 identities, round(0.3 * 6) = 2 left out
+    assert len(probe.class_names) == 6 and sum(map(len, probe.images)) == 18 - 4
+    assert set(gallery.class_names) < set(probe.class_names)
+    every = sorted(path.name for path in list_image_files(tmp_path / "s"))
+    assert every == sorted(path.name for path in list_image_files(heldout))
+    assert data_main(["make-search", str(heldout), str(tmp_path / "s")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_search_equals_a_hand_loop_with_distractors(checkpoint, heldout, data_dir, tmp_path):
+    data_main(["make-search", str(heldout), str(tmp_path / "s"), "--unenrolled", "0.3"])
+    distractors = shutil.copytree(data_dir / "synthetic_mini" / "train", tmp_path / "distractors")
+    cfg = evaluate_config(
+        checkpoint, data_dir, tmp_path, f"+eval_sets.search.gallery={tmp_path / 's' / 'gallery'}",
+        f"+eval_sets.search.probe={tmp_path / 's' / 'probe'}", f"+eval_sets.search.distractors={distractors}",
+    )  # fmt: skip
+    results = evaluate(cfg)["search"]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["search"] == results
+
+    def embed(paths):
+        return unit(raw_embeddings(checkpoint, [read_image(path) for path in paths]))
+
+    gallery, probe = scan_identity_folder(tmp_path / "s" / "gallery"), scan_identity_folder(tmp_path / "s" / "probe")
+    entries = [unit(embed(files).mean(axis=0)) for files in gallery.images] + list(embed(list_image_files(distractors)))
+    names = list(gallery.class_names) + [None] * (len(entries) - len(gallery.class_names))
+    ranks, mated_scores, non_mated_tops = [], [], []
+    for name, files in zip(probe.class_names, probe.images, strict=True):
+        for feature in embed(files):
+            scores = np.array([entry @ feature for entry in entries])
+            if name in names:
+                true = scores[names.index(name)]
+                ranks.append(1 + sum(s >= true for k, s in enumerate(scores) if k != names.index(name)))
+                mated_scores.append(true)
+            else:
+                non_mated_tops.append(scores.max())
+    ranks = np.array(ranks)
+    assert results["rank-1"] == pytest.approx(np.mean(ranks == 1))
+    assert results["rank-5"] == pytest.approx(np.mean(ranks <= 5))
+    # 6 non-mated probes: FPIR <= 0.1 allows floor(0.6) = 0 false positives, so the threshold is the highest
+    # non-mated score, and a mated probe counts if it is at rank 1 with a higher score.
+    tau = max(non_mated_tops)
+    detected = np.mean([rank == 1 and score > tau for rank, score in zip(ranks, mated_scores, strict=True)])
+    assert results["dir@fpir=1e-1"] == pytest.approx(detected) and results["dir@fpir=1e-2"] == pytest.approx(detected)
