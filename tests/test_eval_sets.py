@@ -125,7 +125,7 @@ def test_ijb_errors_name_the_problem(checkpoint, heldout, data_dir, tmp_path):
     landmarks = tmp_path / "IJBC" / "meta" / "ijbc_name_5pts_score.txt"
     landmarks.write_text("\n".join([*landmarks.read_text().splitlines()[:3], "4.png 1 2 3"]) + "\n")
     cfg = evaluate_config(checkpoint, data_dir, tmp_path, f"+eval_sets.ijbc.root={tmp_path / 'IJBC'}")
-    with pytest.raises(ValueError, match=r"ijbc_name_5pts_score.txt line 4"):
+    with pytest.raises(ValueError, match=r"ijbc_name_5pts_score.txt:4:"):
         evaluate(cfg)
     cfg = evaluate_config(checkpoint, data_dir, tmp_path, f"+eval_sets.ijbb.root={tmp_path / 'IJBC'}")
     with pytest.raises(FileNotFoundError, match=r"ijbb_face_tid_mid.txt is missing"):

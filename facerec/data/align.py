@@ -174,7 +174,7 @@ def parse_landmark_line(line: str, where: str) -> LandmarkRow:
 
     Args:
         line: The line; fields are separated by spaces and/or tabs.
-        where: Where the line is, for error messages (``landmarks.txt line 7``).
+        where: Where the line is, for error messages (``landmarks.txt:7``).
 
     Returns:
         The parsed row.
@@ -206,7 +206,7 @@ def _numbered_rows(path: Path) -> list[tuple[int, LandmarkRow]]:
     with path.open(encoding="utf-8") as file:
         for number, line in enumerate(file, start=1):
             if line.strip():
-                rows.append((number, parse_landmark_line(line, f"{path} line {number}")))
+                rows.append((number, parse_landmark_line(line, f"{path}:{number}")))
     return rows
 
 
@@ -280,7 +280,7 @@ def align_folder(
     rows = _numbered_rows(landmarks_file)
     first_line: dict[str, int] = {}
     for number, row in rows:
-        where = f"{landmarks_file} line {number}"
+        where = f"{landmarks_file}:{number}"
         _check_relative(row.path, where)
         key = PurePath(row.path).as_posix()
         if key in first_line:
