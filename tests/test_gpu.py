@@ -1,4 +1,4 @@
-"""On a CUDA GPU: fp16-mixed and bf16-mixed training steps, channels-last inputs and ``model.compile=true``.
+"""On a CUDA GPU: fp16-mixed and bf16-mixed training steps, channels-last inputs, ``model.compile=true``, 1:N search.
 
 Every test here is marked ``gpu``: skipped with the reason where ``torch.cuda.is_available()`` is false, run with
 ``pytest -m gpu`` on a machine with CUDA. The 2-process NCCL DDP equality test is the ``nccl`` case of
@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from facerec.eval.search import search
 from tests.helpers import quiet_trainer, smoke_model, without_tf32
 
 pytestmark = pytest.mark.gpu
@@ -139,3 +140,14 @@ def test_compiled_backbone_trains_and_embeds_like_eager_on_cuda(float32, tmp_pat
         model.net.backbone = model.net.backbone._orig_mod  # the same weights, eager
         eager = model(images)
     torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-4)
+
+
+def test_search_on_cuda_equals_the_cpu(float32):
+    generator = torch.Generator().manual_seed(0)
+    probes, gallery, distractors = (torch.randn(n, 32, generator=generator) for n in (300, 500, 2000))
+    gallery_labels, probe_labels = torch.arange(500), torch.randint(0, 600, (300,), generator=generator)
+    options = {"distractors": distractors, "k": 5, "probe_chunk": 64, "gallery_chunk": 256}
+    on_cpu = search(probes, gallery, gallery_labels, probe_labels, device="cpu", **options)
+    on_cuda = search(probes, gallery, gallery_labels, probe_labels, device="cuda", **options)
+    assert (on_cuda.ranks == on_cpu.ranks).all() and (on_cuda.topk_indices == on_cpu.topk_indices).all()
+    assert abs(on_cuda.topk_scores - on_cpu.topk_scores).max() < 1e-5
