@@ -41,6 +41,7 @@ from facerec.tables import ResultTable
 log = logging.getLogger(__name__)
 
 COMMON_OPTIONS = {"batch_size", "num_workers"}
+FOLDER_OPTIONS = {"root", "gallery", "probe", "distractors"}
 IJB_OPTIONS = {"root", "prefix", "use_norm_score", "use_detector_score", "save_features"} | COMMON_OPTIONS
 SEARCH_OPTIONS = {"gallery", "probe", "distractors"} | COMMON_OPTIONS
 IJB_COLUMNS = tuple(far_key(target) for target in FAR_TARGETS_IJB)
@@ -50,10 +51,11 @@ IJB_DEFAULTS = {"prefix": None, "use_norm_score": True, "use_detector_score": Tr
 
 
 def check_eval_sets(eval_sets: DictConfig | Mapping | None) -> dict[str, dict[str, Any]]:
-    """``eval_sets`` as plain dicts, each with its ``kind`` (``ijb`` or ``search``); refuses unknown options.
+    """``eval_sets`` as plain dicts, each with its ``kind`` (``ijb`` or ``search``), checked before any embedding.
 
     Raises:
-        ValueError: Naming the set, its keys and the options of its kind.
+        ValueError: For unknown options, naming the set, its keys and the options of its kind.
+        FileNotFoundError: For a folder option that is not a folder, naming it.
     """
     eval_sets = OmegaConf.to_container(eval_sets, resolve=True) if OmegaConf.is_config(eval_sets) else eval_sets
     checked = {}
@@ -69,6 +71,9 @@ def check_eval_sets(eval_sets: DictConfig | Mapping | None) -> dict[str, dict[st
                 f"{', '.join(sorted(IJB_OPTIONS - {'root'}))}), or 'gallery' and 'probe' for 1:N search (options "
                 f"{', '.join(sorted(SEARCH_OPTIONS - {'gallery', 'probe'}))})"
             )
+        for key in FOLDER_OPTIONS & options.keys():
+            if options[key] is not None and not Path(options[key]).is_dir():
+                raise FileNotFoundError(f"eval_sets.{name}.{key}: folder not found: {options[key]}")
     return checked
 
 

@@ -196,6 +196,9 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     image_size, crop = evaluation_input(cfg.data, model.hparams, ckpt_path)
     datamodule = instantiate(cfg.data, root=None, image_size=image_size, crop=crop)
     eval_sets = check_eval_sets(cfg.get("eval_sets"))
+    both = sorted(set(eval_sets) & set(datamodule.val_set_paths))
+    if both:
+        raise ValueError(f"eval_sets and data.val_sets both name {', '.join(both)}: give each set its own name")
     if not datamodule.val_set_paths and not eval_sets:
         raise ValueError(
             "no evaluation sets configured: add data.val_sets.<name>.pairs and .images, data.val_sets.<name>.bin, "

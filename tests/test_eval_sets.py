@@ -132,6 +132,14 @@ def test_ijb_errors_name_the_problem(checkpoint, heldout, data_dir, tmp_path):
         evaluate(cfg)
     with pytest.raises(ValueError, match=r"eval_sets.x has keys \['root', 'typo'\]"):
         check_eval_sets({"x": {"root": "r", "typo": 1}})
+    with pytest.raises(FileNotFoundError, match=r"eval_sets.s.probe: folder not found: nowhere"):
+        check_eval_sets({"s": {"gallery": str(tmp_path), "probe": "nowhere"}})
+    clash = compose_config(
+        "data=synthetic_mini", f"ckpt_path={checkpoint}", f"+eval_sets.synthetic.root={tmp_path / 'IJBC'}",
+        config_name="eval", output_dir=tmp_path / "run", data_dir=data_dir,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="eval_sets and data.val_sets both name synthetic"):
+        evaluate(clash)
 
 
 def test_make_search_splits_identities_into_gallery_and_probes(heldout, tmp_path, capsys):
