@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -77,6 +78,17 @@ def pair_folds(pairs_file: Path) -> tuple[int, int]:
     return int(header[0]), int(header[1])
 
 
+def fold_people(pairs_file: Path, folds: Iterable[int]) -> set[str]:
+    """Names of the people in the lines of ``folds`` (0-based) of an LFW ``pairs.txt`` (``folds<TAB>n`` header)."""
+    _, n = pair_folds(pairs_file)
+    protocol, block = read_pairs(pairs_file), 2 * n
+    return {
+        path.split("/")[0]
+        for k in folds
+        for path in protocol.left[k * block : (k + 1) * block] + protocol.right[k * block : (k + 1) * block]
+    }
+
+
 def make_dev_split(
     lfw: Path, work: Path, train_folds: tuple[int, ...] = (0, 1, 2), test_folds: tuple[int, ...] = (3, 4)
 ) -> tuple[Path, Path]:
@@ -97,14 +109,9 @@ def make_dev_split(
     """
     pairs_path = lfw / "pairs.txt"
     folds, n = pair_folds(pairs_path)
-    protocol = read_pairs(pairs_path)
     lines = [line for line in pairs_path.read_text().splitlines()[1:] if line.strip()]
     block = 2 * n
-    train_people = {
-        path.split("/")[0]
-        for k in train_folds
-        for path in protocol.left[k * block : (k + 1) * block] + protocol.right[k * block : (k + 1) * block]
-    }
+    train_people = fold_people(pairs_path, train_folds)
     same = [line for k in test_folds for line in lines[k * block : k * block + n]]
     different = [line for k in test_folds for line in lines[k * block + n : (k + 1) * block]]
     if len(same) % 10 or max(train_folds + test_folds) >= folds:

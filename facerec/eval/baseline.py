@@ -26,6 +26,14 @@ def pixel_rows(
     return torch.cat([(batch + batch.flip(3)).flatten(1) for batch, _ in loader]).double().numpy()
 
 
+def raw_pixel_features(
+    images: Sequence[Path] | Sequence[np.ndarray], image_size: tuple[int, int], crop: Crop = None
+) -> np.ndarray:
+    """The raw-pixel baseline's embedding of each image: :func:`pixel_rows` minus each row's mean. → (N, 3·H·W)."""
+    pixels = pixel_rows(images, image_size, crop)
+    return pixels - pixels.mean(axis=1, keepdims=True)
+
+
 def raw_pixel_metrics(
     val_set: VerificationSet, image_size: tuple[int, int], crop: Crop = None, n_folds: int = 10
 ) -> dict[str, float]:
@@ -37,8 +45,7 @@ def raw_pixel_metrics(
         crop: ``data.crop``, applied before resizing, as for the model.
         n_folds: Folds of the accuracy protocol when ``val_set`` declares none (``val_set.folds``).
     """
-    pixels = pixel_rows(val_set.images, image_size, crop)
-    pixels -= pixels.mean(axis=1, keepdims=True)
+    pixels = raw_pixel_features(val_set.images, image_size, crop)
     return evaluate(pixels[val_set.pairs[:, 0]], pixels[val_set.pairs[:, 1]], val_set.issame, val_set.folds or n_folds)
 
 
@@ -53,6 +60,41 @@ def fit_pca(samples: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndar
     _, singular_values, components = np.linalg.svd(samples - mean, full_matrices=False)
     k = min(n_components, len(singular_values))
     return mean, components[:k], singular_values[:k] / np.sqrt(max(len(samples) - 1, 1))
+
+
+def eigenface_features(
+    images: Sequence[Path] | Sequence[np.ndarray],
+    training_images: Sequence[Path] | Sequence[np.ndarray],
+    image_size: tuple[int, int],
+    crop: Crop = None,
+    n_components: int = 100,
+    whiten: bool = False,
+    pca: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """The eigenface baseline's embedding of each image: its projection on the training images' principal components.
+
+    Turk & Pentland's eigenfaces (1991): PCA fit on ``training_images`` (never on the images embedded).
+
+    Args:
+        images: The images to embed.
+        training_images: The images the PCA is fit on (unused when ``pca`` is given).
+        image_size: (H, W) the images are resized to, as for the model.
+        crop: ``data.crop``, applied before resizing, as for the model.
+        n_components: Principal components kept.
+        whiten: Divide each projection by its component's standard deviation.
+        pca: A :func:`fit_pca` result of the training images' :func:`pixel_rows` at the same size and crop,
+            to reuse instead of fitting again (its own number of components is kept).
+
+    Returns:
+        (N, K) float64 projections, K = the components kept (:func:`fit_pca`).
+    """
+    if pca is None:
+        pca = fit_pca(pixel_rows(training_images, image_size, crop), n_components)
+    mean, components, scales = pca
+    projected = (pixel_rows(images, image_size, crop) - mean) @ components.T
+    if whiten:
+        projected /= np.where(scales > 0, scales, 1.0)
+    return projected
 
 
 def eigenface_metrics(
@@ -78,10 +120,7 @@ def eigenface_metrics(
         whiten: Divide each projection by its component's standard deviation.
         n_folds: Folds of the accuracy protocol when ``val_set`` declares none (``val_set.folds``).
     """
-    mean, components, scales = fit_pca(pixel_rows(training_images, image_size, crop), n_components)
-    projected = (pixel_rows(val_set.images, image_size, crop) - mean) @ components.T
-    if whiten:
-        projected /= np.where(scales > 0, scales, 1.0)
+    projected = eigenface_features(val_set.images, training_images, image_size, crop, n_components, whiten)
     return evaluate(
         projected[val_set.pairs[:, 0]], projected[val_set.pairs[:, 1]], val_set.issame, val_set.folds or n_folds
     )

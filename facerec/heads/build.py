@@ -57,8 +57,8 @@ def create_head(
     check_head_parameters(name, cls, kwargs)
     head = cls(embedding_size=embedding_size, num_classes=num_classes, **kwargs)
     if partial_fc is not None and classifier is None:
-        legacy = dict(partial_fc)
-        classifier = {"name": "partial_fc" if legacy.pop("enabled", False) else "full", **legacy}
+        legacy = dict(partial_fc)  # disabled, its sample_rate was unused: the full classifier takes no options
+        classifier = {"name": "partial_fc", **legacy} if legacy.pop("enabled", False) else {"name": "full"}
     options = dict(classifier or {"name": "full"})
     kind = options.pop("name", "full")
     if kind not in CLASSIFIERS:

@@ -56,6 +56,9 @@ def test_configs_of_earlier_checkpoints_build_the_same_head() -> None:
     legacy["partial_fc"] = {"enabled": True, "sample_rate": 1.0}
     head = build_head(legacy, embedding_size=8, num_classes=5)
     assert isinstance(head.classifier, PartialFC) and head.margin == 0.3
+    legacy["partial_fc"] = {"enabled": False, "sample_rate": 1.0}  # what every other margin-head checkpoint holds
+    head = build_head(legacy, embedding_size=8, num_classes=5)
+    assert not isinstance(head.classifier, PartialFC) and head.margin == 0.3
 
 
 def test_a_target_that_is_not_a_head_lists_the_head_classes() -> None:
