@@ -63,6 +63,7 @@ from facerec.inference import embed_dataset, load_model
 LEARNING_OUTPUTS = REPO / "logs" / "benchmarks" / "learning"
 METRICS = (*(f"rank-{rank}" for rank in RANKS), *(fpir_key(target) for target in FPIR_TARGETS))
 TRAIN_FOLDS, SEARCH_FOLDS = (0, 1, 2), (3, 4)
+MAX_PROBES = 10
 
 
 @dataclass
@@ -101,14 +102,19 @@ class SearchSplit:
 
 
 def search_split(
-    lfw: Path, folds: tuple[int, ...] = SEARCH_FOLDS, unenrolled: float = 0.25, seed: int = 0
+    lfw: Path,
+    folds: tuple[int, ...] = SEARCH_FOLDS,
+    unenrolled: float = 0.25,
+    seed: int = 0,
+    max_probes: int | None = MAX_PROBES,
 ) -> SearchSplit:
     """The search set of the people of ``folds`` (0-based) of ``lfw/pairs.txt``, images under ``lfw/images/<Name>``.
 
     People are taken in sorted order and files in sorted order, so a seed always gives the same split:
     ``round(unenrolled * people with >= 2 images)`` of them, drawn with ``random.Random(seed)``, are left
     out of the gallery; then each other one, in order, enrols one image drawn with the same generator.
-    People with one image are the distractors.
+    People with one image are the distractors. With ``max_probes``, a person with more probe images keeps that
+    many, drawn with the same generator (so that a few people with hundreds of photos do not outweigh the rest).
 
     Raises:
         ValueError: If ``unenrolled`` is not in [0, 1) or no one can be enrolled.
@@ -124,13 +130,14 @@ def search_split(
     split = SearchSplit(people, [], [], [], [], [], sorted(left_out))
     for label, name in enumerate(people):
         chosen = None if name in left_out else rng.randrange(len(files[name]))
-        for i, path in enumerate(files[name]):
-            if i == chosen:
-                split.gallery.append(path)
-                split.gallery_labels.append(label)
-            else:
-                split.probes.append(path)
-                split.probe_labels.append(label)
+        probes = [path for i, path in enumerate(files[name]) if i != chosen]
+        if max_probes is not None and len(probes) > max_probes:
+            probes = sorted(rng.sample(probes, max_probes))
+        if chosen is not None:
+            split.gallery.append(files[name][chosen])
+            split.gallery_labels.append(label)
+        split.probes += probes
+        split.probe_labels += [label] * len(probes)
     split.distractors = [images[0] for images in files.values() if len(images) == 1]
     return split
 
@@ -242,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: logs/benchmarks/search/<time>)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the gallery / probe split")
     parser.add_argument("--unenrolled", type=float, default=0.25, help="fraction of people left out of the gallery")
+    parser.add_argument(
+        "--max-probes", type=int, default=MAX_PROBES, help="probe images kept per person (0: all of them)"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     args = parser.parse_args(argv)
     if not (args.lfw / "pairs.txt").is_file() or not (args.lfw / "images").is_dir():
@@ -258,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    split = search_split(args.lfw, SEARCH_FOLDS, args.unenrolled, args.seed)
+    split = search_split(args.lfw, SEARCH_FOLDS, args.unenrolled, args.seed, args.max_probes or None)
     counts = split.counts()
     trained = {path.parent.name for path in training_images(args.lfw)}
     overlap = trained & ({path.parent.name for path in split.images})
@@ -323,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "search.md").write_text(f"{title}\n\n{markdown}\n")
     protocol = {
         "lfw": str(args.lfw), "runs": str(runs_dir), "seed": args.seed, "unenrolled": args.unenrolled,
+        "max_probes": args.max_probes,
         "counts": counts, "people also trained on": len(overlap),
         "baseline input": {"input_size": list(size), "crop": crop, "pca_training_images": len(training)},
         "unenrolled people": split.unenrolled,

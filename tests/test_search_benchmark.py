@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 
 import cv2
 import lightning as L
@@ -70,6 +71,9 @@ def test_split_of_a_tiny_lfw_is_seeded_and_hand_checkable(tiny_lfw):
     }  # fmt: skip
     assert search_split(tiny_lfw, unenrolled=0.25, seed=0) == split
     assert search_split(tiny_lfw, unenrolled=0.0, seed=0).counts()["non-mated probes"] == 0
+    capped = search_split(tiny_lfw, unenrolled=0.25, seed=0, max_probes=1)
+    assert capped.unenrolled == split.unenrolled and not set(capped.probes) & set(capped.gallery)
+    assert sorted(capped.probe_labels) == [0, 1, 2, 3]  # one probe each of Ann, Bob, Dan and the unenrolled Eve
     assert names(training_images(tiny_lfw)) == ["Tom_0001", "Tom_0002", "Uma_0001", "Uma_0002"]  # Val: 1 image
 
 
@@ -113,8 +117,9 @@ def test_split_of_the_real_lfw_folds_4_5(tmp_path):
     split = search_split(shared_file("lfw_folds1-5"))
     assert split.counts() == {
         "people": 845, "gallery identities": 227, "distractors": 542, "unenrolled people": 76,
-        "mated probes": 943, "non-mated probes": 340,
+        "mated probes": 624, "non-mated probes": 292,
     }  # fmt: skip
+    assert max(Counter(split.probe_labels).values()) == 10  # Colin Powell's 235 probe images capped
     assert not {path.parent.name for path in split.images} & {
         path.parent.name for path in training_images(shared_file("lfw_folds1-5"))
     }
