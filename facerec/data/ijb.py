@@ -31,7 +31,7 @@ class IJBSet:
         templates: (N,) template id of each image.
         medias: (N,) media id of each image.
         landmarks: (N, 5, 2) the 5 landmarks of each image (x, y pixels).
-        scores: (N,) the detector score of each image.
+        scores: (N,) the detector score of each image (1 where the landmark file has none).
         template1: (P,) first template of each pair.
         template2: (P,) second template of each pair.
         labels: (P,) 1 if the pair shows one subject, else 0.
