@@ -48,7 +48,6 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -57,7 +56,7 @@ from facerec.data.decode import read_image
 from facerec.data.folder import list_image_files
 from facerec.data.verification import VerificationImages
 from facerec.eval.baseline import eigenface_features, fit_pca, pixel_rows, raw_pixel_features
-from facerec.eval.search import FPIR_TARGETS, RANKS, fpir_key, identification_metrics, identity_templates, search
+from facerec.eval.search import FPIR_TARGETS, RANKS, fpir_key, identification_metrics, search_identities
 from facerec.inference import embed_dataset, load_model
 
 LEARNING_OUTPUTS = REPO / "logs" / "benchmarks" / "learning"
@@ -155,11 +154,8 @@ def search_metrics(features: np.ndarray, split: SearchSplit) -> dict[str, float]
         features: (N, E) one row per image of ``split.images``; need not be normalised.
         split: The search set.
     """
-    gallery, probes, distractors = (torch.from_numpy(np.ascontiguousarray(part)) for part in split.parts(features))
-    templates, identities = identity_templates(gallery.numpy(), np.array(split.gallery_labels))
-    result = search(
-        probes, templates, identities, split.probe_labels, distractors=distractors if len(distractors) else None
-    )
+    gallery, probes, distractors = split.parts(features)
+    result = search_identities(gallery, np.array(split.gallery_labels), probes, split.probe_labels, distractors)
     counts = split.counts()
     assert (result.n_mated, result.n_non_mated) == (counts["mated probes"], counts["non-mated probes"])
     return identification_metrics(result)

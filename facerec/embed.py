@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from rich.progress import Progress
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from facerec.data.decode import IMAGE_EXTENSIONS
 from facerec.data.folder import list_image_files
@@ -57,21 +58,28 @@ def list_images(src: str | Path) -> tuple[list[Path], list[str]]:
     return files, names
 
 
+def check_output(path: str | Path) -> Path:
+    """``path`` if it names a format :func:`write_embeddings` writes.
+
+    Raises:
+        ValueError: Naming the formats, if it does not.
+    """
+    path = Path(path)
+    if path.suffix not in OUTPUT_FORMATS:
+        raise ValueError(f"--out {path}: choose a file ending in {' or '.join(OUTPUT_FORMATS)}")
+    return path
+
+
 def write_embeddings(path: str | Path, names: list[str], embeddings: np.ndarray) -> Path:
     """Writes names and (N, E) embeddings as ``.npz`` or ``.parquet`` (chosen by the suffix); returns the path."""
-    path = Path(path)
+    path = check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if path.suffix == ".npz":
         np.savez(path, embeddings=embeddings, paths=np.asarray(names, dtype=str))
-    elif path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
+    else:
         column = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), embeddings.shape[1])
         pq.write_table(pa.table({"path": pa.array(names, pa.string()), "embedding": column}), path)
-    else:
-        raise ValueError(f"--out {path}: choose a file ending in {' or '.join(OUTPUT_FORMATS)}")
     return path
 
 
@@ -79,8 +87,6 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
     """Reads what :func:`write_embeddings` wrote: (names, (N, E) float32 embeddings)."""
     path = Path(path)
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
         table = pq.read_table(path)
         embeddings = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
         return table.column("path").to_pylist(), embeddings
@@ -105,16 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     """Embeds the images; returns the exit code (2 with a message on stderr for bad input)."""
     args = build_parser().parse_args(argv)
     try:
-        if Path(args.out).suffix not in OUTPUT_FORMATS:
-            raise ValueError(f"--out {args.out}: choose a file ending in {' or '.join(OUTPUT_FORMATS)}")
+        check_output(args.out)  # before the embedding, not after
         files, names = list_images(args.src)
         model = load_model(args.model, flip=False if args.no_flip else None, device=args.device)
         dataset = VerificationImages(files, model.transform)
-        with Progress(transient=True) as progress:
-            task = progress.add_task("embedding", total=len(files))
-            raw = embed_dataset(
-                model, dataset, args.batch_size, args.workers, progress=lambda n: progress.advance(task, n)
-            )
+        raw = embed_dataset(model, dataset, args.batch_size, args.workers, f"embedding {len(files)} images")
         path = write_embeddings(args.out, names, l2_normalize(raw))
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

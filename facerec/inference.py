@@ -16,12 +16,21 @@ from typing import Any
 import numpy as np
 import onnxruntime
 import torch
+from rich.progress import Progress
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from facerec.data.transforms import Crop, eval_transform
 from facerec.data.verification import VerificationImages
 from facerec.eval.verification import l2_normalize
+
+
+def embed_with_mirror(net: Callable[[Tensor], Tensor], images: Tensor, flip: bool) -> Tensor:
+    """``net(images)``, plus ``net`` of the mirror images with ``flip`` (the evaluation protocol). (B, E)."""
+    embeddings = net(images)
+    if flip:
+        embeddings = embeddings + net(images.flip(3))
+    return embeddings
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:
@@ -59,10 +68,7 @@ class FaceEmbedder(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) images in [-1, 1] → (B, E) raw embeddings (image + mirror image with ``flip``)."""
-        embeddings = self.net(images)
-        if self.flip:
-            embeddings = embeddings + self.net(images.flip(3))
-        return embeddings
+        return embed_with_mirror(self.net, images, self.flip)
 
     def embed_images(self, images: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
         """RGB uint8 (H, W, 3) images of any size → (N, E) L2-normalised float32 embeddings."""
@@ -147,7 +153,7 @@ def load_model(path: str | Path, flip: bool | None = None, device: str | torch.d
     if path.suffix.lower() != ".ckpt":
         raise ValueError(f"{path}: expected a training checkpoint (.ckpt) or an ONNX export (.onnx)")
     from facerec.models.checkpoint import read_training_checkpoint
-    from facerec.module import FaceRecognitionModule
+    from facerec.module import FaceRecognitionModule  # not at the top: facerec.module imports this module
 
     read_training_checkpoint(path)  # refuses foreign files with a clear message, never unpickles code
     module = FaceRecognitionModule.load_from_checkpoint(path, map_location="cpu")
@@ -164,7 +170,7 @@ def embed_dataset(
     dataset: Dataset,
     batch_size: int = 64,
     num_workers: int = 0,
-    progress: Callable[[int], None] | None = None,
+    description: str | None = None,
 ) -> np.ndarray:
     """Embeds every sample of a dataset of ``(image tensor, index)`` in batches, under ``torch.inference_mode``.
 
@@ -173,7 +179,7 @@ def embed_dataset(
         dataset: Samples ``(image, i)``, ``i`` in ``[0, len(dataset))``.
         batch_size: Images per forward pass.
         num_workers: DataLoader worker processes.
-        progress: Called with the number of images of each finished batch.
+        description: If given, a progress bar with this label is shown (and removed when done).
 
     Returns:
         (N, E) raw embeddings, row ``i`` = sample ``i``'s.
@@ -183,15 +189,15 @@ def embed_dataset(
         dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=torch.device(device).type == "cuda"
     )
     out, filled = None, np.zeros(len(dataset), dtype=bool)
-    with torch.inference_mode():
+    with torch.inference_mode(), Progress(transient=True, disable=description is None) as progress:
+        task = progress.add_task(description or "", total=len(dataset))
         for images, index in loader:
             embeddings = embedder(images.to(device, non_blocking=True)).float().cpu().numpy()
             if out is None:
                 out = np.zeros((len(dataset), embeddings.shape[1]), dtype=np.float32)
             out[index.numpy()] = embeddings
             filled[index.numpy()] = True
-            if progress is not None:
-                progress(len(index))
+            progress.advance(task, len(index))
     if out is None or not filled.all():
         raise RuntimeError(f"embedded {int(filled.sum())} of {len(dataset)} images: the dataset skipped indices")
     return out

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from facerec.data.transforms import check_crop
 from facerec.heads import build_head
+from facerec.inference import embed_with_mirror
 from facerec.models import build_embedding_net
 from facerec.resume import class_count_error
 
@@ -118,10 +119,7 @@ class FaceRecognitionModule(L.LightningModule):
 
     def embed(self, images: Tensor) -> Tensor:
         """Evaluation embeddings: with ``flip_test``, ``net(x) + net(mirror(x))``. (B, E)."""
-        embeddings = self.net(images)
-        if self.hparams.flip_test:
-            embeddings = embeddings + self.net(images.flip(3))
-        return embeddings
+        return embed_with_mirror(self.net, images, self.hparams.flip_test)
 
     def on_fit_start(self) -> None:
         """Refuses training data whose identity count differs from the head's."""

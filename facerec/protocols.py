@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import Progress
 
 from facerec.data.ijb import AlignedImages, load_ijb
 from facerec.data.search_set import load_search_set
@@ -33,7 +32,7 @@ from facerec.data.transforms import eval_transform
 from facerec.data.verification import VerificationImages
 from facerec.eval.ijb import FAR_TARGETS_IJB, far_key, ijb_verification
 from facerec.eval.plots import save_roc
-from facerec.eval.search import FPIR_TARGETS, RANKS, fpir_key, identification_metrics, identity_templates, search
+from facerec.eval.search import FPIR_TARGETS, RANKS, fpir_key, identification_metrics, search_identities
 from facerec.eval.verification import l2_normalize
 from facerec.inference import FaceEmbedder, embed_dataset
 from facerec.tables import ResultTable
@@ -101,12 +100,6 @@ def run_eval_sets(
     ]
 
 
-def _embed(embedder: FaceEmbedder, dataset, what: str, batch_size: int, num_workers: int) -> np.ndarray:
-    with Progress(transient=True) as progress:
-        task = progress.add_task(f"embedding {what}", total=len(dataset))
-        return embed_dataset(embedder, dataset, batch_size, num_workers, lambda n: progress.advance(task, n))
-
-
 def evaluate_ijb(
     name: str, options: Mapping[str, Any], embedder: FaceEmbedder, output_dir: Path, batch_size: int, num_workers: int
 ) -> dict[str, float]:
@@ -125,7 +118,7 @@ def evaluate_ijb(
     dataset = AlignedImages(
         protocol.images, protocol.landmarks, embedder.input_size, eval_transform(embedder.input_size)
     )
-    features = _embed(embedder, dataset, f"{name} ({len(dataset)} images)", batch_size, num_workers)
+    features = embed_dataset(embedder, dataset, batch_size, num_workers, f"embedding {name} ({len(dataset)} images)")
     if options["save_features"]:
         path = output_dir / f"{name}_features.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,20 +152,21 @@ def evaluate_search(
     transform = embedder.transform
 
     def embed(images: list[Path], what: str) -> np.ndarray:
-        return l2_normalize(_embed(embedder, VerificationImages(images, transform), what, batch_size, num_workers))
+        dataset = VerificationImages(images, transform)
+        return l2_normalize(embed_dataset(embedder, dataset, batch_size, num_workers, f"embedding {what}"))
 
-    templates, identities = identity_templates(embed(data.gallery_images, "gallery"), data.gallery_labels)
     distractors = embed(data.distractor_images, "distractors") if data.distractor_images else None
-    result = search(
-        torch.from_numpy(embed(data.probe_images, "probes")).float(),
-        torch.from_numpy(templates).float(),
-        identities,
+    result = search_identities(
+        embed(data.gallery_images, "gallery"),
+        data.gallery_labels,
+        embed(data.probe_images, "probes"),
         data.probe_labels,
-        distractors=None if distractors is None else torch.from_numpy(distractors).float(),
+        distractors,
         device=embedder.device,
+        dtype=torch.float32,
     )
     log.info(
         "1:N search: %d gallery identities, %d distractors, %d mated and %d non-mated probes",
-        len(identities), result.n_distractors, result.n_mated, result.n_non_mated,
+        result.n_gallery, result.n_distractors, result.n_mated, result.n_non_mated,
     )  # fmt: skip
     return identification_metrics(result)

@@ -70,6 +70,17 @@ def compose_config(
         return compose(config_name=config_name, overrides=[*paths, *overrides], return_hydra_config=return_hydra_config)
 
 
+def module_embeddings(checkpoint: Path, images: list[np.ndarray]) -> np.ndarray:
+    """The LightningModule's own ``embed`` (image + mirror image) on RGB uint8 images already at its input size.
+
+    An independent path to check the inference and evaluation code against. Returns (N, E) raw float64 embeddings.
+    """
+    module = FaceRecognitionModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    batch = torch.stack([torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1 for image in images])
+    with torch.inference_mode():
+        return module.embed(batch).double().numpy()
+
+
 def smoke_model(*overrides: str, num_classes: int = 4) -> FaceRecognitionModule:
     """The ``experiment=smoke`` model (tiny timm net, 16-d embeddings, 32×32 images) for ``num_classes`` identities."""
     cfg = compose_config("experiment=smoke", *overrides)

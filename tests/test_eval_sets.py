@@ -9,17 +9,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from facerec.data.__main__ import main as data_main
 from facerec.data.align import template
 from facerec.data.decode import read_image
 from facerec.data.folder import list_image_files, scan_identity_folder
 from facerec.eval.ijb import roc_points, tar_at_far_nearest
-from facerec.module import FaceRecognitionModule
 from facerec.protocols import check_eval_sets
 from facerec.tasks import evaluate
-from tests.helpers import compose_config
+from tests.helpers import compose_config, module_embeddings
 
 MARGIN = 8  # pixels of black border around each 32x32 face in the mini-IJB's loose crops
 
@@ -32,14 +30,6 @@ def checkpoint(smoke_run):
 @pytest.fixture(scope="module")
 def heldout(data_dir, smoke_run) -> Path:
     return data_dir / "synthetic_mini" / "heldout" / "images"
-
-
-def raw_embeddings(checkpoint: Path, images: list[np.ndarray], flip: bool = True) -> np.ndarray:
-    """The module's own ``embed`` (image + mirror image) on 32x32 RGB images: the independent path."""
-    module = FaceRecognitionModule.load_from_checkpoint(checkpoint, map_location="cpu", flip_test=flip).eval()
-    batch = torch.stack([torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1 for image in images])
-    with torch.inference_mode():
-        return module.embed(batch).double().numpy()
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -105,7 +95,7 @@ def test_ijbc_equals_an_independent_per_template_loop(checkpoint, heldout, data_
     results = evaluate(cfg)
     run = tmp_path / "run"
     features = np.load(run / "ijbc_features.npy")
-    expected_features = raw_embeddings(checkpoint, mini["faces"])
+    expected_features = module_embeddings(checkpoint, mini["faces"])
     assert features.shape == (18, 16) and features.dtype == np.float32
     np.testing.assert_allclose(features, expected_features, rtol=1e-4, atol=1e-4 * np.abs(expected_features).max())
 
@@ -166,7 +156,7 @@ def test_search_equals_a_hand_loop_with_distractors(checkpoint, heldout, data_di
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["search"] == results
 
     def embed(paths):
-        return unit(raw_embeddings(checkpoint, [read_image(path) for path in paths]))
+        return unit(module_embeddings(checkpoint, [read_image(path) for path in paths]))
 
     gallery, probe = scan_identity_folder(tmp_path / "s" / "gallery"), scan_identity_folder(tmp_path / "s" / "probe")
     entries = [unit(embed(files).mean(axis=0)) for files in gallery.images] + list(embed(list_image_files(distractors)))

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import facerec
 from facerec.data.decode import read_image
@@ -16,9 +15,8 @@ from facerec.embed import main as embed_main
 from facerec.embed import read_embeddings
 from facerec.eval.verification import l2_normalize, pair_distances
 from facerec.inference import FaceEmbedder, OnnxFaceEmbedder
-from facerec.module import FaceRecognitionModule
 from facerec.tasks import evaluate
-from tests.helpers import compose_config
+from tests.helpers import compose_config, module_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +29,8 @@ def heldout(data_dir, smoke_run):
     return data_dir / "synthetic_mini" / "heldout"
 
 
-def module_embeddings(checkpoint, files) -> np.ndarray:
-    """An independent path: the LightningModule's own ``embed`` on images prepared as at evaluation."""
-    module = FaceRecognitionModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
-    images = [read_image(path) for path in files]
-    batch = torch.stack([torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1 for image in images])
-    with torch.inference_mode():
-        return l2_normalize(module.embed(batch).numpy())
+def normalised_module_embeddings(checkpoint, files) -> np.ndarray:
+    return l2_normalize(module_embeddings(checkpoint, [read_image(path) for path in files]))
 
 
 def test_load_model_embeds_as_the_module_with_flip(checkpoint, heldout):
@@ -47,7 +40,7 @@ def test_load_model_embeds_as_the_module_with_flip(checkpoint, heldout):
     assert model.input_size == (32, 32)
     embeddings = model.embed_images([read_image(path) for path in files])
     assert embeddings.dtype == np.float32 and embeddings.shape == (5, 16)
-    np.testing.assert_allclose(embeddings, module_embeddings(checkpoint, files), atol=1e-5)
+    np.testing.assert_allclose(embeddings, normalised_module_embeddings(checkpoint, files), atol=1e-5)
     unflipped = facerec.load_model(checkpoint, flip=False, device="cpu").embed_images([read_image(files[0])])
     assert np.abs(unflipped - embeddings[:1]).max() > 1e-4
 
@@ -69,7 +62,7 @@ def test_embed_cli_writes_names_and_normalised_embeddings(checkpoint, heldout, t
     files = list_image_files(heldout / "images")
     assert names == [path.relative_to(heldout / "images").as_posix() for path in files]
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(embeddings, module_embeddings(checkpoint, files), atol=1e-5)
+    np.testing.assert_allclose(embeddings, normalised_module_embeddings(checkpoint, files), atol=1e-5)
 
 
 def test_embed_cli_reads_a_list_and_names_missing_images(checkpoint, heldout, tmp_path, capsys):
@@ -115,7 +108,7 @@ def test_threshold_at_far_is_stored_beside_the_onnx_export_and_keeps_its_promise
     assert isinstance(model, OnnxFaceEmbedder) and model.flip and model.metadata["threshold"] == threshold
     protocol = load_pairs_set("synthetic", heldout / "pairs.txt", heldout / "images")
     embeddings = model.embed_images([read_image(path) for path in protocol.images])
-    np.testing.assert_allclose(embeddings, module_embeddings(checkpoint, protocol.images), atol=1e-4)
+    np.testing.assert_allclose(embeddings, normalised_module_embeddings(checkpoint, protocol.images), atol=1e-4)
     distances = pair_distances(embeddings[protocol.pairs[:, 0]], embeddings[protocol.pairs[:, 1]])
     accepted = distances <= threshold["distance"] + 1e-6
     assert accepted[~protocol.issame].mean() <= 0.1

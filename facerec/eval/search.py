@@ -201,6 +201,28 @@ def search(
     )
 
 
+def search_identities(
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    probes: torch.Tensor | np.ndarray,
+    probe_labels: Sequence[int] | np.ndarray,
+    distractors: torch.Tensor | np.ndarray | None = None,
+    **options,
+) -> SearchResult:
+    """Enrols each gallery identity as one template (:func:`identity_templates`) and searches the probes.
+
+    Args:
+        gallery: (N, E) embeddings of the enrolled images; ``gallery_labels`` (N,) their identities.
+        probes: (P, E) probe embeddings; ``probe_labels`` (P,) their identities.
+        distractors: (D, E) extra entries of no identity, or None (or empty).
+        options: :func:`search`'s ``k``, chunk sizes, ``device`` and ``dtype``.
+    """
+    templates, identities = identity_templates(gallery, gallery_labels)
+    if distractors is not None and len(distractors) == 0:
+        distractors = None
+    return search(probes, templates, identities, probe_labels, distractors=distractors, **options)
+
+
 def cmc_curve(result: SearchResult, max_rank: int | None = None) -> np.ndarray:
     """Closed-set identification rate at ranks ``1 … max_rank`` over the mated probes.
 
