@@ -81,6 +81,13 @@ def module_embeddings(checkpoint: Path, images: list[np.ndarray]) -> np.ndarray:
         return module.embed(batch).double().numpy()
 
 
+def evaluate_in_process(*overrides: str, output_dir: Path, data_dir: Path) -> dict[str, dict[str, float]]:
+    """What ``python eval.py <overrides>`` does, in this process (no 15 s of imports); run dir ``output_dir``."""
+    from facerec.tasks import evaluate
+
+    return evaluate(compose_config(*overrides, config_name="eval", output_dir=output_dir, data_dir=data_dir))
+
+
 def smoke_model(*overrides: str, num_classes: int = 4) -> FaceRecognitionModule:
     """The ``experiment=smoke`` model (tiny timm net, 16-d embeddings, 32×32 images) for ``num_classes`` identities."""
     cfg = compose_config("experiment=smoke", *overrides)

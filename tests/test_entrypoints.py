@@ -1,4 +1,4 @@
-"""The real entry points, run as subprocesses on tiny composed configs."""
+"""The real entry points on tiny composed configs: as subprocesses, or their task functions in-process."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from tests.helpers import compose_config, read_metrics, run_dir, run_script
+from facerec.tasks import train
+from tests.helpers import compose_config, evaluate_in_process, read_metrics, run_dir, run_script
 
 
 def test_train_writes_checkpoint_metrics_and_classes(smoke_run):
@@ -20,28 +21,12 @@ def test_train_writes_checkpoint_metrics_and_classes(smoke_run):
     assert checkpoint["hyper_parameters"]["class_names"] == [f"id{i:05d}" for i in range(8)]
 
 
-def test_eval_reproduces_the_training_callback_exactly(smoke_run, data_dir, tmp_path):
-    metrics_file = tmp_path / "eval.json"
+def test_eval_reproduces_the_training_callback_exactly_into_the_run_dir(smoke_run, data_dir, tmp_path):
     result = run_script(
-        "eval.py",
-        "data=synthetic_mini",
-        f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}",
-        f"metrics_file={metrics_file}",
-        log_dir=tmp_path / "logs",
-        data_dir=data_dir,
-    )
+        "eval.py", "data=synthetic_mini", f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}",
+        log_dir=tmp_path, data_dir=data_dir,
+    )  # fmt: skip
     assert "accuracy" in result.stdout
-    assert read_metrics(metrics_file) == read_metrics(smoke_run / "metrics.json")
-
-
-def test_eval_default_metrics_file_is_in_the_run_dir(smoke_run, data_dir, tmp_path):
-    run_script(
-        "eval.py",
-        "data=synthetic_mini",
-        f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}",
-        log_dir=tmp_path,
-        data_dir=data_dir,
-    )
     assert read_metrics(run_dir(tmp_path, "eval") / "metrics.json") == read_metrics(smoke_run / "metrics.json")
 
 
@@ -56,10 +41,11 @@ def test_quickstart_and_defaults_compose(config):
 
 
 def test_softmax_head_trains_end_to_end(data_dir, tmp_path):
-    run_script(
-        "train.py", "experiment=smoke", "head=softmax", "trainer.max_epochs=1", log_dir=tmp_path, data_dir=data_dir
+    cfg = compose_config(
+        "experiment=smoke", "head=softmax", "trainer.max_epochs=1", output_dir=tmp_path / "run", data_dir=data_dir
     )
-    assert (run_dir(tmp_path) / "checkpoints" / "last.ckpt").is_file()
+    train(cfg)
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_wandb_runs_offline_without_account_or_prompt(data_dir, tmp_path):
@@ -78,9 +64,9 @@ def test_two_process_ddp_matches_single_process_evaluation(data_dir, tmp_path):
         log_dir=tmp_path / "logs", data_dir=data_dir, timeout=400,
     )  # fmt: skip
     run = run_dir(tmp_path / "logs")
-    run_script(
-        "eval.py", "data=synthetic_mini", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-        f"metrics_file={tmp_path / 'single.json'}", log_dir=tmp_path / "eval", data_dir=data_dir,
+    evaluate_in_process(
+        "data=synthetic_mini", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        f"metrics_file={tmp_path / 'single.json'}", output_dir=tmp_path / "eval", data_dir=data_dir,
     )  # fmt: skip
     distributed, single = read_metrics(run / "metrics.json"), read_metrics(tmp_path / "single.json")
     assert distributed.keys() == single.keys()
@@ -96,19 +82,19 @@ def test_eval_crops_verification_images_as_training_did(data_dir, tmp_path):
     run = run_dir(tmp_path / "logs")
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["hyper_parameters"]["input_crop"] == [4, 4, 24, 24]
-    run_script(
-        "eval.py", "data=synthetic_mini", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-        f"metrics_file={tmp_path / 'eval.json'}", log_dir=tmp_path / "eval", data_dir=data_dir,
+    evaluate_in_process(
+        "data=synthetic_mini", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        f"metrics_file={tmp_path / 'eval.json'}", output_dir=tmp_path / "eval", data_dir=data_dir,
     )  # fmt: skip
     assert read_metrics(tmp_path / "eval.json") == read_metrics(run / "metrics.json")
 
 
-def test_eval_at_another_input_size_than_the_checkpoints_says_so(smoke_run, data_dir, tmp_path):
+def test_eval_at_another_input_size_than_the_checkpoints_says_so(smoke_run, data_dir, tmp_path, caplog):
     metrics_file = tmp_path / "eval.json"
-    result = run_script(
-        "eval.py", "data=synthetic_mini", f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}",
-        "data.image_size=[24,24]", f"metrics_file={metrics_file}", log_dir=tmp_path / "logs", data_dir=data_dir,
+    evaluate_in_process(
+        "data=synthetic_mini", f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}",
+        "data.image_size=[24,24]", f"metrics_file={metrics_file}", output_dir=tmp_path / "run", data_dir=data_dir,
     )  # fmt: skip
-    assert "evaluating with data.image_size=[24, 24]; " in result.stdout + result.stderr
-    assert "was trained with [32, 32]" in result.stdout + result.stderr
+    assert "evaluating with data.image_size=[24, 24]; " in caplog.text
+    assert "was trained with [32, 32]" in caplog.text
     assert read_metrics(metrics_file) != read_metrics(smoke_run / "metrics.json")

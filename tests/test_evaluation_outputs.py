@@ -22,7 +22,7 @@ from facerec.eval.plots import plot_roc, save_roc
 from facerec.export import check_onnx, export_onnx
 from facerec.module import FaceRecognitionModule
 from facerec.tables import TABLE_COLUMNS, ResultTable, report
-from tests.helpers import compose_config, read_metrics, run_dir, run_script
+from tests.helpers import compose_config, evaluate_in_process, read_metrics, run_dir, run_script
 
 
 def test_plot_roc_has_a_log_far_axis_and_auc_eer_in_the_legend(tmp_path):
@@ -118,21 +118,21 @@ def test_onnx_export_matches_pytorch_on_another_batch_size(smoke_run, tmp_path):
         check_onnx(path, model.net, torch.rand(3, 3, 32, 32) * 2 - 1)
 
 
-def test_validation_every_n_epochs_then_after_fit_and_eval_export(data_dir, tmp_path):
+def test_validation_every_n_epochs_then_after_fit_and_eval_export(data_dir, tmp_path, capsys):
     run_script(
         "train.py", "experiment=smoke", "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2",
         log_dir=tmp_path / "train", data_dir=data_dir,
     )  # fmt: skip
     run = run_dir(tmp_path / "train")
     assert (run / "roc_synthetic.png").is_file()
-    result = run_script(
-        "eval.py", "data=synthetic_mini", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-        f"export.onnx={tmp_path / 'net.onnx'}", log_dir=tmp_path / "eval", data_dir=data_dir,
+    evaluated = tmp_path / "eval"
+    evaluate_in_process(
+        "data=synthetic_mini", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        f"export.onnx={tmp_path / 'net.onnx'}", output_dir=evaluated, data_dir=data_dir,
     )  # fmt: skip
-    evaluated = run_dir(tmp_path / "eval", "eval")
     assert read_metrics(evaluated / "metrics.json") == read_metrics(run / "metrics.json")
     assert (evaluated / "roc_synthetic.png").is_file() and (tmp_path / "net.onnx").is_file()
-    assert "max abs difference to PyTorch" in result.stdout
+    assert "max abs difference to PyTorch" in capsys.readouterr().out
 
 
 def test_report_prints_a_rich_table_uncut_and_writes_the_json(tmp_path, capsys):
