@@ -1,4 +1,4 @@
-"""Hydra callbacks: a summary table of a multirun sweep."""
+"""Hydra callbacks: a clear error for a run directory that cannot be created, a summary table of a multirun sweep."""
 
 from __future__ import annotations
 
@@ -17,6 +17,27 @@ from facerec.tables import print_table
 log = logging.getLogger(__name__)
 
 SUMMARY_NAME = "multirun_summary"
+
+
+def _create(directory: str, kind: str, option: str) -> None:
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SystemExit(
+            f"error: cannot create the {kind} directory {directory} ({error.strerror or error}): a folder above it "
+            f"must be writable; choose another with {option}=DIR"
+        ) from None
+
+
+class RunDirCheck(Callback):
+    """Creates the run (or sweep) directory before Hydra does, exiting (status 1) with the path and the fix
+    instead of Hydra's traceback when it cannot (an unwritable folder or a file above it)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _create(str(config.hydra.run.dir), "run", "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _create(str(config.hydra.sweep.dir), "sweep", "hydra.sweep.dir")
 
 
 def callback_states(job_dir: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 RUN_CONFIG_KEY = "facerec_run_config"
+RUN_ID_KEY = "facerec_run_id"
 # Sections that define what a checkpoint was trained with: a resume must not change them ...
 TRAINED_WITH = ("data", "model")
 # ... except these, which change how, not what, it is trained and evaluated.

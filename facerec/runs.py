@@ -16,11 +16,18 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
     """The checkpoint to resume: ``None``, a path, or ``"last"`` → ``<output_dir>/checkpoints/last.ckpt``.
 
     Raises:
-        FileNotFoundError: If the checkpoint does not exist; the message says how to resume a run.
+        FileNotFoundError: If the checkpoint does not exist; the message says how to resume a run, or to start
+            afresh when the run in ``output_dir`` saved no checkpoint.
     """
     if not ckpt_path:
         return None
     path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if ckpt_path == "last" and not path.is_file() and (Path(output_dir) / ".hydra" / "config.yaml").is_file():
+        raise FileNotFoundError(
+            f"checkpoint to resume not found: {path}. The run in {output_dir} saved no checkpoint (killed before "
+            f"its first?): start it afresh in the same directory without ckpt_path (python train.py "
+            f"hydra.run.dir={output_dir} ...); its records are kept in .hydra/unfinished_<n>/"
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"checkpoint to resume not found: {path}. Resume a run in its own directory with "

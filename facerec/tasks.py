@@ -25,7 +25,7 @@ from facerec.models.checkpoint import read_training_checkpoint
 from facerec.module import FaceRecognitionModule, without_weight_sources
 from facerec.protocols import check_eval_sets, run_eval_sets
 from facerec.resume import check_resumed_classes, check_resumed_config
-from facerec.run_dir import hold_run_dir
+from facerec.run_dir import hold_run_dir, write_records
 from facerec.runs import (
     check_devices,
     check_monitor,
@@ -78,7 +78,7 @@ def train(cfg: DictConfig) -> float | None:
     check_devices(cfg.trainer)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
     checkpoint = read_training_checkpoint(ckpt_path) if ckpt_path else None
-    with hold_run_dir(cfg.paths.output_dir, cfg, resuming=ckpt_path is not None):
+    with hold_run_dir(cfg.paths.output_dir, ckpt_path is not None, checkpoint, ckpt_path):
         for path in output_dirs(cfg):
             check_output_dir(path)
         return _train(cfg, ckpt_path, checkpoint)
@@ -86,9 +86,6 @@ def train(cfg: DictConfig) -> float | None:
 
 def _train(cfg: DictConfig, ckpt_path: str | None, checkpoint: dict | None) -> float | None:
     run_config = OmegaConf.to_container(cfg, resolve=True)
-    if ckpt_path:  # the checkpoint holds the weights: don't re-read backbone.pth or timm's cache
-        cfg.backbone = without_weight_sources(cfg.backbone)
-    set_sweep_group(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     check_monitor(cfg.monitor, datamodule.val_set_paths)
@@ -97,8 +94,12 @@ def _train(cfg: DictConfig, ckpt_path: str | None, checkpoint: dict | None) -> f
     if checkpoint is not None:
         check_resumed_classes(checkpoint, class_names, ckpt_path)
         check_resumed_config(checkpoint, run_config, ckpt_path, force=cfg.force_resume)
+    run_id = write_records(cfg.paths.output_dir, cfg)  # the run is accepted: record it
+    if ckpt_path:  # the checkpoint holds the weights: don't re-read backbone.pth or timm's cache
+        cfg.backbone = without_weight_sources(cfg.backbone)
+    set_sweep_group(cfg)
     model = instantiate(cfg.model, num_classes=len(class_names), class_names=class_names, _recursive_=False)
-    callbacks = [*instantiate_all(cfg.get("callbacks")), RunConfigRecord(run_config)]
+    callbacks = [*instantiate_all(cfg.get("callbacks")), RunConfigRecord(run_config, run_id)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")))
     for logger in trainer.loggers:
         logger.log_hyperparams(run_config)

@@ -12,7 +12,10 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from facerec.run_dir import LOCK_NAME, RunDirInUseError, hold_run_dir
+from facerec.hydra_callbacks import RunDirCheck
+from facerec.run_dir import LOCK_NAME, RUN_ID_NAME, RunDirInUseError, hold_run_dir, write_records
+from facerec.runs import resolve_ckpt_path
+from facerec.tasks import train
 from tests.helpers import compose_config, train_process
 
 
@@ -40,6 +43,7 @@ def test_a_new_run_in_a_finished_runs_directory_is_refused_and_its_records_kept(
     records = tmp_path / "run" / ".hydra"
     records.mkdir(parents=True)
     (records / "config.yaml").write_text("first: run\n")
+    (tmp_path / "run" / "metrics.json").write_text("{}")  # it finished
     result = train_process("experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode != 0
     assert "already holds another run (its .hydra/config.yaml): resume it with ckpt_path=last" in result.stderr
@@ -51,8 +55,11 @@ def test_a_new_run_in_a_finished_runs_directory_is_refused_and_its_records_kept(
 def test_a_killed_runs_lock_is_taken_over_and_resumes_keep_every_record(tmp_path):
     write_lock(tmp_path, dead_pid())
     for n, resuming in enumerate((False, True, True)):
-        with hold_run_dir(tmp_path, OmegaConf.create({"attempt": n}), resuming=resuming):
+        (tmp_path / "checkpoints").mkdir(exist_ok=True)
+        (tmp_path / "checkpoints" / "last.ckpt").touch()
+        with hold_run_dir(tmp_path, resuming=resuming):
             assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+            write_records(tmp_path, OmegaConf.create({"attempt": n}))
         assert not (tmp_path / LOCK_NAME).exists()
     assert OmegaConf.load(tmp_path / ".hydra" / "config.yaml").attempt == 0
     assert [OmegaConf.load(tmp_path / ".hydra" / f"resume_{n}" / "config.yaml").attempt for n in (1, 2)] == [1, 2]
@@ -62,7 +69,7 @@ def test_a_lock_from_another_host_is_respected(tmp_path):
     write_lock(tmp_path, dead_pid(), host="another-node")
     with (
         pytest.raises(RunDirInUseError, match=f"on another-node.*delete {tmp_path / LOCK_NAME}"),
-        hold_run_dir(tmp_path, OmegaConf.create({}), resuming=True),
+        hold_run_dir(tmp_path, resuming=True),
     ):
         pass
 
@@ -83,3 +90,60 @@ def test_a_run_dir_whose_log_cannot_be_written_is_named(tmp_path):
     assert f"the run directory {tmp_path / 'run'} must be writable; choose another with hydra.run.dir=DIR" in (
         result.stderr
     )
+
+
+def test_another_runs_checkpoint_is_not_resumed_into_a_finished_run_dir(tmp_path, data_dir):
+    """``hydra.run.dir=X ckpt_path=Y/checkpoints/last.ckpt`` used to overwrite X's checkpoints with Y's continuation."""
+    for name in ("x", "y"):
+        train(compose_config("experiment=smoke", "trainer.max_epochs=1", output_dir=tmp_path / name, data_dir=data_dir))
+    x_last, y_last = tmp_path / "x" / "checkpoints" / "last.ckpt", tmp_path / "y" / "checkpoints" / "last.ckpt"
+    before = x_last.read_bytes()
+    resume = ("experiment=smoke", "trainer.max_epochs=2", f"ckpt_path={y_last}")
+    message = (
+        f"checkpoint {y_last} belongs to another run than the one in {tmp_path / 'x'}: it was written in "
+        f"{tmp_path / 'y'}.*Resume it in its own run directory \\(ckpt_path=last hydra.run.dir={tmp_path / 'y'}\\)"
+        ", or continue it in a new one"
+    )
+    with pytest.raises(RunDirInUseError, match=message):
+        train(compose_config(*resume, output_dir=tmp_path / "x", data_dir=data_dir))
+    assert x_last.read_bytes() == before
+    assert sorted(path.name for path in (tmp_path / "x" / ".hydra").iterdir()) == ["config.yaml", RUN_ID_NAME]
+    train(compose_config(*resume, output_dir=tmp_path / "z", data_dir=data_dir))  # a new run dir: allowed
+    train(compose_config("experiment=smoke", "trainer.max_epochs=3", "ckpt_path=last", output_dir=tmp_path / "z",
+                         data_dir=data_dir))  # fmt: skip
+    assert (tmp_path / "z" / ".hydra" / "resume_1" / "config.yaml").is_file()
+
+
+def test_a_refused_resume_writes_no_record(tmp_path, data_dir):
+    run = tmp_path / "run"
+    train(compose_config("experiment=smoke", "trainer.max_epochs=1", output_dir=run, data_dir=data_dir))
+    with pytest.raises(ValueError, match="model.head.margin"):
+        train(compose_config("experiment=smoke", "ckpt_path=last", "head.margin=.1", output_dir=run, data_dir=data_dir))
+    assert not list((run / ".hydra").glob("resume_*"))
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_afresh_in_its_directory(tmp_path):
+    records = tmp_path / ".hydra"
+    records.mkdir()
+    (records / "config.yaml").write_text("first: run\n")
+    with pytest.raises(FileNotFoundError, match="saved no checkpoint.*start it afresh in the same directory"):
+        resolve_ckpt_path("last", tmp_path)
+    with hold_run_dir(tmp_path, resuming=False):
+        write_records(tmp_path, OmegaConf.create({"second": "run"}))
+    assert (records / "unfinished_1" / "config.yaml").read_text() == "first: run\n"
+    assert OmegaConf.load(records / "config.yaml").second == "run"
+    (tmp_path / "metrics.json").write_text("{}")  # a finished run stays refused
+    with pytest.raises(RunDirInUseError, match="already holds another run"), hold_run_dir(tmp_path, resuming=False):
+        pass
+
+
+def test_a_run_dir_whose_parent_cannot_be_created_is_named(tmp_path):
+    """Hydra creates the run dir before the task: a file (or an unwritable folder) above it gave a traceback."""
+    (tmp_path / "file").write_text("")
+    run = tmp_path / "file" / "run"
+    with pytest.raises(SystemExit, match=f"cannot create the run directory {run} .*choose another with hydra.run.dir"):
+        RunDirCheck().on_run_start(OmegaConf.create({"hydra": {"run": {"dir": str(run)}}}))
+    with pytest.raises(SystemExit, match=f"cannot create the sweep directory {run} .*hydra.sweep.dir=DIR"):
+        RunDirCheck().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(run)}}}))
+    callbacks = compose_config("paths.log_dir=/logs", return_hydra_config=True).hydra.callbacks
+    assert any(entry._target_ == "facerec.hydra_callbacks.RunDirCheck" for entry in callbacks.values())
