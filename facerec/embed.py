@@ -3,7 +3,8 @@
 MODEL is a training checkpoint (``.ckpt``) or an ONNX export (``.onnx``); images are prepared and
 embedded as at evaluation (the model's crop and input size, image + mirror image unless ``--no-flip``).
 FILE is ``.npz`` (arrays ``embeddings`` (N, E) float32 and ``paths`` (N,) str) or ``.parquet``
-(columns ``path`` and ``embedding``, a fixed-size list of float32).
+(columns ``path`` and ``embedding``, a fixed-size list of float32); it is checked before the embedding,
+and an existing FILE is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from facerec.data.folder import list_image_files
 from facerec.data.verification import VerificationImages
 from facerec.eval.verification import l2_normalize
 from facerec.inference import embed_dataset, load_model
+from facerec.outputs import check_output_file
 
 OUTPUT_FORMATS = (".npz", ".parquet")
 
@@ -100,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", help="training checkpoint (.ckpt) or ONNX export (.onnx)")
     parser.add_argument("src", help="folder of images, or a text file with one image path per line")
     parser.add_argument("--out", required=True, help="output file: .npz or .parquet")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     parser.add_argument("--no-flip", action="store_true", help="embed the image only, not image + mirror image")
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     """Embeds the images; returns the exit code (2 with a message on stderr for bad input)."""
     args = build_parser().parse_args(argv)
     try:
-        check_output(args.out)  # before the embedding, not after
+        check_output_file(check_output(args.out), args.overwrite, "--out", "--overwrite")  # before the embedding
         files, names = list_images(args.src)
         model = load_model(args.model, flip=False if args.no_flip else None, device=args.device)
         dataset = VerificationImages(files, model.transform)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
+
+from facerec.eval.verification import FAR_TARGETS, needed_impostors
 
 log = logging.getLogger(__name__)
 
@@ -37,25 +39,53 @@ def print_table(table: Table) -> None:
     console.print()
 
 
+def few_impostor_cells(impostor_pairs: Mapping[str, int], columns: Sequence[str]) -> dict[str, list[str]]:
+    """``{set name: its tar@far=x columns}`` whose set has fewer than ``ceil(10 / x)`` impostor pairs."""
+    targets = {key: FAR_TARGETS[key] for key in columns if key in FAR_TARGETS}
+    flagged = {
+        name: [key for key, far in targets.items() if count < needed_impostors(far)]
+        for name, count in impostor_pairs.items()
+    }
+    return {name: keys for name, keys in flagged.items() if keys}
+
+
 def format_table(
-    results: dict[str, dict[str, float]], title: str | None = None, columns: Sequence[str] = TABLE_COLUMNS
+    results: dict[str, dict[str, float]],
+    title: str | None = None,
+    columns: Sequence[str] = TABLE_COLUMNS,
+    impostor_pairs: Mapping[str, int] | None = None,
 ) -> Table:
-    """Metrics as a rich table, one row per set and one column per key (4 decimals, NaN where a metric is missing)."""
-    table = Table(title=title, title_justify="left")
+    """Metrics as a rich table, one row per set and one column per key (4 decimals, NaN where a metric is missing).
+
+    A ``tar@far=x`` cell of a set with fewer than ``ceil(10 / x)`` impostor pairs (``impostor_pairs``) is
+    marked ``*``, and the caption gives the counts: such a value rests on fewer than 10 false accepts.
+    """
+    flagged = few_impostor_cells(impostor_pairs or {}, columns)
+    notes = [
+        f"{name}: {impostor_pairs[name]} impostor pairs, {', '.join(keys)} need "
+        f"{', '.join(str(needed_impostors(FAR_TARGETS[key])) for key in keys)}"
+        for name, keys in flagged.items()
+        if name in results
+    ]
+    caption = f"* fewer impostor pairs than 10/FAR, a rough estimate ({'; '.join(notes)})" if notes else None
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     table.add_column("set")
     for key in columns:
         table.add_column(key, justify="right", no_wrap=True, min_width=len(key))
     for name, metrics in results.items():
-        table.add_row(name, *(f"{metrics.get(key, math.nan):.4f}" for key in columns))
+        marked = flagged.get(name, ())
+        table.add_row(name, *(f"{metrics.get(key, math.nan):.4f}{'*' if key in marked else ''}" for key in columns))
     return table
 
 
 class ResultTable(NamedTuple):
-    """One printed table of :func:`report`: its title, ``{set name: {key: value}}`` and the keys shown as columns."""
+    """One printed table of :func:`report`: its title, ``{set name: {key: value}}``, the keys shown as columns, and
+    the impostor pairs of each set (``tar@far`` cells on too few are marked, :func:`format_table`)."""
 
     title: str
     results: dict[str, dict[str, float]]
     columns: Sequence[str] = TABLE_COLUMNS
+    impostor_pairs: Mapping[str, int] | None = None
 
 
 @rank_zero_only
@@ -63,7 +93,7 @@ def report(tables: Sequence[ResultTable], metrics_file: str | None) -> None:
     """Prints the tables and writes all their results as one JSON ``{set name: {key: value}}`` (rank zero only)."""
     for table in tables:
         if table.results:
-            print_table(format_table(table.results, table.title, table.columns))
+            print_table(format_table(table.results, table.title, table.columns, table.impostor_pairs))
     if metrics_file:
         Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
         merged = {name: metrics for table in tables for name, metrics in table.results.items()}

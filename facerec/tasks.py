@@ -19,6 +19,7 @@ from facerec.callbacks.interrupt import interrupt_exit_status
 from facerec.eval.baseline import raw_pixel_metrics
 from facerec.eval.metric import METRIC_KEYS, VerificationResult
 from facerec.eval.verification import tar_at_far, threshold_at_far
+from facerec.eval_options import check_threshold_set, impostor_pairs, parse_eval_options
 from facerec.export import check_onnx, export_onnx
 from facerec.inference import FaceEmbedder, sidecar_path
 from facerec.models.checkpoint import read_training_checkpoint
@@ -119,7 +120,9 @@ def _train(cfg: DictConfig, ckpt_path: str | None, checkpoint: dict | None) -> f
     if cfg.report_baseline:
         for val_set in datamodule.val_sets:
             results[f"{val_set.name} (raw pixels)"] = raw_pixel_metrics(val_set, datamodule.image_size, datamodule.crop)
-    report([ResultTable("Verification on held-out identities", results)], cfg.metrics_file)
+    impostors = impostor_pairs(datamodule.val_sets)
+    impostors |= {f"{name} (raw pixels)": count for name, count in impostors.items()}
+    report([ResultTable("Verification on held-out identities", results, impostor_pairs=impostors)], cfg.metrics_file)
     monitored = trainer.callback_metrics.get(cfg.monitor) if cfg.monitor else None
     return None if monitored is None else float(monitored)
 
@@ -184,13 +187,15 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     verification set (``cfg.threshold_set``, default the first). With ``cfg.export.onnx`` set, also exports the
     embedding network there, checks it with onnxruntime on the first batch of the first verification set (max
     abs difference of the L2-normalised embeddings printed) and writes its sidecar JSON (input size, crop, flip,
-    threshold) beside it.
+    threshold) beside it. Every option is parsed, every output file checked (new unless ``cfg.overwrite``) and
+    the threshold set's impostor pairs counted before any evaluation (:mod:`facerec.eval_options`).
 
     Returns:
         ``{set name: metrics}``, also printed and written to ``cfg.metrics_file``.
     """
     if not cfg.ckpt_path:
         raise ValueError("eval.py needs a checkpoint: python eval.py ckpt_path=/path/to/model.ckpt")
+    options = parse_eval_options(cfg)
     ckpt_path = Path(cfg.ckpt_path)
     read_training_checkpoint(ckpt_path)
     model = FaceRecognitionModule.load_from_checkpoint(ckpt_path, map_location="cpu", flip_test=cfg.flip_test)
@@ -205,6 +210,10 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             "no evaluation sets configured: add data.val_sets.<name>.pairs and .images, data.val_sets.<name>.bin, "
             "+eval_sets.ijbc.root=DIR or +eval_sets.search.gallery=DIR +eval_sets.search.probe=DIR"
         )
+    datamodule.prepare_data()
+    datamodule.setup("validate")  # reads the pairs: their impostors are counted before any evaluation
+    impostors = impostor_pairs(datamodule.val_sets)
+    threshold_set = check_threshold_set(options, impostors) if options.far is not None else None
     trainer = instantiate(
         cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger"))
     )
@@ -213,12 +222,10 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         callback = verification_callback(trainer)  # fails early, naming the missing callback
         logged = trainer.validate(model, datamodule=datamodule, verbose=False)
         results = logged_results(logged, [val_set.name for val_set in datamodule.val_sets])
-        if cfg.get("threshold_at_far") is not None:
-            threshold = decision_threshold(callback.results, float(cfg.threshold_at_far), cfg.get("threshold_set"))
+        if threshold_set is not None:
+            threshold = decision_threshold(callback.results, options.far, threshold_set)
             results[threshold["set"]][f"threshold@far={threshold['far']:g}"] = threshold["distance"]
-    elif cfg.get("threshold_at_far") is not None:
-        raise ValueError("threshold_at_far needs a verification set (data.val_sets.<name>) to choose the threshold on")
-    tables = [ResultTable(f"Verification of {ckpt_path}", results)]
+    tables = [ResultTable(f"Verification of {ckpt_path}", results, impostor_pairs=impostors)]
     if eval_sets and trainer.is_global_zero:
         embedder = FaceEmbedder(model.net, image_size, crop, cfg.flip_test).to(trainer.strategy.root_device)
         loading = {"batch_size": cfg.data.get("eval_batch_size", 64), "num_workers": cfg.data.get("num_workers", 0)}
@@ -230,9 +237,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             f"distance of the L2-normalised embeddings <= {threshold['distance']:.6g} (cosine >= "
             f"{threshold['cosine']:.6g}); TAR {threshold['tar']:.4f} there"
         )
-    export = cfg.get("export") or {}
-    if export.get("onnx"):
-        export_checked_onnx(model, datamodule, export, flip=cfg.flip_test, crop=crop, threshold=threshold)
+    if options.onnx is not None:
+        export_checked_onnx(model, datamodule, cfg.export, flip=cfg.flip_test, crop=crop, threshold=threshold)
     return {name: metrics for table in tables for name, metrics in table.results.items()}
 
 

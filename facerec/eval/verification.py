@@ -9,12 +9,20 @@ population std over the folds.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 
 THRESHOLDS = np.arange(0, 4, 0.01)
 FAR_TARGETS = {"tar@far=1e-3": 1e-3, "tar@far=1e-4": 1e-4}
+MIN_FALSE_ACCEPTS = 10
+"""False accepts a FAR estimate must rest on: FAR x needs at least ``ceil(10 / x)`` impostor pairs."""
+
+
+def needed_impostors(far: float) -> int:
+    """The impostor (different-identity) pairs a FAR of ``far`` needs: ``ceil(10 / far)``."""
+    return math.ceil(MIN_FALSE_ACCEPTS / far - 1e-9)
 
 
 def l2_normalize(embeddings: np.ndarray) -> np.ndarray:
