@@ -107,14 +107,15 @@ def checkpoint_run_dir(checkpoint: Mapping) -> str | None:
 
 
 def _same_run(output_dir: Path, checkpoint: Mapping, ckpt_path: Path) -> bool:
-    """Whether ``checkpoint`` was written by the run in ``output_dir``: by run id, else by run directory."""
+    """Whether ``checkpoint`` was written by the run in ``output_dir``: by run id when both record one (checkpoints
+    and runs from before run ids do not), else if it lies in the directory or records it as its run directory."""
     ours, theirs = run_id(output_dir), checkpoint.get(RUN_ID_KEY)
     if ours and theirs:
         return ours == theirs
+    if ckpt_path.resolve().is_relative_to(output_dir.resolve()):
+        return True
     written_in = checkpoint_run_dir(checkpoint)
-    if written_in is not None:
-        return Path(written_in).resolve() == output_dir.resolve()
-    return ckpt_path.resolve().is_relative_to(output_dir.resolve())
+    return written_in is not None and Path(written_in).resolve() == output_dir.resolve()
 
 
 def check_resumed_run(output_dir: str | Path, checkpoint: Mapping, ckpt_path: str | Path) -> None:

@@ -62,12 +62,13 @@ def format_table(
     """
     flagged = few_impostor_cells(impostor_pairs or {}, columns)
     notes = [
-        f"{name}: {impostor_pairs[name]} impostor pairs, {', '.join(keys)} need "
-        f"{', '.join(str(needed_impostors(FAR_TARGETS[key])) for key in keys)}"
+        f"{name} has {impostor_pairs[name]} impostor pairs ("
+        + ", ".join(f"{key} needs {needed_impostors(FAR_TARGETS[key])}" for key in keys)
+        + ")"
         for name, keys in flagged.items()
         if name in results
     ]
-    caption = f"* fewer impostor pairs than 10/FAR, a rough estimate ({'; '.join(notes)})" if notes else None
+    caption = f"* rough: fewer impostor pairs than 10/FAR; {'; '.join(notes)}" if notes else None
     table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     table.add_column("set")
     for key in columns:

@@ -130,7 +130,7 @@ def test_a_threshold_at_far_needs_ten_over_far_impostor_pairs(checkpoint, data_d
     results = evaluate(eval_config("+threshold_at_far=0.1", "allow_few_impostors=true"))
     assert "threshold@far=0.1" in results["synthetic"]
     assert "tar@far=1e-3" in results["synthetic"]  # the table's columns stay, marked
-    assert "* fewer impostor pairs than 10/FAR" in capsys.readouterr().out
+    assert "* rough: fewer impostor pairs than 10/FAR; synthetic has 20" in capsys.readouterr().out
 
 
 def test_tar_at_far_cells_on_too_few_impostor_pairs_are_marked():
@@ -139,6 +139,6 @@ def test_tar_at_far_cells_on_too_few_impostor_pairs_are_marked():
     cells = {column.header: list(column.cells) for column in table.columns}
     assert cells["tar@far=1e-3"] == ["0.9000*", "0.7000"] and cells["tar@far=1e-4"] == ["0.8000*", "0.6000*"]
     assert table.caption == (
-        "* fewer impostor pairs than 10/FAR, a rough estimate (lfw: 3000 impostor pairs, tar@far=1e-3, tar@far=1e-4 "
-        "need 10000, 100000; big: 50000 impostor pairs, tar@far=1e-4 need 100000)"
+        "* rough: fewer impostor pairs than 10/FAR; lfw has 3000 impostor pairs (tar@far=1e-3 needs 10000, "
+        "tar@far=1e-4 needs 100000); big has 50000 impostor pairs (tar@far=1e-4 needs 100000)"
     )
