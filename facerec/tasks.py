@@ -210,8 +210,9 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             "no evaluation sets configured: add data.val_sets.<name>.pairs and .images, data.val_sets.<name>.bin, "
             "+eval_sets.ijbc.root=DIR or +eval_sets.search.gallery=DIR +eval_sets.search.probe=DIR"
         )
-    datamodule.prepare_data()
-    datamodule.setup("validate")  # reads the pairs: their impostors are counted before any evaluation
+    if datamodule.val_set_paths:  # read the pairs now: their impostors are counted before any evaluation
+        datamodule.prepare_data()
+        datamodule.setup("validate")
     impostors = impostor_pairs(datamodule.val_sets)
     threshold_set = check_threshold_set(options, impostors) if options.far is not None else None
     trainer = instantiate(
