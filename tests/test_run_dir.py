@@ -92,8 +92,11 @@ def test_a_run_dir_whose_log_cannot_be_written_is_named(tmp_path):
     )
 
 
-def test_another_runs_checkpoint_is_not_resumed_into_a_finished_run_dir(tmp_path, data_dir):
-    """``hydra.run.dir=X ckpt_path=Y/checkpoints/last.ckpt`` used to overwrite X's checkpoints with Y's continuation."""
+def test_another_runs_checkpoint_is_not_resumed_into_a_finished_run_dir_and_refusals_write_no_record(
+    tmp_path, data_dir
+):
+    """``hydra.run.dir=X ckpt_path=Y/checkpoints/last.ckpt`` used to overwrite X's checkpoints with Y's continuation,
+    and a refused resume used to write ``.hydra/resume_<n>/``."""
     for name in ("x", "y"):
         train(compose_config("experiment=smoke", "trainer.max_epochs=1", output_dir=tmp_path / name, data_dir=data_dir))
     x_last, y_last = tmp_path / "x" / "checkpoints" / "last.ckpt", tmp_path / "y" / "checkpoints" / "last.ckpt"
@@ -106,20 +109,15 @@ def test_another_runs_checkpoint_is_not_resumed_into_a_finished_run_dir(tmp_path
     )
     with pytest.raises(RunDirInUseError, match=message):
         train(compose_config(*resume, output_dir=tmp_path / "x", data_dir=data_dir))
+    with pytest.raises(ValueError, match="model.head.margin"):  # a refused resume of its own run writes no record
+        train(compose_config("experiment=smoke", "ckpt_path=last", "head.margin=.1", output_dir=tmp_path / "x",
+                             data_dir=data_dir))  # fmt: skip
     assert x_last.read_bytes() == before
     assert sorted(path.name for path in (tmp_path / "x" / ".hydra").iterdir()) == ["config.yaml", RUN_ID_NAME]
     train(compose_config(*resume, output_dir=tmp_path / "z", data_dir=data_dir))  # a new run dir: allowed
     train(compose_config("experiment=smoke", "trainer.max_epochs=3", "ckpt_path=last", output_dir=tmp_path / "z",
                          data_dir=data_dir))  # fmt: skip
     assert (tmp_path / "z" / ".hydra" / "resume_1" / "config.yaml").is_file()
-
-
-def test_a_refused_resume_writes_no_record(tmp_path, data_dir):
-    run = tmp_path / "run"
-    train(compose_config("experiment=smoke", "trainer.max_epochs=1", output_dir=run, data_dir=data_dir))
-    with pytest.raises(ValueError, match="model.head.margin"):
-        train(compose_config("experiment=smoke", "ckpt_path=last", "head.margin=.1", output_dir=run, data_dir=data_dir))
-    assert not list((run / ".hydra").glob("resume_*"))
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_afresh_in_its_directory(tmp_path):
