@@ -16,6 +16,7 @@ from facerec.data.transforms import check_crop
 from facerec.heads import build_head
 from facerec.inference import embed_with_mirror
 from facerec.models import build_embedding_net
+from facerec.models.backbone import WEIGHT_SOURCES
 from facerec.resume import class_count_error
 
 
@@ -30,10 +31,6 @@ def _plain_crop(crop: Any) -> float | list[int] | None:
     """``data.crop`` as a float, a list of ints or None, for the checkpoint's hyperparameters."""
     crop = check_crop(crop)
     return list(crop) if isinstance(crop, tuple) else crop
-
-
-WEIGHT_SOURCES = {"checkpoint_path": None, "pretrained": False}
-"""Backbone options that load weights at build, and their values in a checkpoint's hyperparameters."""
 
 
 def without_weight_sources(backbone: dict | None) -> dict | None:
