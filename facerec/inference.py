@@ -143,7 +143,9 @@ def load_model(path: str | Path, flip: bool | None = None, device: str | torch.d
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If it is neither a checkpoint nor an ONNX file.
+        ValueError: If it is neither a checkpoint nor an ONNX file; a
+            :class:`~facerec.models.checkpoint.CheckpointError` if the checkpoint is not one facerec loads
+            (e.g. its hyper-parameters name anything but facerec's own parts).
     """
     path = Path(path)
     if not path.is_file():
@@ -152,11 +154,9 @@ def load_model(path: str | Path, flip: bool | None = None, device: str | torch.d
         return OnnxFaceEmbedder(path, flip=flip)
     if path.suffix.lower() != ".ckpt":
         raise ValueError(f"{path}: expected a training checkpoint (.ckpt) or an ONNX export (.onnx)")
-    from facerec.models.checkpoint import read_training_checkpoint
     from facerec.module import FaceRecognitionModule  # not at the top: facerec.module imports this module
 
-    read_training_checkpoint(path)  # refuses foreign files with a clear message, never unpickles code
-    module = FaceRecognitionModule.load_from_checkpoint(path, map_location="cpu")
+    module = FaceRecognitionModule.load_from_checkpoint(path, map_location="cpu")  # checks the file first
     hparams = module.hparams
     embedder = FaceEmbedder(
         module.net, hparams.input_size, hparams.get("input_crop"), hparams.flip_test if flip is None else flip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -16,6 +17,8 @@ from facerec.data.transforms import check_crop
 from facerec.heads import build_head
 from facerec.inference import embed_with_mirror
 from facerec.models import build_embedding_net
+from facerec.models.backbone import WEIGHT_SOURCES
+from facerec.models.checkpoint import read_training_checkpoint
 from facerec.resume import class_count_error
 
 
@@ -30,10 +33,6 @@ def _plain_crop(crop: Any) -> float | list[int] | None:
     """``data.crop`` as a float, a list of ints or None, for the checkpoint's hyperparameters."""
     crop = check_crop(crop)
     return list(crop) if isinstance(crop, tuple) else crop
-
-
-WEIGHT_SOURCES = {"checkpoint_path": None, "pretrained": False}
-"""Backbone options that load weights at build, and their values in a checkpoint's hyperparameters."""
 
 
 def without_weight_sources(backbone: dict | None) -> dict | None:
@@ -112,6 +111,25 @@ class FaceRecognitionModule(L.LightningModule):
         if compile:
             self.net.backbone = torch.compile(self.net.backbone)
         self.head = build_head(self.hparams.head, embedding_size, num_classes)
+
+    @classmethod
+    def load_from_checkpoint(
+        cls, checkpoint_path: str | Path, map_location: Any = None, strict: bool | None = None, **kwargs: Any
+    ) -> FaceRecognitionModule:
+        """Lightning's ``load_from_checkpoint`` (``weights_only=True``), of a file checked before anything is built.
+
+        The checkpoint must pass :func:`~facerec.models.checkpoint.read_training_checkpoint`: tensors and
+        plain values only, and hyper-parameters that name only facerec's own parts
+        (:mod:`facerec.models.allowlist`). ``kwargs`` override its hyper-parameters (e.g. ``flip_test``).
+
+        Raises:
+            FileNotFoundError: If ``checkpoint_path`` is not a file.
+            CheckpointError: If the file is not a facerec checkpoint, or would build anything else.
+        """
+        read_training_checkpoint(checkpoint_path)
+        return super().load_from_checkpoint(
+            checkpoint_path, map_location=map_location, strict=strict, weights_only=True, **kwargs
+        )
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) images in [-1, 1] → (B, E) un-normalised embeddings."""

@@ -107,7 +107,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, checkpoint: dict | None) -> f
     _write_classes(Path(cfg.paths.output_dir) / "classes.json", class_names)
 
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit as stop:
         raise SystemExit(interrupt_exit_status(stop, trainer)) from stop
     check_trained(trainer, checkpoint["global_step"] if checkpoint else 0)
@@ -197,7 +197,6 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         raise ValueError("eval.py needs a checkpoint: python eval.py ckpt_path=/path/to/model.ckpt")
     options = parse_eval_options(cfg)
     ckpt_path = Path(cfg.ckpt_path)
-    read_training_checkpoint(ckpt_path)
     model = FaceRecognitionModule.load_from_checkpoint(ckpt_path, map_location="cpu", flip_test=cfg.flip_test)
     image_size, crop = evaluation_input(cfg.data, model.hparams, ckpt_path)
     datamodule = instantiate(cfg.data, root=None, image_size=image_size, crop=crop)

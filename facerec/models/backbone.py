@@ -19,6 +19,26 @@ def similar_names(name: str, known: set[str], limit: int = 5) -> list[str]:
     return list(dict.fromkeys([*extensions[:limit], *close]))[:limit]
 
 
+WEIGHT_SOURCES = {"checkpoint_path": None, "pretrained": False}
+"""Backbone options that load weights at build, and their values in a checkpoint's hyperparameters."""
+
+
+def check_backbone_name(name: str) -> None:
+    """Refuses a name that is not a timm model (architecture or pretrained tag), suggesting close ones.
+
+    Raises:
+        ValueError: If ``name`` is not in timm's registry (facerec's face nets included).
+    """
+    architectures, tagged = set(timm.list_models()), set(timm.list_models(pretrained=True))
+    if name not in architectures | tagged:
+        close = similar_names(name, tagged if "." in name else architectures)
+        hint = f"did you mean: {', '.join(close)}? " if close else ""
+        raise ValueError(
+            f"unknown backbone {name!r}: not in timm's registry; {hint}"
+            'list the choices with `python -c "import facerec, timm; print(timm.list_models())"`.'
+        )
+
+
 def create_backbone(
     name: str,
     pretrained: bool = False,
@@ -46,14 +66,7 @@ def create_backbone(
         A timm model: ``forward_features(x)`` gives the feature map, ``forward_head(f,
         pre_logits=True)`` the pooled features of width ``num_features``.
     """
-    architectures, tagged = set(timm.list_models()), set(timm.list_models(pretrained=True))
-    if name not in architectures | tagged:
-        close = similar_names(name, tagged if "." in name else architectures)
-        hint = f"did you mean: {', '.join(close)}? " if close else ""
-        raise ValueError(
-            f"unknown backbone {name!r}: not in timm's registry; {hint}"
-            'list the choices with `python -c "import facerec, timm; print(timm.list_models())"`.'
-        )
+    check_backbone_name(name)
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
     if pretrained:

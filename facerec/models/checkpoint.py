@@ -90,13 +90,15 @@ class CheckpointError(ValueError):
 def read_training_checkpoint(path: str | Path) -> dict:
     """Reads a facerec (Lightning) training checkpoint safely, memory-mapped, to check what it is.
 
-    Never unpickles code (``weights_only=True``) and never suggests doing so.
+    Never unpickles code (``weights_only=True``) and never suggests doing so; the hyper-parameters the
+    model is rebuilt from must name only facerec's own parts (:mod:`facerec.models.allowlist`).
 
     Raises:
         FileNotFoundError: If ``path`` is not a file.
         CheckpointError: If the file is not a zip archive (a text file, a legacy ``torch.save``), is
-            truncated, holds objects other than tensors and plain values, or is a bare state dict
-            (the message says to pass those weights as ``backbone.checkpoint_path``).
+            truncated, holds objects other than tensors and plain values, is a bare state dict
+            (the message says to pass those weights as ``backbone.checkpoint_path``), or its
+            hyper-parameters name anything else than facerec's parts (the message names the key).
     """
     path = Path(path)
     if not path.is_file():
@@ -119,6 +121,9 @@ def read_training_checkpoint(path: str | Path) -> dict:
     except RuntimeError as error:
         raise CheckpointError(f"{path} cannot be read as a checkpoint: {str(error).splitlines()[0]}") from None
     if isinstance(checkpoint, Mapping) and "pytorch-lightning_version" in checkpoint:
+        from facerec.models.allowlist import check_hyperparameters  # not at the top: it imports this module
+
+        check_hyperparameters(checkpoint, path)
         return dict(checkpoint)
     if isinstance(checkpoint, Mapping) and checkpoint and all(isinstance(v, Tensor) for v in checkpoint.values()):
         raise CheckpointError(

@@ -66,6 +66,10 @@ class GDCNeck(GDC):
     uses_pooled_features = False
 
 
+NECKS = (LinearNeck, PoolFCNeck, GDCNeck)
+"""The neck classes: what a ``conf/neck`` config, and a checkpoint's ``neck``, may name."""
+
+
 class EmbeddingNet(nn.Module):
     """Backbone + neck: images (B, 3, H, W) → embeddings (B, E). What eval and export use.
 
