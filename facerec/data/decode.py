@@ -16,11 +16,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from facerec.errors import DataFileError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp")
 EXIF_ORIENTATION = 0x0112
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(DataFileError):
     """An image that cannot be decoded; the message names its source."""
 
 

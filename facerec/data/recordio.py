@@ -18,6 +18,8 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
+from facerec.errors import DataFileError
+
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _FRAME = struct.Struct("<II")
@@ -26,7 +28,7 @@ _MAX_PART = (1 << 29) - 1
 _WHOLE, _START, _MIDDLE, _END = 0, 1, 2, 3
 
 
-class RecordIOError(ValueError):
+class RecordIOError(DataFileError):
     """A malformed ``.rec`` or ``.idx`` file; the message names the file and offset."""
 
 

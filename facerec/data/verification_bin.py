@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from facerec.data.decode import decode_image
+from facerec.errors import DataFileError
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(DataFileError, pickle.UnpicklingError):
     """A pickle references a global that a verification ``.bin`` never needs."""
 
 
