@@ -13,6 +13,7 @@ import pytest
 
 from facerec.data.decode import CorruptImageError, decode_image, encode_jpeg
 from facerec.data.verification_bin import UnsafePickleError, load_verification_bin, write_verification_bin
+from facerec.errors import DataFileError
 
 SMALL_LFW = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "insightface" / "small_lfw.bin"
 
@@ -144,8 +145,11 @@ def test_image_count_mismatch(tmp_path):
 
 
 def test_wrong_image_type(tmp_path):
+    (tmp_path / "v.bin").write_bytes(pickle.dumps(([b"x", np.zeros(3, bool)], [True])))
+    with pytest.raises(DataFileError, match=r"v\.bin\[1\]: expected JPEG bytes or a uint8 array, got a bool array"):
+        load_verification_bin(tmp_path / "v.bin")
     (tmp_path / "v.bin").write_bytes(pickle.dumps(([b"x", np.zeros(3, np.float32)], [True])))
-    with pytest.raises(ValueError, match=r"v\.bin\[1\]: expected JPEG bytes or a uint8 array, got ndarray float32"):
+    with pytest.raises(UnsafePickleError, match=r"v\.bin: refused numpy dtype 'f4': .* only plain uint8 \('u1'\) and"):
         load_verification_bin(tmp_path / "v.bin")
 
 
@@ -185,5 +189,5 @@ def test_protocol5_arrays_of_numpy_1_load(tmp_path):
 
 def test_protocol5_object_arrays_are_refused(tmp_path):
     (tmp_path / "v.bin").write_bytes(pickle.dumps(([np.array([b"x"], dtype=object)] * 2, [True]), protocol=5))
-    with pytest.raises(ValueError, match=r"v.bin\[0\]: expected JPEG bytes or a uint8 array, got ndarray object"):
+    with pytest.raises(UnsafePickleError, match=r"v\.bin: refused numpy dtype 'O8': a verification \.bin holds only"):
         load_verification_bin(tmp_path / "v.bin")
