@@ -124,6 +124,25 @@ def test_recordio_reader_raises_only_data_file_errors(tmp_path, name):
     check()
 
 
+LABELS = st.lists(st.floats(width=32), min_size=1, max_size=3)
+
+
+@given(header=st.none() | LABELS, labels=st.lists(LABELS, min_size=1, max_size=3))
+@FUZZ
+def test_record_labels_of_any_float32_value(tmp_path, header, labels):
+    """Header-record ranges and class labels of any float32 (NaN, inf, 3e38, -0.5): a dataset or a DataFileError."""
+    records = {} if header is None else {0: pack(IRHeader(len(header), header, 0, 0), b"")}
+    for key, label in enumerate(labels, start=1):
+        records[key] = pack(
+            IRHeader(0, label[0], key, 0) if len(label) == 1 else IRHeader(len(label), label, key, 0), JPEGS[0]
+        )
+    with RecordWriter(tmp_path / "train.rec") as writer:
+        for key, record in records.items():
+            writer.write(key, record)
+    with contextlib.suppress(DataFileError):
+        read_everything(tmp_path)
+
+
 DESCRS = st.one_of(
     st.sampled_from(["u1", "b1", b"u1", "V8", "V1", "O", "O8", "i1", "f4", "S1", "U1", "<u2", "u1,u1", "M8[s]", ""]),
     st.text(max_size=4),
@@ -172,7 +191,7 @@ def forged_dtypes_child(directory: str) -> None:
         try:
             load_verification_bin(path)
             print(f"{path.name}: loaded", flush=True)
-        except DataFileError as error:
+        except Exception as error:  # the test checks the type: only facerec's own is right
             print(f"{path.name}: {type(error).__name__}: {error}", flush=True)
     fuzz_dtype_states(Path(directory))
     print("fuzz: passed", flush=True)
@@ -202,8 +221,8 @@ def test_forged_object_pointer_bin_is_a_clean_error_not_a_segfault(forged_dtypes
     lines = dict(line.split(": ", 1) for line in forged_dtypes_run.stdout.splitlines() if ".bin: " in line)
     assert set(lines) == {"null_pointer.bin", "plain_descr.bin", "pointer.bin"}, outcome(forged_dtypes_run)
     assert lines["pointer.bin"].startswith("UnsafePickleError: ") and "refused numpy dtype 'V8'" in lines["pointer.bin"]
-    assert "refused numpy dtype 'V8'" in lines["null_pointer.bin"]
-    assert "refused numpy dtype 'O8'" in lines["plain_descr.bin"]
+    assert lines["null_pointer.bin"].startswith("UnsafePickleError: ") and "dtype 'V8'" in lines["null_pointer.bin"]
+    assert lines["plain_descr.bin"].startswith("UnsafePickleError: ") and "dtype 'O8'" in lines["plain_descr.bin"]
 
 
 def test_fuzzed_dtype_states_are_plain_data_or_data_file_errors(forged_dtypes_run):

@@ -220,7 +220,7 @@ def load_verification_bin(path: str | Path, expected_size: tuple[int, int] | Non
     except UnsafePickleError as error:
         raise UnsafePickleError(f"{path}: {error}") from None
     except Exception as error:
-        raise DataFileError(f"{path}: not a readable pickle: {type(error).__name__}: {_short(str(error))}") from None
+        raise DataFileError(f"{path}: not a readable pickle: {type(error).__name__}: {error}") from None
     if not (isinstance(content, tuple | list) and len(content) == 2):
         raise DataFileError(f"{path}: expected a pickled (bins, issame) pair of lists, got {_describe(content)}")
     bins, issame = content

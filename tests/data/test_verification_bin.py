@@ -194,8 +194,9 @@ def test_protocol5_object_arrays_are_refused(tmp_path):
 
 
 RECONSTRUCT = np.zeros(0).__reduce__()[0]
-OBJECT_FIELD_STATE = (3, "|", None, ("f",), {"f": (np.dtype("O"), 0)}, 8, 1, 0x3F)
-"""``numpy.dtype.__setstate__`` state of an 8-byte structured dtype whose field ``f`` is a Python object."""
+OBJECT_FIELD_STATE = (3, "|", None, ("f",), {"f": (np.dtype("O"), 0)}, 8, 1, 0x3D)
+"""``numpy.dtype.__setstate__`` state of an 8-byte structured dtype whose field ``f`` is a Python object (flags
+without ``NPY_LIST_PICKLE``, so numpy takes the raw bytes as pointers)."""
 
 
 class Reduce:
