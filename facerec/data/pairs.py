@@ -69,8 +69,8 @@ def read_pairs(path: str | Path, extension: str = ".jpg") -> PairList:
 
     Raises:
         FileNotFoundError: If the file is missing.
-        DataFileError: If the file is not UTF-8 text, on a malformed header, a pair-line count other than the header's
-            ``folds × 2 × n``, or a line that is not the same-/different-person line its position
+        DataFileError: If the file is not UTF-8 text, on a malformed header, a pair-line count other
+            than the header's ``folds × 2 × n``, or a line that is not the same-/different-person line its position
             calls for (the message gives the file, line number, line and what was expected).
     """
     path = Path(path)

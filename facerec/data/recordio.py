@@ -125,7 +125,12 @@ class RecordReader:
 
     Raises:
         FileNotFoundError: If either file is missing.
-        RecordIOError: On a malformed index line or an offset past the end of the ``.rec`` file.
+        RecordIOError: On a non-ASCII index, a malformed index line or an offset past the end of the
+            ``.rec`` file.
+
+    Attributes:
+        offsets: Byte offset of every record, by key, in index order.
+        rec_size: Size of the ``.rec`` file when opened; no read goes past it.
     """
 
     def __init__(self, rec_path: str | Path, idx_path: str | Path | None = None) -> None:
