@@ -12,6 +12,7 @@ from facerec.data import FaceDataModule, load_pairs_set
 from facerec.data.decode import CorruptImageError, ImageSizeError
 from facerec.data.folder import IdentityFolderDataset, scan_identity_folder
 from facerec.data.pairs import read_pairs
+from facerec.errors import DataFileError
 from tests.helpers import shared_file, write_image
 
 
@@ -90,6 +91,23 @@ def test_malformed_pairs_file_names_the_line(tmp_path):
         read_pairs(path)
     path.write_text("1\t2\nbob\t1\t2\nbob\t1\tann\t2\n")
     with pytest.raises(ValueError, match="promises 4 pairs, found 2"):
+        read_pairs(path)
+
+
+def test_pairs_file_that_is_not_utf8_or_has_huge_numbers_is_a_data_file_error(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_bytes(b"1\t1\nbob\t1\t2\nJos\xe9\t1\tann\t2\n")
+    with pytest.raises(
+        DataFileError, match=r"pairs\.txt:3: not UTF-8 text \(byte 0xe9 at offset 15\); a pairs file is"
+    ):
+        read_pairs(path)
+    path.write_text("1\t" + "9" * 5000 + "\n")
+    with pytest.raises(DataFileError, match=r"pairs\.txt:1: header must be .*positive integers of at most 9 digits"):
+        read_pairs(path)
+    path.write_text("1\t1\nbob\t1\t" + "2" * 5000 + "\nbob\t1\tann\t2\n")
+    with pytest.raises(
+        DataFileError, match=r"pairs\.txt:2: malformed pair line .*integer n1 and n2 of at most 9 digits"
+    ):
         read_pairs(path)
 
 

@@ -16,11 +16,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from facerec.errors import DataFileError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp")
 EXIF_ORIENTATION = 0x0112
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(DataFileError):
     """An image that cannot be decoded; the message names its source."""
 
 
@@ -57,7 +59,7 @@ def exif_orientation(buffer: np.ndarray) -> int:
     try:
         with Image.open(io.BytesIO(buffer.tobytes())) as image:
             orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-    except (OSError, ValueError, SyntaxError):
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return 1
     return orientation if orientation in ORIENT else 1
 
@@ -77,7 +79,12 @@ def decode_image(
         ImageSizeError: If ``expected_size`` is given and the image has another size.
     """
     buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data.reshape(-1)
-    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    except cv2.error as error:  # e.g. a header announcing more than CV_IO_MAX_IMAGE_PIXELS
+        raise CorruptImageError(
+            f"cannot decode image {source} ({buffer.size} bytes): OpenCV refused it ({error.err})"
+        ) from None
     if image is None:
         raise CorruptImageError(f"cannot decode image {source} ({buffer.size} bytes): corrupt or not an image")
     image = np.ascontiguousarray(ORIENT[exif_orientation(buffer)](image))

@@ -17,9 +17,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-_NUMBER = re.compile(r"[0-9]+")
-SAME_LINE = "a same-person line 'name<TAB>n1<TAB>n2' (3 columns, integer n1 and n2)"
-DIFFERENT_LINE = "a different-person line 'name1<TAB>n1<TAB>name2<TAB>n2' (4 columns, integer n1 and n2)"
+from facerec.errors import DataFileError
+
+_NUMBER = re.compile(r"[0-9]{1,9}")
+"""An image number or header count: 1 to 9 ASCII digits."""
+SAME_LINE = "a same-person line 'name<TAB>n1<TAB>n2' (3 columns, integer n1 and n2 of at most 9 digits)"
+DIFFERENT_LINE = (
+    "a different-person line 'name1<TAB>n1<TAB>name2<TAB>n2' (4 columns, integer n1 and n2 of at most 9 digits)"
+)
 
 
 @dataclass(frozen=True)
@@ -64,19 +69,27 @@ def read_pairs(path: str | Path, extension: str = ".jpg") -> PairList:
 
     Raises:
         FileNotFoundError: If the file is missing.
-        ValueError: On a malformed header, a pair-line count other than the header's
-            ``folds × 2 × n``, or a line that is not the same-/different-person line its position
+        DataFileError: If the file is not UTF-8 text, on a malformed header, a pair-line count other
+            than the header's ``folds × 2 × n``, or a line that is not the same-/different-person line its position
             calls for (the message gives the file, line number, line and what was expected).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pairs file not found: {path}")
-    text = path.read_text(encoding="utf-8-sig")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DataFileError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
+            "a pairs file is UTF-8, with or without a byte order mark"
+        ) from None
     lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if not lines:
-        raise ValueError(f"{path}: empty pairs file")
-    (_, header), body = lines[0], lines[1:]
-    folds, per_fold = _parse_header(header, path)
+        raise DataFileError(f"{path}: empty pairs file")
+    (header_number, header), body = lines[0], lines[1:]
+    folds, per_fold = _parse_header(header, header_number, path)
     expected = 2 * (folds or 1) * per_fold
     if len(body) != expected:
         layout = (
@@ -84,7 +97,7 @@ def read_pairs(path: str | Path, extension: str = ".jpg") -> PairList:
             if folds
             else f"{per_fold} same then {per_fold} different"
         )
-        raise ValueError(
+        raise DataFileError(
             f"{path}: header {header.strip()!r} promises {expected} pairs, found {len(body)} "
             f"({layout} pair lines after the header)"
         )
@@ -99,7 +112,7 @@ def read_pairs(path: str | Path, extension: str = ".jpg") -> PairList:
             hint = ""
             if "\t" not in line and len(fields) > (3 if same else 4):
                 hint = "; a name with spaces needs tab-separated columns"
-            raise ValueError(
+            raise DataFileError(
                 f"{path}:{number}: malformed pair line {line!r}: expected {SAME_LINE if same else DIFFERENT_LINE} "
                 f"for {where}{kind}-person pair {index} of {per_fold}, got {len(fields)} columns "
                 f"{fields}{hint}"
@@ -123,14 +136,15 @@ def _matches(fields: list[str], same: bool) -> bool:
     return all(_NUMBER.fullmatch(number) for number in numbers)
 
 
-def _parse_header(header: str, path: Path) -> tuple[int | None, int]:
+def _parse_header(header: str, number: int, path: Path) -> tuple[int | None, int]:
     """``(folds, n)`` of a ``folds n`` header, ``(None, n)`` of a single count ``n``."""
     fields = split_pair_line(header)
     if 1 <= len(fields) <= 2 and all(_NUMBER.fullmatch(field) and int(field) > 0 for field in fields):
         numbers = [int(field) for field in fields]
         return (numbers[0], numbers[1]) if len(numbers) == 2 else (None, numbers[0])
-    raise ValueError(
-        f"{path}:1: header must be 'folds<TAB>n' or a count 'n' (positive integers), got {header.strip()!r}"
+    raise DataFileError(
+        f"{path}:{number}: header must be 'folds<TAB>n' or a count 'n' (positive integers of at most 9 digits), "
+        f"got {header.strip()!r}"
     )
 
 

@@ -12,7 +12,10 @@ import numpy as np
 
 from facerec.data.decode import decode_image
 from facerec.data.identity_images import IdentityImages
-from facerec.data.recordio import RecordReader, unpack
+from facerec.data.recordio import RecordIOError, RecordReader, unpack
+
+MAX_LABEL = 1 << 24
+"""Labels are float32 in a record header: integers from 2**24 on are not all representable."""
 
 
 class RecordDataset(IdentityImages):
@@ -22,6 +25,11 @@ class RecordDataset(IdentityImages):
     with several DataLoader workers: each process opens its own file handle. ``root`` is the folder
     holding ``train.rec`` and ``train.idx``; the other arguments are
     :class:`~facerec.data.identity_images.IdentityImages`'.
+
+    Raises:
+        RecordIOError: On a malformed file (see :class:`~facerec.data.recordio.RecordReader`), a class
+            label that is not an integer in ``[0, 2**24)``, or an insightface header record whose key
+            ranges do not fit the index (more keys than it holds).
 
     Attributes:
         labels: The class of every sample, in sample order.
@@ -33,25 +41,47 @@ class RecordDataset(IdentityImages):
         """Reads the image keys and each one's label from the record headers."""
         self.reader = RecordReader(self.root / "train.rec", self.root / "train.idx")
         self.keys, identity_count = self._image_keys()
-        self.labels = [self.reader.read_header(key).class_label for key in self.keys]
-        if any(label < 0 for label in self.labels):
-            raise ValueError(f"{self.reader.rec_path}: negative class label {min(self.labels)}")
+        self.labels = [self._class_label(key) for key in self.keys]
         self.num_classes = max(identity_count, max(self.labels, default=-1) + 1)
         self.class_names = [str(index) for index in range(self.num_classes)]
+
+    def _class_label(self, key: int) -> int:
+        header = self.reader.read_header(key)
+        label = float(header.label if header.flag == 0 else header.label[0])
+        where = f"(record key {key}, {self.reader.source(key)})"
+        if label < 0:
+            raise RecordIOError(f"{self.reader.rec_path}: negative class label {label:g} {where}")
+        if not (label.is_integer() and label < MAX_LABEL):
+            raise RecordIOError(
+                f"{self.reader.rec_path}: class label {label:g} {where} is not an integer in [0, {MAX_LABEL})"
+            )
+        return int(label)
 
     def _image_keys(self) -> tuple[list[int], int]:
         if 0 in self.reader.offsets:
             header, payload = unpack(self.reader.read(0), self.reader.source(0))
             if header.flag > 0 and not payload:
-                first_identity, end = int(header.label[0]), int(header.label[-1])
-                missing = sorted(set(range(1, first_identity)) - set(self.reader.offsets))
-                if missing:
-                    raise ValueError(
-                        f"{self.reader.idx_path}: header record 0 announces image keys "
-                        f"1..{first_identity - 1}, but {len(missing)} are missing from the index "
-                        f"(first: {missing[0]})"
+                first_identity, end = float(header.label[0]), float(header.label[-1])
+                if not (first_identity.is_integer() and end.is_integer() and 1 <= first_identity <= end):
+                    raise RecordIOError(
+                        f"{self.reader.source(0)}: header record 0 has label ({first_identity:g}, {end:g}); "
+                        "expected integers 1 <= a <= b (image keys 1..a-1, identity records a..b-1)"
                     )
-                return list(range(1, first_identity)), max(end - first_identity, 0)
+                first_identity, end = int(first_identity), int(end)
+                present = sum(1 for key in self.reader.offsets if 1 <= key < first_identity)
+                if present < first_identity - 1:
+                    missing = next(key for key in range(1, first_identity) if key not in self.reader.offsets)
+                    raise RecordIOError(
+                        f"{self.reader.idx_path}: header record 0 announces image keys "
+                        f"1..{first_identity - 1}, but {first_identity - 1 - present} are missing from the index "
+                        f"(first: {missing})"
+                    )
+                if end > len(self.reader.offsets):
+                    raise RecordIOError(
+                        f"{self.reader.source(0)}: header record 0 announces identity records "
+                        f"{first_identity}..{end - 1}, past the {len(self.reader.offsets)} keys of the index"
+                    )
+                return list(range(1, first_identity)), end - first_identity
         return self.reader.keys, 0
 
     def describe(self, index: int) -> str:

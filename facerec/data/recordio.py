@@ -18,6 +18,8 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
+from facerec.errors import DataFileError
+
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _FRAME = struct.Struct("<II")
@@ -26,7 +28,7 @@ _MAX_PART = (1 << 29) - 1
 _WHOLE, _START, _MIDDLE, _END = 0, 1, 2, 3
 
 
-class RecordIOError(ValueError):
+class RecordIOError(DataFileError):
     """A malformed ``.rec`` or ``.idx`` file; the message names the file and offset."""
 
 
@@ -84,8 +86,17 @@ def unpack(record: bytes, source: str = "<record>") -> tuple[IRHeader, bytes]:
 def _read_index(idx_path: Path, rec_size: int) -> dict[int, int]:
     if not idx_path.is_file():
         raise FileNotFoundError(f"RecordIO index not found: {idx_path}")
+    data = idx_path.read_bytes()
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise RecordIOError(
+            f"{idx_path}:{line}: byte 0x{data[error.start]:02x} at offset {error.start} is not ASCII; "
+            "expected 'key<TAB>offset' lines of decimal integers"
+        ) from None
     offsets: dict[int, int] = {}
-    for number, line in enumerate(idx_path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -114,7 +125,12 @@ class RecordReader:
 
     Raises:
         FileNotFoundError: If either file is missing.
-        RecordIOError: On a malformed index line or an offset past the end of the ``.rec`` file.
+        RecordIOError: On a non-ASCII index, a malformed index line or an offset past the end of the
+            ``.rec`` file.
+
+    Attributes:
+        offsets: Byte offset of every record, by key, in index order.
+        rec_size: Size of the ``.rec`` file when opened; no read goes past it.
     """
 
     def __init__(self, rec_path: str | Path, idx_path: str | Path | None = None) -> None:
@@ -122,7 +138,8 @@ class RecordReader:
         self.idx_path = Path(idx_path) if idx_path is not None else self.rec_path.with_suffix(".idx")
         if not self.rec_path.is_file():
             raise FileNotFoundError(f"RecordIO file not found: {self.rec_path}")
-        self.offsets = _read_index(self.idx_path, self.rec_path.stat().st_size)
+        self.rec_size = self.rec_path.stat().st_size
+        self.offsets = _read_index(self.idx_path, self.rec_size)
         self._handle: BinaryIO | None = None
         self._pid: int | None = None
 
@@ -198,9 +215,10 @@ class RecordReader:
         return lrecord >> 29, lrecord & _MAX_PART
 
     def _read_exact(self, position: int, size: int, record_offset: int) -> bytes:
+        """``size`` bytes at ``position``, checked against the file size first (a length field is untrusted)."""
         handle = self._file()
         handle.seek(position)
-        data = handle.read(size)
+        data = handle.read(size) if position + size <= self.rec_size else handle.read(max(self.rec_size - position, 0))
         if len(data) != size:
             raise RecordIOError(
                 f"{self.rec_path}@{record_offset}: truncated record: wanted {size} bytes at offset "

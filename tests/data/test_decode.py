@@ -129,3 +129,20 @@ def test_exif_orientation_is_applied(orientation):
     decoded = decode_image(file.getvalue())
     assert decoded.shape == upright.shape
     assert np.abs(decoded.astype(int) - upright).mean() < 3
+
+
+def test_image_announcing_too_many_pixels_is_a_corrupt_image_error():
+    data = bytearray(encode_jpeg(np.zeros((8, 8, 3), np.uint8)))
+    size = data.find(b"\xff\xc0") + 5  # the frame header's height and width
+    data[size : size + 4] = (60000).to_bytes(2, "big") * 2
+    with pytest.raises(CorruptImageError, match=r"cannot decode image v\.bin\[3\] \(\d+ bytes\): OpenCV refused it"):
+        decode_image(bytes(data), source="v.bin[3]")
+
+
+def test_exif_of_an_image_pillow_calls_a_decompression_bomb_is_ignored(monkeypatch):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    file = io.BytesIO()
+    Image.fromarray(np.zeros((24, 16, 3), np.uint8)).save(file, "JPEG", exif=exif)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 24x16 is then over twice the limit: Pillow raises
+    assert decode_image(file.getvalue()).shape == (24, 16, 3)

@@ -10,7 +10,7 @@ import pytest
 
 from facerec.data.decode import CorruptImageError, encode_jpeg
 from facerec.data.rec_dataset import RecordDataset
-from facerec.data.recordio import IRHeader, RecordWriter, pack
+from facerec.data.recordio import IRHeader, RecordIOError, RecordWriter, pack
 
 GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mxnet_recordio"
 
@@ -132,3 +132,34 @@ def test_dataloader_workers(tmp_path):
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2)
     labels = [label for _, batch in loader for label in batch.tolist()]
     assert labels == [index % 3 for index in range(12)]
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        (float("nan"), "class label nan .*is not an integer in"),
+        (float("inf"), "class label inf .*is not an integer in"),
+        (1.5, "class label 1.5 .*is not an integer in"),
+        (2.0**24, r"class label 1\.67772e\+07 \(record key 2, .*train\.rec@\d+\) is not an integer in \[0, 16777216\)"),
+    ],
+)
+def test_class_label_must_be_a_float32_exact_integer(tmp_path, label, message):
+    root = write_rec(tmp_path / "r", {1: (IRHeader(0, 0, 1, 0), jpeg(1)), 2: (IRHeader(2, [label, 0], 2, 0), jpeg(2))})
+    with pytest.raises(RecordIOError, match=rf"train\.rec: {message}"):
+        RecordDataset(root)
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        ([float("nan"), 3], r"has label \(nan, 3\); expected integers 1 <= a <= b"),
+        ([2.5, 3], r"has label \(2\.5, 3\); expected integers 1 <= a <= b"),
+        ([3, 2], r"has label \(3, 2\); expected integers 1 <= a <= b"),
+        ([2, 9], r"announces identity records 2\.\.8, past the 2 keys of the index"),
+        ([3e38, 3e38], r"announces image keys 1\.\.\d+, but \d+ are missing from the index \(first: 2\)"),
+    ],
+)
+def test_header_record_label_must_fit_the_index(tmp_path, label, message):
+    root = write_rec(tmp_path / "r", {0: (IRHeader(2, label, 0, 0), b""), 1: (IRHeader(0, 0, 1, 0), jpeg(1))})
+    with pytest.raises(RecordIOError, match=rf"train\.(rec@0|idx): header record 0 {message}"):
+        RecordDataset(root)

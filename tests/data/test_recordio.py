@@ -160,3 +160,10 @@ def test_bad_continuation_flag(tmp_path):
     (tmp_path / "t.idx").write_text("0\t12\n")
     with pytest.raises(RecordIOError, match=r"t\.rec@12: continuation flag 3 where \(0, 1\) was expected"):
         RecordReader(tmp_path / "t.rec").read(0)
+
+
+def test_index_that_is_not_ascii_names_line_and_offset(tmp_path):
+    write(tmp_path, {0: b"abc"})
+    (tmp_path / "t.idx").write_bytes(b"0\t0\n1\t\xff\n")
+    with pytest.raises(RecordIOError, match=r"t\.idx:2: byte 0xff at offset 6 is not ASCII; expected 'key<TAB>offset'"):
+        RecordReader(tmp_path / "t.rec", tmp_path / "t.idx")

@@ -13,6 +13,7 @@ import pytest
 
 from facerec.data.decode import CorruptImageError, decode_image, encode_jpeg
 from facerec.data.verification_bin import UnsafePickleError, load_verification_bin, write_verification_bin
+from facerec.errors import DataFileError
 
 SMALL_LFW = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "insightface" / "small_lfw.bin"
 
@@ -144,8 +145,11 @@ def test_image_count_mismatch(tmp_path):
 
 
 def test_wrong_image_type(tmp_path):
+    (tmp_path / "v.bin").write_bytes(pickle.dumps(([b"x", np.zeros(3, bool)], [True])))
+    with pytest.raises(DataFileError, match=r"v\.bin\[1\]: expected JPEG bytes or a uint8 array, got a bool array"):
+        load_verification_bin(tmp_path / "v.bin")
     (tmp_path / "v.bin").write_bytes(pickle.dumps(([b"x", np.zeros(3, np.float32)], [True])))
-    with pytest.raises(ValueError, match=r"v\.bin\[1\]: expected JPEG bytes or a uint8 array, got ndarray float32"):
+    with pytest.raises(UnsafePickleError, match=r"v\.bin: refused numpy dtype 'f4': .* only plain uint8 \('u1'\) and"):
         load_verification_bin(tmp_path / "v.bin")
 
 
@@ -185,5 +189,93 @@ def test_protocol5_arrays_of_numpy_1_load(tmp_path):
 
 def test_protocol5_object_arrays_are_refused(tmp_path):
     (tmp_path / "v.bin").write_bytes(pickle.dumps(([np.array([b"x"], dtype=object)] * 2, [True]), protocol=5))
-    with pytest.raises(ValueError, match=r"v.bin\[0\]: expected JPEG bytes or a uint8 array, got ndarray object"):
+    with pytest.raises(UnsafePickleError, match=r"v\.bin: refused numpy dtype 'O8': a verification \.bin holds only"):
+        load_verification_bin(tmp_path / "v.bin")
+
+
+RECONSTRUCT = np.zeros(0).__reduce__()[0]
+OBJECT_FIELD_STATE = (3, "|", None, ("f",), {"f": (np.dtype("O"), 0)}, 8, 1, 0x3D)
+"""``numpy.dtype.__setstate__`` state of an 8-byte structured dtype whose field ``f`` is a Python object (flags
+without ``NPY_LIST_PICKLE``, so numpy takes the raw bytes as pointers)."""
+
+
+class Reduce:
+    """Pickles as ``function(*args)``, then BUILD with ``state`` if given: what a forged numpy pickle can hold."""
+
+    def __init__(self, function, args, state=None):
+        self.function, self.args, self.state = function, args, state
+
+    def __reduce__(self):
+        return (self.function, self.args) if self.state is None else (self.function, self.args, self.state)
+
+
+def forged_dtype(descr, state) -> Reduce:
+    """``numpy.dtype(descr)`` given ``state`` on unpickling, as numpy's own dtype pickles do."""
+    return Reduce(np.dtype, (descr, False, True), state)
+
+
+def forged_array(dtype, shape, raw: bytes, fortran=False) -> Reduce:
+    """An array as numpy pickles it (``_reconstruct`` then BUILD) with any dtype, shape and raw data."""
+    return Reduce(RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, shape, dtype, fortran, raw))
+
+
+def object_pointer_bin(path: Path, pointer: int, descr: str = "V8") -> Path:
+    """The issue's reproduction: ``issame`` is an array whose object field holds the forged pointer ``pointer``."""
+    issame = forged_array(forged_dtype(descr, OBJECT_FIELD_STATE), (1,), struct.pack("<Q", pointer))
+    path.write_bytes(pickle.dumps((jpegs(2), issame), protocol=2))
+    return path
+
+
+def test_forged_null_pointer_is_refused(tmp_path):
+    with pytest.raises(UnsafePickleError, match=r"v\.bin: refused numpy dtype 'V8'"):
+        load_verification_bin(object_pointer_bin(tmp_path / "v.bin", 0))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_object_issame_is_refused(tmp_path, protocol):
+    (tmp_path / "v.bin").write_bytes(pickle.dumps((jpegs(2), np.array([True], dtype=object)), protocol=protocol))
+    with pytest.raises(UnsafePickleError, match=r"v\.bin: refused numpy dtype 'O8'"):
+        load_verification_bin(tmp_path / "v.bin")
+
+
+def test_structured_dtypes_are_refused_before_an_array_is_built(tmp_path):
+    (tmp_path / "v.bin").write_bytes(pickle.dumps((jpegs(2), np.zeros(1, [("a", "u1")])), protocol=2))
+    with pytest.raises(UnsafePickleError, match=r"v\.bin: refused numpy dtype 'V1'"):
+        load_verification_bin(tmp_path / "v.bin")
+    fields = (3, "|", None, ("a",), {"a": (np.dtype("u1"), 0)}, 1, 1, 0)
+    (tmp_path / "v.bin").write_bytes(pickle.dumps((jpegs(2), forged_array(forged_dtype("b1", fields), (1,), b"\1"))))
+    with pytest.raises(UnsafePickleError, match=r"v\.bin: refused numpy dtype state .* for 'b1': expected the plain"):
+        load_verification_bin(tmp_path / "v.bin")
+
+
+def test_array_state_must_match_its_plain_dtype(tmp_path):
+    bins = [np.frombuffer(buffer, np.uint8) for buffer in jpegs(2)]
+    for shape, message in [((10**12,), "needs 1000000000000 bytes"), ((-1,), "expected a tuple of non-negative")]:
+        forged = forged_array(forged_dtype("b1", (3, "|", None, None, None, -1, -1, 0)), shape, b"\1")
+        (tmp_path / "v.bin").write_bytes(pickle.dumps((bins, forged), protocol=2))
+        with pytest.raises(UnsafePickleError, match=rf"v\.bin: refused array .*{message}"):
+            load_verification_bin(tmp_path / "v.bin")
+
+
+def test_issame_must_hold_bools(tmp_path):
+    (tmp_path / "v.bin").write_bytes(pickle.dumps((jpegs(2), [2])))
+    with pytest.raises(DataFileError, match=r"v\.bin: issame\[0\] must be a bool \(True/False or 1/0\), got int 2"):
+        load_verification_bin(tmp_path / "v.bin")
+    (tmp_path / "v.bin").write_bytes(pickle.dumps((jpegs(2), np.array([[True]]))))
+    with pytest.raises(DataFileError, match=r"issame must be a list of bools or a 1-D bool array, got a bool array"):
+        load_verification_bin(tmp_path / "v.bin")
+    (tmp_path / "v.bin").write_bytes(pickle.dumps((jpegs(2), np.array([True]))))
+    assert load_verification_bin(tmp_path / "v.bin").issame == [True]
+
+
+def test_huge_memo_index_is_not_allocated(tmp_path):
+    (tmp_path / "v.bin").write_bytes(b"\x80\x04N" + b"r" + struct.pack("<I", 0xFFFFFFF0) + b".")
+    with pytest.raises(DataFileError, match=r"v\.bin: expected a pickled \(bins, issame\) pair of lists, got NoneType"):
+        load_verification_bin(tmp_path / "v.bin")
+
+
+def test_truncated_pickle_is_refused(tmp_path):
+    write_verification_bin(tmp_path / "v.bin", jpegs(2), [True])
+    (tmp_path / "v.bin").write_bytes((tmp_path / "v.bin").read_bytes()[:-30])
+    with pytest.raises(DataFileError, match=r"v\.bin: not a readable pickle: UnpicklingError: truncated: wanted"):
         load_verification_bin(tmp_path / "v.bin")
