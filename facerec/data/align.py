@@ -303,10 +303,15 @@ def read_landmarks(path: str | Path) -> list[LandmarkRow]:
         TextFileError: If it is a folder, empty or not UTF-8, or for a bad line or landmarks that cannot be
             aligned; the message names the file and the 1-based line number.
     """
+    return [row for _, row in read_landmark_lines(path)]
+
+
+def read_landmark_lines(path: str | Path) -> list[tuple[int, LandmarkRow]]:
+    """:func:`read_landmarks`, each row with its 1-based line number (for messages naming the line)."""
     path = Path(path)
     rows = _numbered_rows(path)
     check_landmark_rows(rows, path)
-    return [row for _, row in rows]
+    return rows
 
 
 def _check_relative(path: str, where: str) -> None:
