@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from facerec.data.align import ARCFACE_TEMPLATE
-from facerec.data.ijb import load_ijb
+from facerec.data.ijb import AlignedImages, load_ijb
 from facerec.data.text import TextFileError
 from facerec.eval import ijb
 from facerec.eval.ijb import (
@@ -333,3 +334,14 @@ def test_pair_naming_a_template_without_images_is_refused():
     for first, second in [([10, 15], [20, 20]), ([10, 20], [30, 31]), ([5, 10], [20, 20])]:
         with pytest.raises(ValueError, match=r"template[12] (15|31|5) has no images"):
             pair_scores(pooled, ids, np.array(first), np.array(second))
+
+
+def test_aligned_images_refuse_landmarks_off_the_image(tmp_path):
+    image = tmp_path / "1.png"
+    cv2.imwrite(str(image), np.zeros((120, 100, 3), np.uint8))
+    landmarks = ARCFACE_TEMPLATE[None].copy()
+    dataset = AlignedImages([image], landmarks, (112, 112), lambda image: {"image": image})
+    assert dataset[0][0].shape == (112, 112, 3)
+    landmarks += 200
+    with pytest.raises(TextFileError, match=r"1.png \(120x100\): its landmarks: a point lies off the image by more"):
+        dataset[0]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from facerec.data.align import LandmarkRow, align_face, read_landmark_lines
+from facerec.data.align import LandmarkRow, align_face, landmark_problem, read_landmark_lines
 from facerec.data.decode import read_image
 from facerec.data.text import TextFileError
 from facerec.eval.ijb import pair_line_number, read_template_media, read_template_pairs
@@ -156,6 +156,9 @@ def check_pair_templates(
 class AlignedImages(Dataset):
     """Images aligned by their 5 landmarks (:func:`facerec.data.align.align_face`) as ``(transform(crop), index)``.
 
+    Landmarks off an image by more than half its size (:func:`facerec.data.align.landmark_problem`) are refused
+    when the image is read, naming it: they would give a black crop.
+
     Args:
         images: Image files.
         landmarks: (N, 5, 2) landmarks of each image.
@@ -181,5 +184,8 @@ class AlignedImages(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
-        crop = align_face(read_image(self.images[i]), self.landmarks[i], self.size)
-        return self.transform(image=crop)["image"], i
+        image = read_image(self.images[i])
+        problem = landmark_problem(self.landmarks[i], np.array([image.shape[:2]]))
+        if problem is not None:
+            raise TextFileError(f"{self.images[i]} ({image.shape[0]}x{image.shape[1]}): its landmarks: {problem[1]}")
+        return self.transform(image=align_face(image, self.landmarks[i], self.size))["image"], i
