@@ -58,6 +58,9 @@ MIN_SPREAD = 1.0
 MIN_FLATNESS = 1e-3
 """The 5 landmarks' smaller principal spread must be at least this fraction of the larger (not on one line)."""
 
+MIN_FIT = 1e-6
+"""The similarity's scale, relative to the spreads' ratio (1 for a face of the template's layout), must reach this."""
+
 
 class LandmarkRow(NamedTuple):
     """One line of a landmark file.
@@ -232,7 +235,8 @@ def landmark_problem(landmarks: np.ndarray, image_sizes: np.ndarray | None = Non
     frame is fine, a point farther out means the wrong file or image); when the points are coincident
     (RMS spread under :data:`MIN_SPREAD` pixel) or on one line (smaller principal spread under
     :data:`MIN_FLATNESS` of the larger); or when the similarity onto :data:`ARCFACE_TEMPLATE` has no
-    finite positive scale.
+    positive scale (relative to the ratio of the spreads, under :data:`MIN_FIT`: points uncorrelated with a
+    face's layout).
 
     Args:
         landmarks: (N, 5, 2) landmarks (x, y).
@@ -245,18 +249,22 @@ def landmark_problem(landmarks: np.ndarray, image_sizes: np.ndarray | None = Non
     with np.errstate(all="ignore"):
         wild = ~(np.abs(points) <= MAX_COORDINATE).all(axis=(1, 2))
         points = np.where(wild[:, None, None], ARCFACE_TEMPLATE, points)  # keeps the checks below finite
-        centred = points - points.mean(axis=1, keepdims=True)
-        variance = (centred**2).sum(axis=(1, 2)) / 5
-        spreads = np.linalg.svd(centred, compute_uv=False)
-        covariance = np.swapaxes(ARCFACE_TEMPLATE - ARCFACE_TEMPLATE.mean(axis=0), 0, 1) @ centred / 5
-        u, singular, vt = np.linalg.svd(covariance)
-        signs = np.stack([np.ones(len(points)), np.sign(np.linalg.det(u) * np.linalg.det(vt))], axis=1)
-        scale = (singular * signs).sum(axis=1) / variance
+        x, y = np.moveaxis(points - points.mean(axis=1, keepdims=True), 2, 0)
+        xx, yy, xy = (x * x).sum(axis=1), (y * y).sum(axis=1), (x * y).sum(axis=1)
+        variance = (xx + yy) / 5
+        root = np.hypot((xx - yy) / 2, xy)  # the scatter matrix's eigenvalues are (xx + yy) / 2 +- root
+        flat = (xx + yy) / 2 - root < MIN_FLATNESS**2 * ((xx + yy) / 2 + root)
+        # Umeyama's scale in closed form (2-D): trace(S D) of the covariance [[p, q], [r, s]] with the template is
+        # s1 + s2 if det >= 0, else s1 - s2: both equal sqrt(|C|_F^2 + 2 det C) = hypot(p + s, r - q).
+        template_x, template_y = (ARCFACE_TEMPLATE - ARCFACE_TEMPLATE.mean(axis=0)).T
+        p, q = x @ template_x / 5, y @ template_x / 5
+        r, s = x @ template_y / 5, y @ template_y / 5
+        fit = np.hypot(p + s, r - q) / np.sqrt(variance * ARCFACE_TEMPLATE.var(axis=0).sum())  # in [0, 1]
     checks = [
         (wild, f"coordinates must be finite numbers within +-{MAX_COORDINATE:g} pixels"),
         (variance < MIN_SPREAD**2, f"the 5 points coincide (they spread less than {MIN_SPREAD:g} pixel)"),
-        (spreads[:, 1] < MIN_FLATNESS * spreads[:, 0], "the 5 points lie on one line"),
-        (~(np.isfinite(scale) & (scale > 0)), "the similarity onto the ArcFace template has no positive scale"),
+        (flat, "the 5 points lie on one line"),
+        (~(fit >= MIN_FIT), "the similarity onto the ArcFace template has no positive scale (not a face's layout)"),
     ]
     if image_sizes is not None:
         sizes = np.asarray(image_sizes, dtype=np.float64).reshape(-1, 1, 2)[..., ::-1]  # (W, H) per set

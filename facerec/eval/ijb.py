@@ -185,6 +185,10 @@ def read_template_pairs(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.nd
 def _check_repeated_pairs(path: Path, values: np.ndarray, line_numbers: np.ndarray) -> None:
     """Refuses a template pair listed with both labels; warns about one listed twice with one label."""
     first, second = np.minimum(values[:, 0], values[:, 1]), np.maximum(values[:, 0], values[:, 1])
+    if first.min() >= 0 and second.max() < 2**31:  # fast path: one sort of packed keys, lines found only on a repeat
+        keys = np.sort(first << 31 | second)
+        if not (keys[1:] == keys[:-1]).any():
+            return
     order = np.lexsort((second, first))
     repeated = (first[order][1:] == first[order][:-1]) & (second[order][1:] == second[order][:-1])
     if not repeated.any():

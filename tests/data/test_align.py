@@ -16,6 +16,7 @@ from facerec.data.align import (
     LandmarkRow,
     align_face,
     align_folder,
+    landmark_problem,
     parse_landmark_line,
     read_landmarks,
     similarity_transform,
@@ -373,3 +374,18 @@ def test_align_cli_missing_inputs_and_bad_size(tmp_path, capsys):
     assert main(["align", str(src), str(tmp_path / "out"), "--landmarks", str(landmarks), "--size", "0", "112"]) == 2
     assert "two positive integers" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_landmark_problem_finds_the_first_bad_set_and_why():
+    faces = np.stack([ARCFACE_TEMPLATE * 2 + 10] * 4)
+    assert landmark_problem(faces) is None and landmark_problem(faces, np.array([[300, 300]] * 4)) is None
+    # Points uncorrelated with the template (its centred columns and the ones are orthogonal to them): spread and
+    # not on one line, but the least-squares similarity onto the template has scale 0.
+    basis = np.linalg.svd(np.column_stack([np.ones(5), ARCFACE_TEMPLATE]).T)[2][3:]
+    faces[2] = 50 + 40 * basis.T
+    assert landmark_problem(faces) == (
+        2,
+        f"the similarity onto the ArcFace template has no positive scale (not a face's layout): {faces[2].tolist()}",
+    )
+    faces[1, 3] = np.inf
+    assert landmark_problem(faces)[0] == 1 and landmark_problem(faces)[1].startswith("coordinates must be finite")
