@@ -25,7 +25,7 @@ from facerec.eval.ijb import read_template_media, read_template_pairs
 from facerec.inference import OnnxModelError, read_sidecar
 
 FUZZ = settings(
-    max_examples=120,
+    max_examples=300,
     deadline=None,
     derandomize=True,
     database=None,
@@ -132,7 +132,7 @@ def test_fuzz_sidecar(folder, data):
     assert isinstance(sidecar["flip"], bool) and len(sidecar["input_size"]) == 2
 
 
-@settings(FUZZ, max_examples=80)
+@settings(FUZZ, max_examples=150)
 @given(kind=st.sampled_from(["face_tid_mid", "template_pair_label", "name_5pts_score"]), data=st.data())
 def test_fuzz_load_ijb_with_one_mutated_file(folder, kind, data):
     root = folder / "IJBC"
