@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from facerec.data.decode import EXIF_ORIENTATION, encode_jpeg, read_image
 from facerec.data.text import TextFileError, read_utf8
@@ -348,7 +348,7 @@ def image_size(path: Path) -> tuple[int, int]:
             width, height = image.size
             turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
         return (width, height) if turned else (height, width)
-    except (OSError, ValueError, SyntaxError, UnidentifiedImageError):
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return read_image(path).shape[:2]
 
 
@@ -368,13 +368,28 @@ def _check_folders(src: Path, dst: Path) -> None:
         )
 
 
+def _check_link(image: Path, target: Path, src: Path, dst: Path, where: str) -> None:
+    """Refuses an image that a symbolic link puts under ``dst``, or a crop that one puts under ``src``."""
+    if image.resolve().is_relative_to(dst.resolve()):
+        raise ValueError(
+            f"{where}: image {image} is {image.resolve()}, inside the output folder {dst}: a crop could replace it; "
+            "choose an output folder that holds no listed image"
+        )
+    if target.resolve().is_relative_to(src.resolve()):
+        raise ValueError(
+            f"{where}: the crop {target} would be written to {target.resolve()}, inside the image folder {src} (a "
+            f"symbolic link under {dst}); choose an output folder without links into it"
+        )
+
+
 def align_folder(
     src: str | Path, dst: str | Path, landmarks_file: str | Path, size: tuple[int, int] = (112, 112)
 ) -> int:
     """Aligns every image a landmark file lists: ``src/PATH`` -> ``dst/PATH``.
 
     Everything is checked before any crop is written: ``dst`` must be neither ``src`` nor inside it, nor
-    contain it (symbolic links resolved); the landmark file must not be empty and every line must parse;
+    contain it, and no listed image may resolve into ``dst`` nor any crop into ``src`` (symbolic links
+    resolved); the landmark file must not be empty and every line must parse;
     every path is relative (no absolute path, no ``..``), listed once, has an extension in
     :data:`OUTPUT_EXTENSIONS` and names an existing file under ``src``; every row's landmarks can be aligned
     and lie on its image (:func:`landmark_problem`, image sizes read from the headers). Crops keep the
@@ -394,7 +409,7 @@ def align_folder(
 
     Raises:
         FileNotFoundError: If the landmark file or a listed image does not exist (names its line).
-        ValueError: For ``dst`` equal to, inside or around ``src``, or a bad ``size``.
+        ValueError: For ``dst`` equal to, inside or around ``src`` (or linked so), or a bad ``size``.
         TextFileError: For an empty landmark file, a bad line, path or landmarks (names the line).
         CorruptImageError: If a listed image cannot be decoded.
     """
@@ -416,6 +431,7 @@ def align_folder(
             raise TextFileError(f"{where}: cannot write {row.path}: the extension must be one of {OUTPUT_EXTENSIONS}")
         if not (src / row.path).is_file():
             raise FileNotFoundError(f"{where}: image not found: {src / row.path}")
+        _check_link(src / row.path, dst / row.path, src, dst, where)
     check_landmark_rows(rows, landmarks_file, np.array([image_size(src / row.path) for _, row in rows]))
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     for _, row in rows:

@@ -316,6 +316,28 @@ def test_align_refuses_an_output_folder_inside_or_around_the_images(tmp_path, ca
     assert files_under(tmp_path) == before
 
 
+def test_align_refuses_symbolic_links_between_images_and_crops(tmp_path, capsys):
+    src, landmarks = face_folder(tmp_path)
+    out = tmp_path / "out"
+    (out / "x").mkdir(parents=True)
+    (out / "x" / "y").symlink_to(src / "x" / "y", target_is_directory=True)  # crops of x/y/ would land in src
+    before = {name: (tmp_path / name).read_bytes() for name in files_under(tmp_path)}
+    assert main(["align", str(src), str(out), "--landmarks", str(landmarks)]) == 2
+    assert re.search(
+        r"landmarks.txt:2: the crop .*out/x/y/b.png would be written to .*src/x/y/b.png", capsys.readouterr().err
+    )
+    assert {name: (tmp_path / name).read_bytes() for name in files_under(tmp_path)} == before
+    (out / "x" / "y").unlink()
+    (out / "a.jpg").write_bytes((src / "a.jpg").read_bytes())
+    (src / "a.jpg").unlink()
+    (src / "a.jpg").symlink_to(out / "a.jpg")  # a listed image that lives in the output folder
+    assert main(["align", str(src), str(out), "--landmarks", str(landmarks)]) == 2
+    assert re.search(
+        r"landmarks.txt:1: image .*src/a.jpg is .*out/a.jpg, inside the output folder", capsys.readouterr().err
+    )
+    assert files_under(out) == ["a.jpg"] and (out / "a.jpg").read_bytes() == before["src/a.jpg"]
+
+
 @pytest.mark.parametrize(
     ("landmarks", "message"),
     [
