@@ -209,9 +209,15 @@ def test_search_folders_that_overlap_are_refused_before_embedding(tmp_path, capl
             check_eval_sets({"s": dict(zip(["gallery", "probe", "distractors"], map(str, folders), strict=False))})
     (probe / "b").mkdir()
     (probe / "b" / "same.jpg").symlink_to(gallery / "b" / "1.jpg")
-    with pytest.raises(SearchSetError, match=r"p/b/same.jpg \(in the probe folder .*\) and .*g/b/1.jpg .* one file"):
+    with pytest.raises(
+        SearchSetError, match=r"p/b/same.jpg \(in the probe folder .*\) and .*g/b/1.jpg .* one file \(a link\)"
+    ):
         load_search_set(gallery, probe, distractors)
     (probe / "b" / "same.jpg").unlink()
+    (distractors / "hard.jpg").hardlink_to(gallery / "a" / "1.jpg")
+    with pytest.raises(SearchSetError, match=r"d/hard.jpg \(in the distractor folder .*\) and .*g/a/1.jpg"):
+        load_search_set(gallery, probe, distractors)
+    (distractors / "hard.jpg").unlink()
     image_tree(distractors, ["a/9.jpg"])
     assert len(load_search_set(gallery, probe, distractors).distractor_images) == 2
     assert "has sub-folders named as gallery identities (a): distractors count as nobody" in caplog.text

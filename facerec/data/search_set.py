@@ -53,8 +53,8 @@ def load_search_set(gallery: str | Path, probe: str | Path, distractors: str | P
 
     Raises:
         FileNotFoundError: If a folder does not exist.
-        SearchSetError: If two of the folders are one folder or one is inside another, or one image file
-            (symbolic links resolved) is in two of them.
+        SearchSetError: If two of the folders are one folder or one is inside another (symbolic links
+            resolved), or one image file (symbolic or hard links followed) is in two of them.
         ValueError: If a folder holds no image, or no probe identity is enrolled in the gallery.
     """
     folders = {"gallery": Path(gallery), "probe": Path(probe)}
@@ -108,18 +108,19 @@ def _check_separate_folders(folders: dict[str, Path]) -> None:
 
 
 def _check_separate_files(images: dict[str, list[Path]], folders: dict[str, Path]) -> None:
-    """Refuses an image file (symbolic links resolved) that is in two of the sets."""
-    owner: dict[Path, tuple[str, Path]] = {}
+    """Refuses an image file that is in two of the sets (one file by device and inode: links followed)."""
+    owner: dict[tuple[int, int], tuple[str, Path]] = {}
     for role, paths in images.items():
         for path in paths:
-            real = path.resolve()
-            if real in owner and owner[real][0] != role:
-                other_role, other = owner[real]
+            status = path.stat()
+            identity = (status.st_dev, status.st_ino)
+            if identity in owner and owner[identity][0] != role:
+                other_role, other = owner[identity]
                 raise SearchSetError(
                     f"{path} (in the {role} folder {folders[role]}) and {other} (in the {other_role} folder "
-                    f"{folders[other_role]}) are one file ({real}): gallery, probe and distractor images must differ"
+                    f"{folders[other_role]}) are one file (a link): gallery, probe and distractor images must differ"
                 )
-            owner.setdefault(real, (role, path))
+            owner.setdefault(identity, (role, path))
 
 
 def _warn_named_distractors(root: Path, images: list[Path], identities: set[str]) -> None:
