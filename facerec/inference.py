@@ -163,10 +163,10 @@ def onnx_session(path: str | Path, providers: Sequence[str]) -> onnxruntime.Infe
         reason = str(error).split(" : ")[-1]
         raise OnnxModelError(f"{path} is not an ONNX model onnxruntime can load ({reason})") from None
     inputs, outputs = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
-    if "images" not in inputs or "embeddings" not in outputs or len(session.get_inputs()[0].shape) != 4:
+    if inputs != ["images"] or "embeddings" not in outputs or len(session.get_inputs()[0].shape) != 4:
         raise OnnxModelError(
-            f"{path} is not a facerec export: its graph has inputs {inputs} and outputs {outputs}, expected the input "
-            "'images' (B, 3, H, W) and the output 'embeddings' of eval.py export.onnx=…"
+            f"{path} is not a facerec export: its graph has inputs {inputs} and outputs {outputs}, expected the one "
+            "input 'images' (B, 3, H, W) and the output 'embeddings' of eval.py export.onnx=…"
         )
     return session
 
@@ -189,6 +189,12 @@ def _check_graph_agrees(path: str | Path, session: onnxruntime.InferenceSession,
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut to 80 characters (a sidecar value can be anything)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _finite_number(value: Any) -> bool:
@@ -214,7 +220,9 @@ def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
             the message names the file, the key and what is expected.
     """
     path = sidecar_path(onnx_path)
-    if not path.is_file():
+    if path.exists() and not path.is_file():
+        raise OnnxModelError(f"{path} is not a file (a folder?): expected the sidecar JSON of {onnx_path}")
+    if not path.exists():
         raise OnnxModelError(
             f"{onnx_path}: its sidecar {path} is missing: it holds the input size, face crop, flip setting and "
             "decision threshold the graph lacks. Copy it from where the model was exported, or write one with the "
@@ -232,24 +240,26 @@ def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
             raise OnnxModelError(f"{path}: key {key!r} is missing; expected an object such as {SIDECAR_EXAMPLE}")
     size = sidecar["input_size"]
     if not (isinstance(size, list) and len(size) == 2 and all(_positive_int(side) for side in size)):
-        raise OnnxModelError(f"{path}: key 'input_size' is {size!r}: expected two positive integers [H, W]")
+        raise OnnxModelError(f"{path}: key 'input_size' is {_shown(size)}: expected two positive integers [H, W]")
     if not isinstance(sidecar["flip"], bool):
-        raise OnnxModelError(f"{path}: key 'flip' is {sidecar['flip']!r}: expected true or false (a JSON boolean)")
+        raise OnnxModelError(
+            f"{path}: key 'flip' is {_shown(sidecar['flip'])}: expected true or false (a JSON boolean)"
+        )
     try:
         sidecar["crop"] = check_crop(sidecar["crop"])
     except (TypeError, ValueError) as error:
         raise OnnxModelError(
-            f"{path}: key 'crop' is {sidecar['crop']!r}: expected null, a centre fraction in (0, 1] or a box "
+            f"{path}: key 'crop' is {_shown(sidecar['crop'])}: expected null, a centre fraction in (0, 1] or a box "
             f"[top, left, height, width] ({error})"
         ) from None
     if sidecar["embedding_size"] is not None and not _positive_int(sidecar["embedding_size"]):
         raise OnnxModelError(
-            f"{path}: key 'embedding_size' is {sidecar['embedding_size']!r}: expected a positive integer or null"
+            f"{path}: key 'embedding_size' is {_shown(sidecar['embedding_size'])}: expected a positive integer or null"
         )
     threshold = sidecar["threshold"]
     if threshold is not None and not (isinstance(threshold, dict) and _finite_number(threshold.get("distance"))):
         raise OnnxModelError(
-            f"{path}: key 'threshold' is {threshold!r}: expected null or an object whose 'distance' (squared L2 "
+            f"{path}: key 'threshold' is {_shown(threshold)}: expected null or an object whose 'distance' (squared L2 "
             "distance of L2-normalised embeddings) is a finite number"
         )
     unknown = sorted(set(sidecar) - set(SIDECAR_KEYS))

@@ -136,6 +136,7 @@ SIDECAR = {"input_size": [8, 8], "crop": None, "flip": True, "embedding_size": 4
         ({"embedding_size": "4"}, r"key 'embedding_size' is '4': expected a positive integer or null"),
         ({"threshold": {"distance": "x"}}, r"key 'threshold' is \{'distance': 'x'\}: expected null or an object"),
         ({"threshold": 0.5}, r"key 'threshold' is 0.5: expected null or an object whose 'distance'"),
+        ({"input_size": list(range(10_000))}, r"key 'input_size' is \[0, 1, 2, .{60,70}\.\.\.: expected two"),
     ],
 )
 def test_read_sidecar_names_the_wrong_key_and_what_it_expects(tmp_path, changes, message):
@@ -153,11 +154,14 @@ def test_read_sidecar_names_the_wrong_key_and_what_it_expects(tmp_path, changes,
         (b"[" * 100_000, r"net.json is not valid JSON"),
         (b"[8, 8]", r"net.json: expected a JSON object such as \{\"input_size\""),
         (b'{"input_size": [8, 8]}', r"net.json: key 'flip' is missing"),
+        (b"", r"net.json is not a file \(a folder\?\): expected the sidecar JSON of .*net.onnx"),
     ],
-    ids=["missing", "truncated", "not-utf8", "deep", "list", "no-flip"],
+    ids=["missing", "truncated", "not-utf8", "deep", "list", "no-flip", "folder"],
 )
 def test_read_sidecar_refuses_a_missing_or_broken_file(tmp_path, content, message):
-    if content is not None:
+    if content == b"":
+        (tmp_path / "net.json").mkdir()
+    elif content is not None:
         (tmp_path / "net.json").write_bytes(content)
     with pytest.raises(OnnxModelError, match=message):
         read_sidecar(tmp_path / "net.onnx")
