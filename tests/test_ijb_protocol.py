@@ -262,6 +262,10 @@ def test_duplicated_image_line_and_contradictory_labels_are_refused(tmp_path, ca
     media.write_text("1.jpg 1 10\n2.jpg 1 10\n\n1.jpg 1 10\n")
     with pytest.raises(TextFileError, match=r"face_tid_mid.txt:4: image 1.jpg is already listed on line 1"):
         read_template_media(media)
+    for name in ["../secret.jpg", "a/../../b.jpg", "/etc/passwd", "\\\\server\\x.jpg", "C:x.jpg"]:
+        media.write_text(f"1.jpg 1 10\n{name} 1 10\n")
+        with pytest.raises(TextFileError, match=r"face_tid_mid.txt:2: image name .* must be a path relative to"):
+            read_template_media(media)
     pairs = tmp_path / "ijbc_template_pair_label.txt"
     pairs.write_text("1 2 1\n3 4 0\n\n2 1 0\n")
     with pytest.raises(TextFileError, match=r"pair_label.txt:4: templates 2 and 1 have label 0, but line 1 gives"):

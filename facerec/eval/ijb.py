@@ -130,7 +130,8 @@ def read_template_media(path: str | Path) -> tuple[list[str], np.ndarray, np.nda
     Raises:
         FileNotFoundError: If the file does not exist.
         TextFileError: If it is a folder, empty or not UTF-8, or naming the file and 1-based line of the first
-            line without 3 fields, with a non-integer id, or with an image already listed (and that line).
+            line without 3 fields, with a non-integer id, an absolute image name or one with ``..``, or with an
+            image already listed (and that line).
     """
     path = Path(path)
     data = read_utf8(path, f"lines '{MEDIA_LAYOUT}'")
@@ -141,6 +142,12 @@ def read_template_media(path: str | Path) -> tuple[list[str], np.ndarray, np.nda
         ids = np.array(tokens[1::3] + tokens[2::3], dtype=np.int64)
     except (ValueError, OverflowError):
         raise _first_bad_integer(path, data, range(1, 3)) from None
+    for row, name in enumerate(names):
+        if name.startswith(("/", "\\")) or ":" in name or ".." in name.replace("\\", "/").split("/"):
+            raise TextFileError(
+                f"{path}:{line_numbers[row]}: image name {name!r} must be a path relative to the image folder "
+                "(loose_crop/), without '..' or a drive"
+            )
     if len(set(names)) != len(names):
         first_row: dict[str, int] = {}
         for row, name in enumerate(names):
