@@ -9,20 +9,43 @@ evaluation protocol). :func:`embed_dataset` runs one over a dataset of ``(image,
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime
+import onnxruntime.capi.onnxruntime_pybind11_state as onnxruntime_errors
 import torch
 from rich.progress import Progress
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from facerec.data.transforms import Crop, eval_transform
+from facerec.data.transforms import Crop, check_crop, eval_transform
 from facerec.data.verification import VerificationImages
+from facerec.errors import DataFileError
 from facerec.eval.verification import l2_normalize
+
+log = logging.getLogger(__name__)
+
+SIDECAR_KEYS = ("input_size", "crop", "flip", "embedding_size", "threshold")
+SIDECAR_EXAMPLE = '{"input_size": [112, 112], "crop": null, "flip": true}'
+ONNX_ERRORS = (
+    onnxruntime_errors.Fail,
+    onnxruntime_errors.InvalidArgument,
+    onnxruntime_errors.InvalidGraph,
+    onnxruntime_errors.InvalidProtobuf,
+    onnxruntime_errors.NoSuchFile,
+    onnxruntime_errors.NotImplemented,
+    onnxruntime_errors.RuntimeException,
+)
+"""What onnxruntime raises for a file it cannot load (none is a Python ``ValueError``)."""
+
+
+class OnnxModelError(DataFileError):
+    """An ONNX export or its sidecar JSON that cannot be used; the message names the file (and key)."""
 
 
 def embed_with_mirror(net: Callable[[Tensor], Tensor], images: Tensor, flip: bool) -> Tensor:
@@ -80,23 +103,24 @@ class OnnxFaceEmbedder(FaceEmbedder):
     """An ONNX export (``eval.py export.onnx=…``) run by onnxruntime, with :class:`FaceEmbedder`'s interface.
 
     Args:
-        path: The ``.onnx`` file. Its sidecar (:func:`sidecar_path`), when present, supplies the crop and
-            the flip setting; without one the input size comes from the graph, no crop, flip on.
+        path: The ``.onnx`` file. Its sidecar (:func:`sidecar_path`, :func:`read_sidecar`) must be beside it:
+            it supplies the input size, crop, flip setting and decision threshold that the graph lacks.
         flip: Overrides the sidecar's flip setting.
         providers: onnxruntime execution providers; default CUDA when available, then CPU.
+
+    Raises:
+        OnnxModelError: If the file is not a facerec ONNX export, or the sidecar is missing or malformed (naming
+            the file, the key and what is expected).
     """
 
     def __init__(self, path: str | Path, flip: bool | None = None, providers: Sequence[str] | None = None) -> None:
         available = onnxruntime.get_available_providers()
         providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        session = onnxruntime.InferenceSession(str(path), providers=list(providers))
+        session = onnx_session(path, providers)
         metadata = read_sidecar(path)
-        input_size = metadata.get("input_size") or session.get_inputs()[0].shape[2:]
-        if not all(isinstance(s, int) for s in input_size):
-            raise ValueError(f"{path}: the graph's input has no fixed height and width, and {sidecar_path(path)} "
-                             "is missing: re-export it with eval.py export.onnx=…")  # fmt: skip
+        _check_graph_agrees(path, session, metadata)
         super().__init__(
-            nn.Identity(), input_size, metadata.get("crop"), metadata.get("flip", True) if flip is None else flip
+            nn.Identity(), metadata["input_size"], metadata["crop"], metadata["flip"] if flip is None else flip
         )
         self.path = Path(path)
         self.session = session
@@ -119,15 +143,130 @@ class OnnxFaceEmbedder(FaceEmbedder):
         return self.session.run(["embeddings"], {"images": batch})[0]
 
 
-def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
-    """The sidecar JSON of an ONNX export ({} when there is none)."""
-    path = sidecar_path(onnx_path)
-    if not path.is_file():
-        return {}
+def onnx_session(path: str | Path, providers: Sequence[str]) -> onnxruntime.InferenceSession:
+    """An onnxruntime session of a facerec ONNX export (input ``images``, output ``embeddings``).
+
+    Raises:
+        OnnxModelError: Naming the file, for a zip archive or pickle (a PyTorch checkpoint?), a file onnxruntime
+            cannot load, or a graph without facerec's input and output.
+    """
+    with open(path, "rb") as file:
+        head = file.read(4)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        kind = "a zip archive" if head.startswith(b"PK") else "a pickle"
+        raise OnnxModelError(
+            f"{path} is {kind} (a PyTorch checkpoint?), not an ONNX model: load a training checkpoint from a .ckpt "
+            "file, or export one with eval.py ckpt_path=… export.onnx=…"
+        )
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); delete it or re-export the model") from error
+        session = onnxruntime.InferenceSession(str(path), providers=list(providers))
+    except ONNX_ERRORS as error:
+        reason = str(error).split(" : ")[-1]
+        raise OnnxModelError(f"{path} is not an ONNX model onnxruntime can load ({reason})") from None
+    inputs, outputs = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+    if inputs != ["images"] or "embeddings" not in outputs or len(session.get_inputs()[0].shape) != 4:
+        raise OnnxModelError(
+            f"{path} is not a facerec export: its graph has inputs {inputs} and outputs {outputs}, expected the one "
+            "input 'images' (B, 3, H, W) and the output 'embeddings' of eval.py export.onnx=…"
+        )
+    return session
+
+
+def _check_graph_agrees(path: str | Path, session: onnxruntime.InferenceSession, metadata: dict[str, Any]) -> None:
+    """Refuses a sidecar whose input size or embedding size contradicts the graph's fixed dimensions."""
+    graph_size = session.get_inputs()[0].shape[2:]
+    if all(isinstance(side, int) for side in graph_size) and list(graph_size) != metadata["input_size"]:
+        raise OnnxModelError(
+            f"{sidecar_path(path)}: key 'input_size' is {metadata['input_size']} but the graph {path} takes "
+            f"{list(graph_size)}: the sidecar belongs to another export"
+        )
+    width = session.get_outputs()[0].shape[-1]
+    if isinstance(width, int) and metadata["embedding_size"] not in (None, width):
+        raise OnnxModelError(
+            f"{sidecar_path(path)}: key 'embedding_size' is {metadata['embedding_size']} but the graph {path} gives "
+            f"{width}: the sidecar belongs to another export"
+        )
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut to 80 characters (a sidecar value can be anything)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
+    """The sidecar JSON of an ONNX export, checked key by key.
+
+    A JSON object with ``input_size`` (two positive integers, required), ``flip`` (``true``/``false``, required),
+    ``crop`` (``null``, a centre fraction in (0, 1] or a box ``[top, left, height, width]``; default ``null``),
+    ``embedding_size`` (a positive integer or ``null``) and ``threshold`` (``null`` or the decision rule of
+    ``+threshold_at_far``: an object whose ``distance`` is a finite number). Unknown keys are kept, with a
+    warning. A missing sidecar is an error, not a default: the graph does not say which crop and flip its
+    embeddings need, nor the threshold they were validated with, so guessing would give other embeddings and
+    decisions silently.
+
+    Returns:
+        The sidecar's keys, ``crop``, ``embedding_size`` and ``threshold`` filled with ``None`` when absent.
+
+    Raises:
+        OnnxModelError: If the sidecar is missing or not a file, is not valid JSON, or a key has a wrong value;
+            the message names the file, the key and what is expected.
+    """
+    path = sidecar_path(onnx_path)
+    if path.exists() and not path.is_file():
+        raise OnnxModelError(f"{path} is not a file (a folder?): expected the sidecar JSON of {onnx_path}")
+    if not path.exists():
+        raise OnnxModelError(
+            f"{onnx_path}: its sidecar {path} is missing: it holds the input size, face crop, flip setting and "
+            "decision threshold the graph lacks. Copy it from where the model was exported, or write one with the "
+            f"settings the model was trained with, e.g. {SIDECAR_EXAMPLE}"
+        )
+    try:
+        sidecar = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as error:
+        raise OnnxModelError(f"{path} is not valid JSON ({error}); re-export the model or fix the file") from None
+    if not isinstance(sidecar, dict):
+        raise OnnxModelError(f"{path}: expected a JSON object such as {SIDECAR_EXAMPLE}, got {type(sidecar).__name__}")
+    sidecar = {"crop": None, "embedding_size": None, "threshold": None} | sidecar
+    for key in ("input_size", "flip"):
+        if key not in sidecar:
+            raise OnnxModelError(f"{path}: key {key!r} is missing; expected an object such as {SIDECAR_EXAMPLE}")
+    size = sidecar["input_size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(_positive_int(side) for side in size)):
+        raise OnnxModelError(f"{path}: key 'input_size' is {_shown(size)}: expected two positive integers [H, W]")
+    if not isinstance(sidecar["flip"], bool):
+        raise OnnxModelError(
+            f"{path}: key 'flip' is {_shown(sidecar['flip'])}: expected true or false (a JSON boolean)"
+        )
+    try:
+        sidecar["crop"] = check_crop(sidecar["crop"])
+    except (TypeError, ValueError) as error:
+        raise OnnxModelError(
+            f"{path}: key 'crop' is {_shown(sidecar['crop'])}: expected null, a centre fraction in (0, 1] or a box "
+            f"[top, left, height, width] ({error})"
+        ) from None
+    if sidecar["embedding_size"] is not None and not _positive_int(sidecar["embedding_size"]):
+        raise OnnxModelError(
+            f"{path}: key 'embedding_size' is {_shown(sidecar['embedding_size'])}: expected a positive integer or null"
+        )
+    threshold = sidecar["threshold"]
+    if threshold is not None and not (isinstance(threshold, dict) and _finite_number(threshold.get("distance"))):
+        raise OnnxModelError(
+            f"{path}: key 'threshold' is {_shown(threshold)}: expected null or an object whose 'distance' (squared L2 "
+            "distance of L2-normalised embeddings) is a finite number"
+        )
+    unknown = sorted(set(sidecar) - set(SIDECAR_KEYS))
+    if unknown:
+        log.warning("%s: unknown keys %s are ignored (known: %s)", path, unknown, ", ".join(SIDECAR_KEYS))
+    return sidecar
 
 
 def load_model(path: str | Path, flip: bool | None = None, device: str | torch.device | None = None) -> FaceEmbedder:
@@ -146,6 +285,7 @@ def load_model(path: str | Path, flip: bool | None = None, device: str | torch.d
         ValueError: If it is neither a checkpoint nor an ONNX file; a
             :class:`~facerec.models.checkpoint.CheckpointError` if the checkpoint is not one facerec loads
             (e.g. its hyper-parameters name anything but facerec's own parts).
+        OnnxModelError: For an ``.onnx`` that is not a facerec export, or whose sidecar is missing or malformed.
     """
     path = Path(path)
     if not path.is_file():

@@ -12,7 +12,7 @@ Each entry of ``eval_sets`` is one protocol, told apart by its keys:
   ``distractors``.
 
 Both take ``batch_size`` and ``num_workers`` (default the data config's ``eval_batch_size`` and
-``num_workers``).
+``num_workers``). Every set's files are read and checked by :func:`check_eval_sets`, before any image is embedded.
 """
 
 from __future__ import annotations
@@ -50,10 +50,14 @@ IJB_DEFAULTS = {"prefix": None, "use_norm_score": True, "use_detector_score": Tr
 
 
 def check_eval_sets(eval_sets: DictConfig | Mapping | None) -> dict[str, dict[str, Any]]:
-    """``eval_sets`` as plain dicts, each with its ``kind`` (``ijb`` or ``search``), checked before any embedding.
+    """``eval_sets`` as plain dicts, each with its ``kind`` and its files read, checked before any embedding.
+
+    An IJB set gets its ``protocol`` (:func:`facerec.data.ijb.load_ijb`), a search set its ``search_set``
+    (:func:`facerec.data.search_set.load_search_set`), so that a bad file of any set fails before any is embedded.
 
     Raises:
-        ValueError: For unknown options, naming the set, its keys and the options of its kind.
+        ValueError: For unknown options, naming the set, its keys and the options of its kind; for a malformed
+            IJB file or overlapping search folders (see the loaders).
         FileNotFoundError: For a folder option that is not a folder, naming it.
     """
     eval_sets = OmegaConf.to_container(eval_sets, resolve=True) if OmegaConf.is_config(eval_sets) else eval_sets
@@ -73,6 +77,12 @@ def check_eval_sets(eval_sets: DictConfig | Mapping | None) -> dict[str, dict[st
         for key in FOLDER_OPTIONS & options.keys():
             if options[key] is not None and not Path(options[key]).is_dir():
                 raise FileNotFoundError(f"eval_sets.{name}.{key}: folder not found: {options[key]}")
+    for name, options in checked.items():
+        if options["kind"] == "ijb":
+            prefix = options["prefix"] or (name if name in ("ijbb", "ijbc") else None)
+            options["protocol"] = load_ijb(options["root"], prefix)
+        else:
+            options["search_set"] = load_search_set(options["gallery"], options["probe"], options["distractors"])
     return checked
 
 
@@ -108,8 +118,7 @@ def evaluate_ijb(
     Returns:
         ``tar@far=1e-6`` … ``tar@far=1e-1`` (and the other metrics of :func:`facerec.eval.ijb.ijb_verification`).
     """
-    prefix = options["prefix"] or (name if name in ("ijbb", "ijbc") else None)
-    protocol = load_ijb(options["root"], prefix)
+    protocol = options["protocol"]
     if embedder.crop is not None:
         log.warning(
             "%s: images are aligned to the ArcFace template at %s; the model's training crop %s is not applied",
@@ -148,7 +157,7 @@ def evaluate_search(
         ``rank-1``, ``rank-5``, ``dir@fpir=1e-2``, ``dir@fpir=1e-1``
         (:func:`facerec.eval.search.identification_metrics`).
     """
-    data = load_search_set(options["gallery"], options["probe"], options["distractors"])
+    data = options["search_set"]
     transform = embedder.transform
 
     def embed(images: list[Path], what: str) -> np.ndarray:

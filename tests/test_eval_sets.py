@@ -14,6 +14,7 @@ from facerec.data.__main__ import main as data_main
 from facerec.data.align import template
 from facerec.data.decode import read_image
 from facerec.data.folder import list_image_files, scan_identity_folder
+from facerec.data.search_set import SearchSetError, load_search_set
 from facerec.eval.ijb import roc_points, tar_at_far_nearest
 from facerec.protocols import check_eval_sets
 from facerec.tasks import evaluate
@@ -124,8 +125,9 @@ def test_ijb_errors_name_the_problem(checkpoint, heldout, data_dir, tmp_path):
         check_eval_sets({"x": {"root": "r", "typo": 1}})
     with pytest.raises(FileNotFoundError, match=r"eval_sets.s.probe: folder not found: nowhere"):
         check_eval_sets({"s": {"gallery": str(tmp_path), "probe": "nowhere"}})
+    write_mini_ijb(tmp_path / "good", heldout)
     clash = compose_config(
-        "data=synthetic_mini", f"ckpt_path={checkpoint}", f"+eval_sets.synthetic.root={tmp_path / 'IJBC'}",
+        "data=synthetic_mini", f"ckpt_path={checkpoint}", f"+eval_sets.synthetic.root={tmp_path / 'good'}",
         config_name="eval", output_dir=tmp_path / "run", data_dir=data_dir,
     )  # fmt: skip
     with pytest.raises(ValueError, match="eval_sets and data.val_sets both name synthetic"):
@@ -179,3 +181,43 @@ def test_search_equals_a_hand_loop_with_distractors(checkpoint, heldout, data_di
     tau = max(non_mated_tops)
     detected = np.mean([rank == 1 and score > tau for rank, score in zip(ranks, mated_scores, strict=True)])
     assert results["dir@fpir=1e-1"] == pytest.approx(detected) and results["dir@fpir=1e-2"] == pytest.approx(detected)
+
+
+def image_tree(root: Path, files: list[str]) -> Path:
+    """Empty ``.jpg`` files at ``files`` under ``root`` (folder scans go by name; nothing is decoded)."""
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+    return root
+
+
+def test_search_folders_that_overlap_are_refused_before_embedding(tmp_path, caplog):
+    gallery = image_tree(tmp_path / "g", ["a/1.jpg", "b/1.jpg"])
+    probe = image_tree(tmp_path / "p", ["a/2.jpg", "c/3.jpg"])
+    distractors = image_tree(tmp_path / "d", ["x/1.jpg"])
+    (tmp_path / "link").symlink_to(gallery, target_is_directory=True)
+    for folders, message in [
+        ((gallery, gallery), r"the gallery folder .*/g and the probe folder .*/g are one folder"),
+        ((gallery, probe, gallery), r"the gallery folder .*/g and the distractor folder .*/g are one folder"),
+        ((gallery, probe, probe), r"the probe folder .*/p and the distractor folder .*/p are one folder"),
+        ((gallery, tmp_path / "link"), r"the gallery folder .*/g and the probe folder .*/link are one folder"),
+        ((gallery, probe, probe / "c"), r"the probe folder .*/p and the distractor folder .*/p/c are nested"),
+    ]:
+        with pytest.raises(SearchSetError, match=message):
+            load_search_set(*folders)
+        with pytest.raises(SearchSetError, match=message):  # eval.py reads every set before embedding any
+            check_eval_sets({"s": dict(zip(["gallery", "probe", "distractors"], map(str, folders), strict=False))})
+    (probe / "b").mkdir()
+    (probe / "b" / "same.jpg").symlink_to(gallery / "b" / "1.jpg")
+    with pytest.raises(
+        SearchSetError, match=r"p/b/same.jpg \(in the probe folder .*\) and .*g/b/1.jpg .* one file \(a link\)"
+    ):
+        load_search_set(gallery, probe, distractors)
+    (probe / "b" / "same.jpg").unlink()
+    (distractors / "hard.jpg").hardlink_to(gallery / "a" / "1.jpg")
+    with pytest.raises(SearchSetError, match=r"d/hard.jpg \(in the distractor folder .*\) and .*g/a/1.jpg"):
+        load_search_set(gallery, probe, distractors)
+    (distractors / "hard.jpg").unlink()
+    image_tree(distractors, ["a/9.jpg"])
+    assert len(load_search_set(gallery, probe, distractors).distractor_images) == 2
+    assert "has sub-folders named as gallery identities (a): distractors count as nobody" in caplog.text

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from facerec.data.align import ARCFACE_TEMPLATE
+from facerec.data.ijb import AlignedImages, load_ijb
+from facerec.data.text import TextFileError
 from facerec.eval import ijb
 from facerec.eval.ijb import (
     FAR_TARGETS_IJB,
@@ -22,6 +26,7 @@ from facerec.eval.ijb import (
     tar_at_far_nearest,
 )
 from facerec.eval.verification import FAR_TARGETS
+from facerec.protocols import check_eval_sets
 
 EMBEDDING = 8
 
@@ -45,7 +50,7 @@ def write_mini_ijb(root: Path, rng: np.random.Generator) -> dict:
     face_tid_mid.write_text("".join(f"{k + 1}.jpg {t} {m}\n" for k, (t, m) in enumerate(lines)))
     first, second = rng.choice(template_ids, size=(2, 300))
     labels = [int(subject[int(a)] == subject[int(b)]) for a, b in zip(first, second, strict=True)]
-    labels[:2] = [0, 1]
+    assert 0 < sum(labels) < len(labels)
     pair_label.write_text("".join(f"{a} {b} {y}\n" for a, b, y in zip(first, second, labels, strict=True)))
     return {"lines": lines, "pairs": list(zip(first.tolist(), second.tolist(), labels, strict=True))}
 
@@ -224,8 +229,96 @@ def test_readers_accept_blank_lines_crlf_and_missing_final_newline(tmp_path):
     pairs.write_bytes(b"1 2 1\r\n\r\n  3\t4 0  \r\n5 6 1")
     template1, template2, labels = read_template_pairs(pairs)
     assert (template1.tolist(), template2.tolist(), labels.tolist()) == ([1, 3, 5], [2, 4, 6], [1, 0, 1])
-    pairs.write_bytes(b"")
-    assert [len(column) for column in read_template_pairs(pairs)] == [0, 0, 0]
+    pairs.write_bytes(b"\xef\xbb\xbf1 2 1\n")  # a UTF-8 byte-order mark (Windows editors) is accepted
+    assert [column.tolist() for column in read_template_pairs(pairs)] == [[1], [2], [1]]
+    media = tmp_path / "media.txt"
+    media.write_bytes(b"\xef\xbb\xbf1.jpg 1 2\n")
+    assert read_template_media(media)[0] == ["1.jpg"]
+
+
+@pytest.mark.parametrize("reader", [read_template_media, read_template_pairs])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"meta.txt is empty: expected lines '(image_name|template_id1)"),
+        (b"\n  \r\n", r"meta.txt is empty"),
+        (b"1 2 1\n\xe9.jpg 1 2\n", r"meta.txt:2: byte b'\\xe9' is not UTF-8 \(invalid continuation byte\)"),
+        (None, r"meta.txt is not a regular file \(a folder\?\): expected a text file of lines"),
+    ],
+    ids=["empty", "blank", "latin-1", "folder"],
+)
+def test_readers_refuse_empty_undecodable_and_folder(tmp_path, reader, content, message):
+    path = tmp_path / "meta.txt"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(TextFileError, match=message):
+        reader(path)
+
+
+def test_duplicated_image_line_and_contradictory_labels_are_refused(tmp_path, caplog):
+    media = tmp_path / "ijbc_face_tid_mid.txt"
+    media.write_text("1.jpg 1 10\n2.jpg 1 10\n\n1.jpg 1 10\n")
+    with pytest.raises(TextFileError, match=r"face_tid_mid.txt:4: image 1.jpg is already listed on line 1"):
+        read_template_media(media)
+    for name in ["../secret.jpg", "a/../../b.jpg", "/etc/passwd", "\\\\server\\x.jpg", "C:x.jpg"]:
+        media.write_text(f"1.jpg 1 10\n{name} 1 10\n")
+        with pytest.raises(TextFileError, match=r"face_tid_mid.txt:2: image name .* must be a path relative to"):
+            read_template_media(media)
+    pairs = tmp_path / "ijbc_template_pair_label.txt"
+    pairs.write_text("1 2 1\n3 4 0\n\n2 1 0\n")
+    with pytest.raises(TextFileError, match=r"pair_label.txt:4: templates 2 and 1 have label 0, but line 1 gives"):
+        read_template_pairs(pairs)
+    pairs.write_text("1 2 1\n3 4 0\n2 1 1\n")
+    assert len(read_template_pairs(pairs)[0]) == 3
+    assert "1 template pairs are listed more than once (e.g. lines 1 and 3)" in caplog.text
+
+
+FACE = " ".join(f"{value:.4f}" for value in ARCFACE_TEMPLATE.ravel())
+
+
+def write_meta(root: Path, pairs: str = "1 2 0\n1 1 1\n", landmarks: str | None = None) -> Path:
+    """An IJB-C layout of two images (templates 1 and 2) without the images: enough for :func:`load_ijb`."""
+    (root / "meta").mkdir(parents=True, exist_ok=True)
+    (root / "loose_crop").mkdir(exist_ok=True)
+    (root / "meta" / "ijbc_face_tid_mid.txt").write_text("1.jpg 1 10\n2.jpg 2 20\n")
+    (root / "meta" / "ijbc_template_pair_label.txt").write_text(pairs)
+    landmarks = landmarks or f"1.jpg {FACE} 0.9\n2.jpg {FACE} 0.8\n"
+    (root / "meta" / "ijbc_name_5pts_score.txt").write_text(landmarks)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("pairs", "landmarks", "message"),
+    [
+        (None, f"1.jpg {FACE} 0.9\n2.jpg {FACE} 0\n", r"5pts_score.txt:2: faceness score of 2.jpg is 0: expected"),
+        (None, f"1.jpg {FACE} -0.5\n2.jpg {FACE}\n", r"5pts_score.txt:1: faceness score of 1.jpg is -0.5"),
+        (None, f"1.jpg {FACE}\n2.jpg {' '.join(['5'] * 10)} 1\n", r"5pts_score.txt:2: .* the 5 points coincide"),
+        ("1 2 0\n\n1 9 1\n", None, r"pair_label.txt:3: template_id2 9 has no images in .*face_tid_mid.txt"),
+        ("7 2 0\n", None, r"pair_label.txt:1: template_id1 7 has no images .*\(1 pairs name unknown templates\)"),
+    ],
+)
+def test_load_ijb_checks_scores_landmarks_and_templates_before_embedding(tmp_path, pairs, landmarks, message):
+    root = write_meta(tmp_path / "IJBC", **({"pairs": pairs} if pairs else {}), landmarks=landmarks)
+    with pytest.raises(TextFileError, match=message):
+        load_ijb(root)
+    with pytest.raises(ValueError, match=message):  # eval.py reads every set before embedding any
+        check_eval_sets({"ijbc": {"root": str(root)}})
+
+
+def test_load_ijb_refuses_folders_in_place_of_files(tmp_path):
+    root = write_meta(tmp_path / "IJBC")
+    assert load_ijb(root).scores.tolist() == [0.9, 0.8]
+    (root / "meta" / "ijbc_template_pair_label.txt").unlink()
+    (root / "meta" / "ijbc_template_pair_label.txt").mkdir()
+    with pytest.raises(TextFileError, match=r"pair_label.txt is not a regular file \(a folder\?\)"):
+        load_ijb(root)
+    write_meta(tmp_path / "other")
+    (tmp_path / "other" / "loose_crop").rmdir()
+    (tmp_path / "other" / "loose_crop").write_text("")
+    with pytest.raises(TextFileError, match=r"loose_crop must be the folder of images"):
+        load_ijb(tmp_path / "other")
 
 
 def test_pair_file_fast_path(tmp_path, monkeypatch):
@@ -245,3 +338,14 @@ def test_pair_naming_a_template_without_images_is_refused():
     for first, second in [([10, 15], [20, 20]), ([10, 20], [30, 31]), ([5, 10], [20, 20])]:
         with pytest.raises(ValueError, match=r"template[12] (15|31|5) has no images"):
             pair_scores(pooled, ids, np.array(first), np.array(second))
+
+
+def test_aligned_images_refuse_landmarks_off_the_image(tmp_path):
+    image = tmp_path / "1.png"
+    cv2.imwrite(str(image), np.zeros((120, 100, 3), np.uint8))
+    landmarks = ARCFACE_TEMPLATE[None].copy()
+    dataset = AlignedImages([image], landmarks, (112, 112), lambda image: {"image": image})
+    assert dataset[0][0].shape == (112, 112, 3)
+    landmarks += 200
+    with pytest.raises(TextFileError, match=r"1.png \(120x100\): its landmarks: a point lies off the image by more"):
+        dataset[0]

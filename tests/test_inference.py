@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
+import torch
 
 import facerec
 from facerec.data.decode import read_image
@@ -14,7 +16,8 @@ from facerec.data.verification import load_pairs_set
 from facerec.embed import main as embed_main
 from facerec.embed import read_embeddings
 from facerec.eval.verification import l2_normalize, pair_distances
-from facerec.inference import FaceEmbedder, OnnxFaceEmbedder
+from facerec.export import export_onnx
+from facerec.inference import FaceEmbedder, OnnxFaceEmbedder, OnnxModelError, read_sidecar
 from facerec.tasks import evaluate
 from tests.helpers import compose_config, module_embeddings
 
@@ -113,3 +116,85 @@ def test_threshold_at_far_is_stored_beside_the_onnx_export_and_keeps_its_promise
     accepted = distances <= threshold["distance"] + 1e-6
     assert accepted[~protocol.issame].mean() <= 0.1
     assert accepted[protocol.issame].mean() == pytest.approx(threshold["tar"])
+
+
+SIDECAR = {"input_size": [8, 8], "crop": None, "flip": True, "embedding_size": 4, "threshold": None}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"flip": "no"}, r"key 'flip' is 'no': expected true or false \(a JSON boolean\)"),
+        ({"flip": 0}, r"key 'flip' is 0: expected true or false"),
+        ({"input_size": "abc"}, r"key 'input_size' is 'abc': expected two positive integers \[H, W\]"),
+        ({"input_size": [8.0, 8]}, r"key 'input_size' is \[8.0, 8\]: expected two positive integers"),
+        ({"input_size": [8, 0]}, r"key 'input_size' is \[8, 0\]"),
+        ({"input_size": None}, r"key 'input_size' is None"),
+        ({"crop": "abcd"}, r"key 'crop' is 'abcd': expected null, a centre fraction in \(0, 1\] or a box"),
+        ({"crop": [[1], 2, 3, 4]}, r"key 'crop' is \[\[1\], 2, 3, 4\]"),
+        ({"crop": 2}, r"key 'crop' is 2: expected null, a centre fraction"),
+        ({"embedding_size": "4"}, r"key 'embedding_size' is '4': expected a positive integer or null"),
+        ({"threshold": {"distance": "x"}}, r"key 'threshold' is \{'distance': 'x'\}: expected null or an object"),
+        ({"threshold": 0.5}, r"key 'threshold' is 0.5: expected null or an object whose 'distance'"),
+        ({"input_size": list(range(10_000))}, r"key 'input_size' is \[0, 1, 2, .{60,70}\.\.\.: expected two"),
+    ],
+)
+def test_read_sidecar_names_the_wrong_key_and_what_it_expects(tmp_path, changes, message):
+    (tmp_path / "net.json").write_text(json.dumps(SIDECAR | changes))
+    with pytest.raises(OnnxModelError, match=rf"net.json: {message}"):
+        read_sidecar(tmp_path / "net.onnx")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, r"net.onnx: its sidecar .*net.json is missing: it holds the input size, face crop, flip setting and "),
+        (b"{", r"net.json is not valid JSON"),
+        (b"\xff\xfe{}", r"net.json is not valid JSON"),
+        (b"[" * 100_000, r"net.json is not valid JSON"),
+        (b"[8, 8]", r"net.json: expected a JSON object such as \{\"input_size\""),
+        (b'{"input_size": [8, 8]}', r"net.json: key 'flip' is missing"),
+        (b"", r"net.json is not a file \(a folder\?\): expected the sidecar JSON of .*net.onnx"),
+    ],
+    ids=["missing", "truncated", "not-utf8", "deep", "list", "no-flip", "folder"],
+)
+def test_read_sidecar_refuses_a_missing_or_broken_file(tmp_path, content, message):
+    if content == b"":
+        (tmp_path / "net.json").mkdir()
+    elif content is not None:
+        (tmp_path / "net.json").write_bytes(content)
+    with pytest.raises(OnnxModelError, match=message):
+        read_sidecar(tmp_path / "net.onnx")
+
+
+def test_an_onnx_file_that_is_not_one_is_named(tmp_path):
+    path = tmp_path / "model.onnx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    with pytest.raises(OnnxModelError, match=r"model.onnx is a zip archive \(a PyTorch checkpoint\?\), not an ONNX"):
+        facerec.load_model(path)
+    path.write_bytes(b"\x08garbage" * 10)
+    with pytest.raises(OnnxModelError, match=r"model.onnx is not an ONNX model onnxruntime can load \(.*\)"):
+        facerec.load_model(path)
+
+
+def test_onnx_export_needs_a_sidecar_that_agrees_with_its_graph(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    onnx = export_onnx(net, tmp_path / "net.onnx", (8, 8))
+    sidecar = onnx.with_suffix(".json")
+    sidecar.write_text(json.dumps(SIDECAR | {"flip": False}))
+    model = facerec.load_model(onnx)
+    assert model.input_size == (8, 8) and not model.flip and model.metadata["threshold"] is None
+    for changes, message in [
+        ({"input_size": [8, 9]}, r"key 'input_size' is \[8, 9\] but the graph .*net.onnx takes \[8, 8\]"),
+        ({"embedding_size": 5}, r"key 'embedding_size' is 5 but the graph .*net.onnx gives 4"),
+    ]:
+        sidecar.write_text(json.dumps(SIDECAR | changes))
+        with pytest.raises(OnnxModelError, match=message):
+            facerec.load_model(onnx)
+    sidecar.unlink()
+    with pytest.raises(OnnxModelError, match=r"sidecar .* is missing"):  # the stored threshold is not dropped silently
+        facerec.load_model(onnx)
+    torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), str(onnx), dynamo=False, input_names=["x"])
+    with pytest.raises(OnnxModelError, match=r"net.onnx is not a facerec export: its graph has inputs \['x'\]"):
+        facerec.load_model(onnx)

@@ -7,7 +7,8 @@ reflection) that maps them onto :func:`template` and warps the image with it, wh
 ``norm_crop`` does: crops match those the public ArcFace models were trained and evaluated on.
 
 Landmark files hold one image per line, ``path x1 y1 ... x5 y5 [score]`` (IJB's
-``ijbc_name_5pts_score.txt`` is one); :func:`align_folder` aligns every image they list.
+``ijbc_name_5pts_score.txt`` is one); :func:`align_folder` aligns every image they list. They are untrusted:
+every line is checked (:func:`landmark_problem`) before anything is written or embedded.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+from PIL import Image
 
-from facerec.data.decode import encode_jpeg, read_image
+from facerec.data.decode import EXIF_ORIENTATION, encode_jpeg, read_image
+from facerec.data.text import TextFileError, read_utf8
 
 ARCFACE_TEMPLATE = np.array(
     [
@@ -43,6 +46,20 @@ OUTPUT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 """File extensions :func:`align_folder` can write (colour formats OpenCV encodes)."""
 
 JPEG_QUALITY = 95
+
+LANDMARK_LAYOUT = "lines 'path x1 y1 x2 y2 x3 y3 x4 y4 x5 y5 [score]'"
+
+MAX_COORDINATE = 1e6
+"""Landmark coordinates beyond +-this many pixels are refused (no image is that large)."""
+
+MIN_SPREAD = 1.0
+"""The 5 landmarks must spread at least this many pixels (RMS distance to their centre)."""
+
+MIN_FLATNESS = 1e-3
+"""The 5 landmarks' smaller principal spread must be at least this fraction of the larger (not on one line)."""
+
+MIN_FIT = 1e-6
+"""The similarity's scale, relative to the spreads' ratio (1 for a face of the template's layout), must reach this."""
 
 
 class LandmarkRow(NamedTuple):
@@ -180,12 +197,12 @@ def parse_landmark_line(line: str, where: str) -> LandmarkRow:
         The parsed row.
 
     Raises:
-        ValueError: If the line does not have 11 or 12 fields, or a number is not a finite float;
+        TextFileError: If the line does not have 11 or 12 fields, or a number is not a finite float;
             the message starts with ``where``.
     """
     fields = line.split()
     if len(fields) not in (11, 12):
-        raise ValueError(
+        raise TextFileError(
             f"{where}: expected a path, 10 coordinates and an optional score (11 or 12 fields), got {len(fields)}"
         )
     numbers = []
@@ -193,21 +210,87 @@ def parse_landmark_line(line: str, where: str) -> LandmarkRow:
         try:
             value = float(text)
         except ValueError:
-            raise ValueError(f"{where}: field {column} is not a number: {text!r}") from None
+            raise TextFileError(f"{where}: field {column} is not a number: {text!r}") from None
         if not math.isfinite(value):
-            raise ValueError(f"{where}: field {column} is not a finite number: {text!r}")
+            raise TextFileError(f"{where}: field {column} is not a finite number: {text!r}")
         numbers.append(value)
     landmarks = np.array(numbers[:10], dtype=np.float64).reshape(5, 2)
     return LandmarkRow(fields[0], landmarks, numbers[10] if len(numbers) == 11 else None)
 
 
 def _numbered_rows(path: Path) -> list[tuple[int, LandmarkRow]]:
+    text = read_utf8(path, LANDMARK_LAYOUT).decode("utf-8")
     rows = []
-    with path.open(encoding="utf-8") as file:
-        for number, line in enumerate(file, start=1):
-            if line.strip():
-                rows.append((number, parse_landmark_line(line, f"{path}:{number}")))
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            rows.append((number, parse_landmark_line(line, f"{path}:{number}")))
     return rows
+
+
+def landmark_problem(landmarks: np.ndarray, image_sizes: np.ndarray | None = None) -> tuple[int, str] | None:
+    """The first set of 5 landmarks that cannot be aligned, and why (vectorised over all sets).
+
+    A set is refused when a coordinate is not finite or beyond +-:data:`MAX_COORDINATE`; when, given the
+    image size, a point lies off the image by more than half the image's side (a face partly out of the
+    frame is fine, a point farther out means the wrong file or image); when the points are coincident
+    (RMS spread under :data:`MIN_SPREAD` pixel) or on one line (smaller principal spread under
+    :data:`MIN_FLATNESS` of the larger); or when the similarity onto :data:`ARCFACE_TEMPLATE` has no
+    positive scale (relative to the ratio of the spreads, under :data:`MIN_FIT`: points uncorrelated with a
+    face's layout).
+
+    Args:
+        landmarks: (N, 5, 2) landmarks (x, y).
+        image_sizes: (N, 2) the (H, W) of each set's image, or None to skip the on-image check.
+
+    Returns:
+        ``(index, reason)`` of the first refused set, or None if every set can be aligned.
+    """
+    points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
+    with np.errstate(all="ignore"):
+        wild = ~(np.abs(points) <= MAX_COORDINATE).all(axis=(1, 2))
+        points = np.where(wild[:, None, None], ARCFACE_TEMPLATE, points)  # keeps the checks below finite
+        x, y = np.moveaxis(points - points.mean(axis=1, keepdims=True), 2, 0)
+        xx, yy, xy = (x * x).sum(axis=1), (y * y).sum(axis=1), (x * y).sum(axis=1)
+        variance = (xx + yy) / 5
+        root = np.hypot((xx - yy) / 2, xy)  # the scatter matrix's eigenvalues are (xx + yy) / 2 +- root
+        flat = (xx + yy) / 2 - root < MIN_FLATNESS**2 * ((xx + yy) / 2 + root)
+        # Umeyama's scale in closed form (2-D): trace(S D) of the covariance [[p, q], [r, s]] with the template is
+        # s1 + s2 if det >= 0, else s1 - s2: both equal sqrt(|C|_F^2 + 2 det C) = hypot(p + s, r - q).
+        template_x, template_y = (ARCFACE_TEMPLATE - ARCFACE_TEMPLATE.mean(axis=0)).T
+        p, q = x @ template_x / 5, y @ template_x / 5
+        r, s = x @ template_y / 5, y @ template_y / 5
+        fit = np.hypot(p + s, r - q) / np.sqrt(variance * ARCFACE_TEMPLATE.var(axis=0).sum())  # in [0, 1]
+    checks = [
+        (wild, f"coordinates must be finite numbers within +-{MAX_COORDINATE:g} pixels"),
+        (variance < MIN_SPREAD**2, f"the 5 points coincide (they spread less than {MIN_SPREAD:g} pixel)"),
+        (flat, "the 5 points lie on one line"),
+        (~(fit >= MIN_FIT), "the similarity onto the ArcFace template has no positive scale (not a face's layout)"),
+    ]
+    if image_sizes is not None:
+        sizes = np.asarray(image_sizes, dtype=np.float64).reshape(-1, 1, 2)[..., ::-1]  # (W, H) per set
+        off = ((points < -sizes / 2) | (points > sizes * 1.5 - 1)).any(axis=(1, 2))
+        checks.insert(1, (off & ~wild, "a point lies off the image by more than half the image's size"))
+    bad = np.logical_or.reduce([flags for flags, _ in checks])
+    if not bad.any():
+        return None
+    index = int(np.argmax(bad))
+    reason = next(reason for flags, reason in checks if flags[index])
+    return index, f"{reason}: {np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)[index].tolist()}"
+
+
+def check_landmark_rows(rows: list[tuple[int, LandmarkRow]], path: Path, image_sizes: np.ndarray | None = None) -> None:
+    """Refuses the first row whose landmarks cannot be aligned (:func:`landmark_problem`), naming ``path:line``.
+
+    Raises:
+        TextFileError: For such a row, with what is expected.
+    """
+    problem = landmark_problem(np.stack([row.landmarks for _, row in rows]), image_sizes) if rows else None
+    if problem is not None:
+        index, reason = problem
+        raise TextFileError(
+            f"{path}:{rows[index][0]}: landmarks of {rows[index][1].path} cannot be aligned: {reason}; expected "
+            "the 5 points (x, y) of a face in the image: eyes, nose tip, mouth corners"
+        )
 
 
 def read_landmarks(path: str | Path) -> list[LandmarkRow]:
@@ -215,25 +298,34 @@ def read_landmarks(path: str | Path) -> list[LandmarkRow]:
 
     Fields are separated by spaces and/or tabs, so image paths cannot contain spaces; blank lines are
     skipped. Coordinates are in the order of :data:`ARCFACE_TEMPLATE`. IJB's ``ijbc_name_5pts_score.txt``
-    has this format.
+    has this format. Every row's landmarks are checked (:func:`landmark_problem`, without the image size).
 
     Args:
-        path: The landmark file (UTF-8 text).
+        path: The landmark file (UTF-8 text, a leading byte-order mark allowed).
 
     Returns:
         The rows in file order.
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: For a bad line; the message names the file and the 1-based line number.
+        TextFileError: If it is a folder, empty or not UTF-8, or for a bad line or landmarks that cannot be
+            aligned; the message names the file and the 1-based line number.
     """
-    return [row for _, row in _numbered_rows(Path(path))]
+    return [row for _, row in read_landmark_lines(path)]
+
+
+def read_landmark_lines(path: str | Path) -> list[tuple[int, LandmarkRow]]:
+    """:func:`read_landmarks`, each row with its 1-based line number (for messages naming the line)."""
+    path = Path(path)
+    rows = _numbered_rows(path)
+    check_landmark_rows(rows, path)
+    return rows
 
 
 def _check_relative(path: str, where: str) -> None:
     pure = PurePath(path)
     if pure.is_absolute() or pure.drive or path.startswith(("/", "\\")) or ".." in pure.parts:
-        raise ValueError(f"{where}: image path {path!r} must be relative to the image folder, without '..'")
+        raise TextFileError(f"{where}: image path {path!r} must be relative to the image folder, without '..'")
 
 
 def _encode(image: np.ndarray, suffix: str) -> bytes:
@@ -245,21 +337,70 @@ def _encode(image: np.ndarray, suffix: str) -> bytes:
     return buffer.tobytes()
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """The (H, W) of an image as :func:`facerec.data.decode.read_image` returns it, from its header if PIL reads it.
+
+    Raises:
+        CorruptImageError: If neither PIL's header reader nor the full decode can read it.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+        return (width, height) if turned else (height, width)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return read_image(path).shape[:2]
+
+
+def _check_folders(src: Path, dst: Path) -> None:
+    real_src, real_dst = src.resolve(), dst.resolve()
+    if real_dst == real_src:
+        raise ValueError(f"the output folder must differ from the image folder {src}: crops would replace the images")
+    if real_dst.is_relative_to(real_src):
+        raise ValueError(
+            f"the output folder {dst} is inside the image folder {src} ({real_dst} in {real_src}): crops could "
+            "replace listed images; choose an output folder outside it"
+        )
+    if real_src.is_relative_to(real_dst):
+        raise ValueError(
+            f"the image folder {src} is inside the output folder {dst} ({real_src} in {real_dst}): crops could "
+            "replace listed images; choose an output folder outside it"
+        )
+
+
+def _check_link(image: Path, target: Path, src: Path, dst: Path, where: str) -> None:
+    """Refuses an image that a symbolic link puts under ``dst``, or a crop that one puts under ``src``."""
+    if image.resolve().is_relative_to(dst.resolve()):
+        raise ValueError(
+            f"{where}: image {image} is {image.resolve()}, inside the output folder {dst}: a crop could replace it; "
+            "choose an output folder that holds no listed image"
+        )
+    if target.resolve().is_relative_to(src.resolve()):
+        raise ValueError(
+            f"{where}: the crop {target} would be written to {target.resolve()}, inside the image folder {src} (a "
+            f"symbolic link under {dst}); choose an output folder without links into it"
+        )
+
+
 def align_folder(
     src: str | Path, dst: str | Path, landmarks_file: str | Path, size: tuple[int, int] = (112, 112)
 ) -> int:
     """Aligns every image a landmark file lists: ``src/PATH`` -> ``dst/PATH``.
 
-    The landmark file is checked first: every line parses, every path is relative (no absolute path,
-    no ``..``), listed once, has an extension in :data:`OUTPUT_EXTENSIONS` and names an existing file
-    under ``src``; on any error nothing is written. Crops keep the relative path and format
-    (JPEG at quality 95); parent folders are created and existing files replaced. Each file is written
-    to a temporary name and renamed, so an interrupted run leaves no half-written crop; an image that
-    cannot be decoded stops the run with the crops before it written.
+    Everything is checked before any crop is written: ``dst`` must be neither ``src`` nor inside it, nor
+    contain it, and no listed image may resolve into ``dst`` nor any crop into ``src`` (symbolic links
+    resolved); the landmark file must not be empty and every line must parse;
+    every path is relative (no absolute path, no ``..``), listed once, has an extension in
+    :data:`OUTPUT_EXTENSIONS` and names an existing file under ``src``; every row's landmarks can be aligned
+    and lie on its image (:func:`landmark_problem`, image sizes read from the headers). Crops keep the
+    relative path and format (JPEG at quality 95); parent folders are created and existing files replaced.
+    Each file is written to a temporary name and renamed, so an interrupted run leaves no half-written crop;
+    an image whose header reads but whose pixels cannot be decoded stops the run with the crops before it
+    written.
 
     Args:
         src: The folder the landmark file's paths are relative to.
-        dst: The output folder; must not be ``src``.
+        dst: The output folder; must not be ``src``, inside it or around it.
         landmarks_file: See :func:`read_landmarks`.
         size: The crops' (H, W).
 
@@ -268,15 +409,15 @@ def align_folder(
 
     Raises:
         FileNotFoundError: If the landmark file or a listed image does not exist (names its line).
-        ValueError: For a bad line or path (names the line), ``dst`` equal to ``src``, or a bad ``size``.
+        ValueError: For ``dst`` equal to, inside or around ``src`` (or linked so), or a bad ``size``.
+        TextFileError: For an empty landmark file, a bad line, path or landmarks (names the line).
         CorruptImageError: If a listed image cannot be decoded.
     """
     src, dst, landmarks_file = Path(src), Path(dst), Path(landmarks_file)
     size = _check_size(size)
     if not src.is_dir():
         raise FileNotFoundError(f"image folder not found: {src}")
-    if dst.resolve() == src.resolve():
-        raise ValueError(f"the output folder must differ from the image folder {src}: crops would replace the images")
+    _check_folders(src, dst)
     rows = _numbered_rows(landmarks_file)
     first_line: dict[str, int] = {}
     for number, row in rows:
@@ -284,12 +425,14 @@ def align_folder(
         _check_relative(row.path, where)
         key = PurePath(row.path).as_posix()
         if key in first_line:
-            raise ValueError(f"{where}: image {row.path} is already listed on line {first_line[key]}")
+            raise TextFileError(f"{where}: image {row.path} is already listed on line {first_line[key]}")
         first_line[key] = number
         if PurePath(row.path).suffix.lower() not in OUTPUT_EXTENSIONS:
-            raise ValueError(f"{where}: cannot write {row.path}: the extension must be one of {OUTPUT_EXTENSIONS}")
+            raise TextFileError(f"{where}: cannot write {row.path}: the extension must be one of {OUTPUT_EXTENSIONS}")
         if not (src / row.path).is_file():
             raise FileNotFoundError(f"{where}: image not found: {src / row.path}")
+        _check_link(src / row.path, dst / row.path, src, dst, where)
+    check_landmark_rows(rows, landmarks_file, np.array([image_size(src / row.path) for _, row in rows]))
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     for _, row in rows:
         crop = align_face(read_image(src / row.path), row.landmarks, size)

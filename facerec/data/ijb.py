@@ -3,7 +3,8 @@
 ``ROOT/meta/<prefix>_face_tid_mid.txt`` (``image template media`` per image),
 ``ROOT/meta/<prefix>_template_pair_label.txt`` (``template1 template2 label`` per pair),
 ``ROOT/meta/<prefix>_name_5pts_score.txt`` (``image x1 y1 … x5 y5 score`` per image) and the images
-in ``ROOT/loose_crop/``; ``prefix`` is ``ijbb`` or ``ijbc``.
+in ``ROOT/loose_crop/``; ``prefix`` is ``ijbb`` or ``ijbc``. The files are untrusted: :func:`load_ijb`
+checks every line of each and their agreement before any image is read.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from facerec.data.align import LandmarkRow, align_face, read_landmarks
+from facerec.data.align import LandmarkRow, align_face, landmark_problem, read_landmark_lines
 from facerec.data.decode import read_image
-from facerec.eval.ijb import read_template_media, read_template_pairs
+from facerec.data.text import TextFileError
+from facerec.eval.ijb import pair_line_number, read_template_media, read_template_pairs
 
 
 @dataclass
@@ -72,9 +74,13 @@ def load_ijb(root: str | Path, prefix: str | None = None) -> IJBSet:
         root: The folder holding ``meta/`` and ``loose_crop/``.
         prefix: ``ijbb`` or ``ijbc``; default the one protocol found in ``root/meta``.
 
+    Everything is checked here, before any image is read: each file's lines (see the readers), a faceness score
+    that is not positive (D1 weights each image by it), a landmark file that lacks an image, and a pair naming a
+    template without images.
+
     Raises:
         FileNotFoundError: If a meta file or ``loose_crop/`` is missing.
-        ValueError: If the landmark file does not cover every image, or a file is malformed (naming its line).
+        TextFileError: If a file is malformed or a folder, or the files disagree (naming the file and line).
     """
     root = Path(root)
     prefix = protocol_prefix(root, prefix)
@@ -83,11 +89,21 @@ def load_ijb(root: str | Path, prefix: str | None = None) -> IJBSet:
     for path in [*paths.values(), root / "loose_crop"]:
         if not path.exists():
             raise FileNotFoundError(f"IJB protocol {prefix} under {root}: {path} is missing")
+    if not (root / "loose_crop").is_dir():
+        raise TextFileError(f"IJB protocol {prefix} under {root}: {root / 'loose_crop'} must be the folder of images")
     names, templates, medias = read_template_media(paths["face_tid_mid"])
     template1, template2, labels = read_template_pairs(paths["template_pair_label"])
-    rows = read_landmarks(paths["name_5pts_score"])
+    numbered = read_landmark_lines(paths["name_5pts_score"])
+    for number, row in numbered:
+        if row.score is not None and not row.score > 0:
+            raise TextFileError(
+                f"{paths['name_5pts_score']}:{number}: faceness score of {row.path} is {row.score:g}: expected a "
+                "positive detector score (D1, use_detector_score, multiplies each image's feature by it)"
+            )
+    rows = [row for _, row in numbered]
     if [row.path for row in rows] != names:
         rows = rows_by_name(rows, names, paths["name_5pts_score"])
+    check_pair_templates(templates, template1, template2, paths["template_pair_label"], paths["face_tid_mid"])
     return IJBSet(
         name=prefix,
         images=[root / "loose_crop" / name for name in names],
@@ -105,19 +121,43 @@ def rows_by_name(rows: list[LandmarkRow], names: list[str], source: Path) -> lis
     """The landmark rows of images ``names``, in that order (for a landmark file in another order).
 
     Raises:
-        ValueError: If the file lists an image twice, or lacks one of ``names``.
+        TextFileError: If the file lists an image twice, or lacks one of ``names``.
     """
     by_name = {row.path: row for row in rows}
     if len(by_name) != len(rows):
-        raise ValueError(f"{source} lists an image twice and in another order than the image list: cannot match them")
+        raise TextFileError(
+            f"{source} lists an image twice and in another order than the image list: cannot match them"
+        )
     missing = [name for name in names if name not in by_name]
     if missing:
-        raise ValueError(f"{source} has no landmarks for {len(missing)} images, e.g. {', '.join(missing[:3])}")
+        raise TextFileError(f"{source} has no landmarks for {len(missing)} images, e.g. {', '.join(missing[:3])}")
     return [by_name[name] for name in names]
+
+
+def check_pair_templates(
+    templates: np.ndarray, template1: np.ndarray, template2: np.ndarray, pairs_file: Path, media_file: Path
+) -> None:
+    """Refuses a pair naming a template that no image of ``media_file`` belongs to, naming its line.
+
+    Raises:
+        TextFileError: Naming ``pairs_file``'s line, the template and how many pairs name unknown templates.
+    """
+    known = np.unique(templates)
+    for column, name in ((template1, "template_id1"), (template2, "template_id2")):
+        unknown = np.flatnonzero(known[np.minimum(np.searchsorted(known, column), len(known) - 1)] != column)
+        if len(unknown):
+            index = int(unknown[0])
+            raise TextFileError(
+                f"{pairs_file}:{pair_line_number(pairs_file, index)}: {name} {int(column[index])} has no images in "
+                f"{media_file} ({len(unknown)} pairs name unknown templates): expected templates of the image list"
+            )
 
 
 class AlignedImages(Dataset):
     """Images aligned by their 5 landmarks (:func:`facerec.data.align.align_face`) as ``(transform(crop), index)``.
+
+    Landmarks off an image by more than half its size (:func:`facerec.data.align.landmark_problem`) are refused
+    when the image is read, naming it: they would give a black crop.
 
     Args:
         images: Image files.
@@ -144,5 +184,8 @@ class AlignedImages(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
-        crop = align_face(read_image(self.images[i]), self.landmarks[i], self.size)
-        return self.transform(image=crop)["image"], i
+        image = read_image(self.images[i])
+        problem = landmark_problem(self.landmarks[i], np.array([image.shape[:2]]))
+        if problem is not None:
+            raise TextFileError(f"{self.images[i]} ({image.shape[0]}x{image.shape[1]}): its landmarks: {problem[1]}")
+        return self.transform(image=align_face(image, self.landmarks[i], self.size))["image"], i

@@ -16,12 +16,14 @@ from facerec.data.align import (
     LandmarkRow,
     align_face,
     align_folder,
+    landmark_problem,
     parse_landmark_line,
     read_landmarks,
     similarity_transform,
     template,
 )
 from facerec.data.decode import encode_jpeg, read_image
+from facerec.data.text import TextFileError
 
 COLOURS = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)], dtype=np.float64)
 """One colour per landmark blob (RGB): left eye, right eye, nose, left and right mouth corner."""
@@ -179,6 +181,7 @@ def test_similarity_transform_errors():
 
 
 IJB_LINE = "1.jpg 96.5 117.3 140.1 115.9 118.2 140.4 100.7 163.0 136.0 162.2 0.99923"
+FACE = "38 52 74 52 56 72 42 92 71 92"
 
 
 def test_parse_landmark_line_with_and_without_score():
@@ -193,11 +196,12 @@ def test_parse_landmark_line_with_and_without_score():
 
 def test_read_landmarks_spaces_tabs_and_blank_lines(tmp_path):
     file = tmp_path / "landmarks.txt"
-    file.write_text(f"{IJB_LINE}\n\n  \t\nsub/2.jpg\t1\t2\t3\t4\t5\t6\t7\t8\t9\t10\n3.png  1 2  3 4 5 6 7 8 9 10 0.5\n")
+    face = FACE.replace(" ", "\t")
+    file.write_text(f"{IJB_LINE}\n\n  \t\nsub/2.jpg\t{face}\n3.png  38 52  {FACE[6:]} 0.5\n")
     rows = read_landmarks(file)
     assert [row.path for row in rows] == ["1.jpg", "sub/2.jpg", "3.png"]
     assert [row.score for row in rows] == [pytest.approx(0.99923), None, 0.5]
-    assert rows[1].landmarks.shape == (5, 2)
+    assert rows[1].landmarks.shape == (5, 2) and rows[2].landmarks.tolist() == rows[1].landmarks.tolist()
 
 
 @pytest.mark.parametrize(
@@ -291,7 +295,96 @@ def test_align_cli_corrupt_image_is_named(tmp_path, capsys):
     (src / "x" / "y" / "b.png").write_bytes(b"not a png")
     assert main(["align", str(src), str(tmp_path / "out"), "--landmarks", str(landmarks)]) == 2
     assert re.search(r"error: cannot decode image .*src/x/y/b.png", capsys.readouterr().err)
-    assert files_under(tmp_path / "out") == ["a.jpg"]  # the crops before it are kept, no temporary file is left
+    assert not (tmp_path / "out").exists()  # image sizes are read before any crop is written
+
+
+@pytest.mark.parametrize(
+    ("make_dst", "message"),
+    [
+        (lambda src: src / "crops", r"output folder .*/src/crops is inside the image folder"),
+        (lambda src: src.parent, r"image folder .*/src is inside the output folder"),
+        (lambda src: src.parent / "link" / "x", r"output folder .*/link/x is inside the image folder"),
+    ],
+    ids=["dst-in-src", "src-in-dst", "dst-in-src-by-symlink"],
+)
+def test_align_refuses_an_output_folder_inside_or_around_the_images(tmp_path, capsys, make_dst, message):
+    src, landmarks = face_folder(tmp_path)
+    (tmp_path / "link").symlink_to(src, target_is_directory=True)
+    before = files_under(tmp_path)
+    assert main(["align", str(src), str(make_dst(src)), "--landmarks", str(landmarks)]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert files_under(tmp_path) == before
+
+
+def test_align_refuses_symbolic_links_between_images_and_crops(tmp_path, capsys):
+    src, landmarks = face_folder(tmp_path)
+    out = tmp_path / "out"
+    (out / "x").mkdir(parents=True)
+    (out / "x" / "y").symlink_to(src / "x" / "y", target_is_directory=True)  # crops of x/y/ would land in src
+    before = {name: (tmp_path / name).read_bytes() for name in files_under(tmp_path)}
+    assert main(["align", str(src), str(out), "--landmarks", str(landmarks)]) == 2
+    assert re.search(
+        r"landmarks.txt:2: the crop .*out/x/y/b.png would be written to .*src/x/y/b.png", capsys.readouterr().err
+    )
+    assert {name: (tmp_path / name).read_bytes() for name in files_under(tmp_path)} == before
+    (out / "x" / "y").unlink()
+    (out / "a.jpg").write_bytes((src / "a.jpg").read_bytes())
+    (src / "a.jpg").unlink()
+    (src / "a.jpg").symlink_to(out / "a.jpg")  # a listed image that lives in the output folder
+    assert main(["align", str(src), str(out), "--landmarks", str(landmarks)]) == 2
+    assert re.search(
+        r"landmarks.txt:1: image .*src/a.jpg is .*out/a.jpg, inside the output folder", capsys.readouterr().err
+    )
+    assert files_under(out) == ["a.jpg"] and (out / "a.jpg").read_bytes() == before["src/a.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("landmarks", "message"),
+    [
+        ("1e300 1 2 3 4 5 6 7 8 9", r"coordinates must be finite numbers within \+-1e\+06 pixels"),
+        ("700 50 740 50 720 70 705 90 735 90", r"a point lies off the image by more than half the image's size"),
+        ("50 50 50 50 50 50 50 50 50.5 50", r"the 5 points coincide"),
+        ("10 10 20 20 30 30 40 40 50 50", r"the 5 points lie on one line"),
+    ],
+    ids=["huge", "off-image", "coincident", "collinear"],
+)
+def test_align_checks_every_landmark_before_writing(tmp_path, capsys, landmarks, message):
+    src, landmark_file = face_folder(tmp_path)
+    first = landmark_file.read_text().splitlines()[0]
+    landmark_file.write_text(f"{first}\nx/y/b.png {landmarks} 0.9\n")
+    assert main(["align", str(src), str(tmp_path / "out"), "--landmarks", str(landmark_file)]) == 2
+    assert re.search(
+        rf"error: .*landmarks.txt:2: landmarks of x/y/b.png cannot be aligned: {message}", capsys.readouterr().err
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"landmarks.txt is empty: expected lines 'path x1 y1"),
+        (b"\n \t\n", r"landmarks.txt is empty"),
+        (
+            b"a.jpg 1 2 3 4 5 6 7 8 9 10\n\xe9.jpg 1 2 3 4 5 6 7 8 9 10\n",
+            r"landmarks.txt:2: byte b'\\xe9' is not UTF-8",
+        ),
+    ],
+    ids=["empty", "blank", "latin-1"],
+)
+def test_align_refuses_an_empty_or_undecodable_landmark_file(tmp_path, capsys, content, message):
+    src, landmark_file = face_folder(tmp_path)
+    landmark_file.write_bytes(content)
+    assert main(["align", str(src), str(tmp_path / "out"), "--landmarks", str(landmark_file)]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_read_landmarks_accepts_a_byte_order_mark_and_refuses_a_folder(tmp_path):
+    file = tmp_path / "landmarks.txt"
+    file.write_bytes(b"\xef\xbb\xbf" + f"{IJB_LINE}\n".encode())
+    assert [row.path for row in read_landmarks(file)] == ["1.jpg"]
+    with pytest.raises(TextFileError, match=r"is not a regular file \(a folder\?\): expected a text file of lines"):
+        read_landmarks(tmp_path)
 
 
 def test_align_cli_missing_inputs_and_bad_size(tmp_path, capsys):
@@ -303,3 +396,18 @@ def test_align_cli_missing_inputs_and_bad_size(tmp_path, capsys):
     assert main(["align", str(src), str(tmp_path / "out"), "--landmarks", str(landmarks), "--size", "0", "112"]) == 2
     assert "two positive integers" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_landmark_problem_finds_the_first_bad_set_and_why():
+    faces = np.stack([ARCFACE_TEMPLATE * 2 + 10] * 4)
+    assert landmark_problem(faces) is None and landmark_problem(faces, np.array([[300, 300]] * 4)) is None
+    # Points uncorrelated with the template (its centred columns and the ones are orthogonal to them): spread and
+    # not on one line, but the least-squares similarity onto the template has scale 0.
+    basis = np.linalg.svd(np.column_stack([np.ones(5), ARCFACE_TEMPLATE]).T)[2][3:]
+    faces[2] = 50 + 40 * basis.T
+    assert landmark_problem(faces) == (
+        2,
+        f"the similarity onto the ArcFace template has no positive scale (not a face's layout): {faces[2].tolist()}",
+    )
+    faces[1, 3] = np.inf
+    assert landmark_problem(faces)[0] == 1 and landmark_problem(faces)[1].startswith("coordinates must be finite")
