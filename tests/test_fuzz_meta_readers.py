@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facerec.data.align import read_landmarks
@@ -23,14 +23,9 @@ from facerec.data.ijb import load_ijb
 from facerec.data.text import TextFileError
 from facerec.eval.ijb import read_template_media, read_template_pairs
 from facerec.inference import OnnxModelError, read_sidecar
+from tests.fuzz import FUZZ as BASE_FUZZ
 
-FUZZ = settings(
-    max_examples=300,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+FUZZ = settings(BASE_FUZZ, max_examples=300)
 
 FACE = "38.29 51.70 73.53 51.50 56.03 71.74 41.55 92.37 70.73 92.20"
 VALID = {
