@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from facerec.tasks import evaluate
+from facerec.run.evaluation import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

@@ -3,8 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from facerec.multirun import ddp_runs_this_job
-from facerec.tasks import train
+from facerec.run.multirun import ddp_runs_this_job
+from facerec.run.training import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -1,7 +1,7 @@
 """Training-loader throughput against the model's training step, measured in one run.
 
 Everything follows the ``experiment=quickstart`` recipe (``conf/train.yaml`` composed as
-``facerec.tasks.train`` does): a synthetic identity folder of JPEGs at the recipe's stored size
+``facerec.run.training.train`` does): a synthetic identity folder of JPEGs at the recipe's stored size
 (``data.synthetic.image_size``) and its ``folder2rec`` copy are generated in a temporary
 directory, then images/s are measured of
 
@@ -44,7 +44,7 @@ from facerec.data import FaceDataModule
 from facerec.data.decode import decode_image
 from facerec.data.synthetic import SyntheticSpec, generate
 from facerec.data.tools import folder_to_rec
-from facerec.module import FaceRecognitionModule
+from facerec.module.face_module import FaceRecognitionModule
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GOAL = 3.0
@@ -114,7 +114,7 @@ def decoder_throughput(folder: Path, repeats: int = 5) -> tuple[float, float, bo
 
 
 def recipe_model(cfg: DictConfig, num_classes: int) -> FaceRecognitionModule:
-    """The recipe's model, built like ``facerec.tasks.train`` (no LR schedule)."""
+    """The recipe's model, built like ``facerec.run.training.train`` (no LR schedule)."""
     class_names = [str(label) for label in range(num_classes)]
     return instantiate(cfg.model, num_classes=num_classes, class_names=class_names, scheduler=None, _recursive_=False)
 

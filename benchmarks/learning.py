@@ -46,9 +46,10 @@ from hydra import compose, initialize_config_dir
 from rich.console import Console
 from rich.table import Table
 
-from facerec.data.folder import scan_identity_folder
-from facerec.data.pairs import read_pairs
-from facerec.data.verification import load_pairs_set
+from facerec.data.pixels import pixel_rows
+from facerec.data.training.folder import scan_identity_folder
+from facerec.data.verification.pairs import read_pairs
+from facerec.data.verification.sets import load_pairs_set
 from facerec.eval.baseline import eigenface_metrics, raw_pixel_metrics
 from facerec.heads import registered_name
 
@@ -241,11 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     size, crop = tuple(cfg.data.image_size), cfg.data.crop
     training_images = [path for files in kept for path in files]
+    pixels, training_pixels = pixel_rows(val_set.images, size, crop), pixel_rows(training_images, size, crop)
     rows: dict[str, dict] = {
-        "raw pixels": raw_pixel_metrics(val_set, size, crop),
-        f"eigenfaces (PCA-{EIGENFACES})": eigenface_metrics(val_set, training_images, size, crop, EIGENFACES),
+        "raw pixels": raw_pixel_metrics(pixels, val_set),
+        f"eigenfaces (PCA-{EIGENFACES})": eigenface_metrics(pixels, training_pixels, val_set, EIGENFACES),
         f"eigenfaces, whitened (PCA-{EIGENFACES})": eigenface_metrics(
-            val_set, training_images, size, crop, EIGENFACES, whiten=True
+            pixels, training_pixels, val_set, EIGENFACES, whiten=True
         ),
     }
     runs: dict[str, list[Run]] = {}

@@ -53,9 +53,10 @@ from rich.table import Table
 
 from benchmarks.learning import DEFAULT_LFW, EIGENFACES, HEADS, REPO, Run, cell, fold_people
 from facerec.data.decode import read_image
-from facerec.data.folder import list_image_files
-from facerec.data.verification import VerificationImages
-from facerec.eval.baseline import eigenface_features, fit_pca, pixel_rows, raw_pixel_features
+from facerec.data.pixels import pixel_rows
+from facerec.data.training.folder import list_image_files
+from facerec.data.verification.sets import VerificationImages
+from facerec.eval.baseline import eigenface_features, fit_pca, raw_pixel_features
 from facerec.eval.search import FPIR_TARGETS, RANKS, fpir_key, identification_metrics, search_identities
 from facerec.inference import embed_dataset, load_model
 
@@ -292,10 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     pca = fit_pca(pixel_rows(training, size, crop), EIGENFACES)  # fit once, for both eigenface rows
     fitting = time.perf_counter() - began
     baselines = {
-        "raw pixels": lambda: raw_pixel_features(images, size, crop),
-        f"eigenfaces (PCA-{EIGENFACES})": lambda: eigenface_features(images, training, size, crop, pca=pca),
+        "raw pixels": lambda: raw_pixel_features(pixel_rows(images, size, crop)),
+        f"eigenfaces (PCA-{EIGENFACES})": lambda: eigenface_features(pixel_rows(images, size, crop), pca),
         f"eigenfaces, whitened (PCA-{EIGENFACES})": lambda: eigenface_features(
-            images, training, size, crop, whiten=True, pca=pca
+            pixel_rows(images, size, crop), pca, whiten=True
         ),
     }
     baseline_rows = {}

@@ -1,12 +1,12 @@
 """Images/s of a full facerec training step (Lightning) against a bare PyTorch loop, in one run.
 
 Both train the ``experiment=quickstart`` model (MobileNetV3-small-0.5 + ArcFace, built from
-``conf/train.yaml`` as ``facerec.tasks.train`` does) with the configured optimizer, on the same
+``conf/train.yaml`` as ``facerec.run.training.train`` does) with the configured optimizer, on the same
 random in-memory batches:
 
 * Lightning: ``lightning.Trainer`` from ``conf/trainer`` with the callbacks and loggers of
   ``conf/callbacks`` and ``conf/logger`` (``--logger``, default W&B offline as in ``conf/train.yaml``),
-  instantiated as ``facerec.tasks.train`` does: the non-finite guard, images/s, LR monitor, RNG state,
+  instantiated as ``facerec.run.training.train`` does: the non-finite guard, images/s, LR monitor, RNG state,
   interrupt and epoch checkpoints, verification (idle: no validation runs); the LR schedule stepped
   each iteration, ``train/loss`` and ``train/acc`` logged each step. The progress bar is off, and
   callbacks that need the datamodule's image folders at the end of fit (the feature plot) are left out;
@@ -40,8 +40,8 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, TensorDataset
 
 from facerec.callbacks import FeaturePlot
-from facerec.module import FaceRecognitionModule
-from facerec.tasks import instantiate_all
+from facerec.module.face_module import FaceRecognitionModule
+from facerec.run.components import instantiate_all
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 NUM_CLASSES = 100

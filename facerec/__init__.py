@@ -6,7 +6,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from facerec import heads, models
 from facerec.inference import load_model
-from facerec.resolvers import register_resolvers
+from facerec.run.resolvers import register_resolvers
 
 register_resolvers()
 

@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facerec.data.decode import IMAGE_EXTENSIONS
-from facerec.data.folder import list_image_files
-from facerec.data.verification import VerificationImages
+from facerec.data.training.folder import list_image_files
+from facerec.data.verification.sets import VerificationImages
 from facerec.eval.verification import l2_normalize
 from facerec.inference import embed_dataset, load_model
-from facerec.outputs import check_output_file
+from facerec.run.outputs import check_output_file
 
 OUTPUT_FORMATS = (".npz", ".parquet")
 

@@ -1,4 +1,4 @@
-"""facerec's error types for the files it reads."""
+"""facerec's error types: untrusted files, checkpoints, class-count mismatches."""
 
 from __future__ import annotations
 
@@ -9,3 +9,17 @@ class DataFileError(ValueError):
     Every file facerec reads is untrusted: whatever bytes it holds, its reader raises this (or a subclass)
     with a message naming the file, where in it (line, byte offset, item) and what was expected.
     """
+
+
+class CheckpointError(DataFileError):
+    """A file given as a checkpoint that is not one facerec can read; the message says what it is."""
+
+
+def class_count_error(head_classes: int, data_classes: int) -> ValueError:
+    """The error for a checkpoint's head and training data with different numbers of identities."""
+    return ValueError(
+        f"the head has {head_classes} classes but the training data has {data_classes} identities. "
+        "A checkpoint resumes only on its own identities; to fine-tune on new ones with a new head, export "
+        "the embedding network (torch.save(FaceRecognitionModule.load_from_checkpoint(CKPT).net.state_dict(), "
+        "'net.pth')) and start a new run from it: python train.py backbone.checkpoint_path=net.pth (no ckpt_path)"
+    )

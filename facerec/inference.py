@@ -24,9 +24,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from facerec.data.transforms import Crop, check_crop, eval_transform
-from facerec.data.verification import VerificationImages
+from facerec.data.verification.sets import VerificationImages
 from facerec.errors import DataFileError
 from facerec.eval.verification import l2_normalize
+from facerec.models import embed_with_mirror
+from facerec.module import FaceRecognitionModule
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +48,6 @@ ONNX_ERRORS = (
 
 class OnnxModelError(DataFileError):
     """An ONNX export or its sidecar JSON that cannot be used; the message names the file (and key)."""
-
-
-def embed_with_mirror(net: Callable[[Tensor], Tensor], images: Tensor, flip: bool) -> Tensor:
-    """``net(images)``, plus ``net`` of the mirror images with ``flip`` (the evaluation protocol). (B, E)."""
-    embeddings = net(images)
-    if flip:
-        embeddings = embeddings + net(images.flip(3))
-    return embeddings
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:
@@ -294,7 +288,6 @@ def load_model(path: str | Path, flip: bool | None = None, device: str | torch.d
         return OnnxFaceEmbedder(path, flip=flip)
     if path.suffix.lower() != ".ckpt":
         raise ValueError(f"{path}: expected a training checkpoint (.ckpt) or an ONNX export (.onnx)")
-    from facerec.module import FaceRecognitionModule  # not at the top: facerec.module imports this module
 
     module = FaceRecognitionModule.load_from_checkpoint(path, map_location="cpu")  # checks the file first
     hparams = module.hparams

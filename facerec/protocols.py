@@ -2,7 +2,7 @@
 
 Each entry of ``eval_sets`` is one protocol, told apart by its keys:
 
-- ``root`` (IJB-B / IJB-C in the official layout, :mod:`facerec.data.ijb`): images aligned by their
+- ``root`` (IJB-B / IJB-C in the official layout, :mod:`facerec.data.protocols.ijb`): images aligned by their
   landmarks to the model's input size, embedded (with the mirror image when ``flip_test``), pooled into
   templates and scored pair by pair as insightface's ``eval_ijbc.py`` (:mod:`facerec.eval.ijb`). Options:
   ``prefix`` (``ijbb``/``ijbc``, default the set's name when it is one, else the one protocol found),
@@ -26,16 +26,16 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from facerec.data.ijb import AlignedImages, load_ijb
-from facerec.data.search_set import load_search_set
+from facerec.data.protocols.ijb import AlignedImages, load_ijb
+from facerec.data.protocols.search import load_search_set
 from facerec.data.transforms import eval_transform
-from facerec.data.verification import VerificationImages
+from facerec.data.verification.sets import VerificationImages
 from facerec.eval.ijb import FAR_TARGETS_IJB, far_key, ijb_verification
 from facerec.eval.plots import save_roc
 from facerec.eval.search import FPIR_TARGETS, RANKS, fpir_key, identification_metrics, search_identities
 from facerec.eval.verification import l2_normalize
 from facerec.inference import FaceEmbedder, embed_dataset
-from facerec.tables import ResultTable
+from facerec.run.tables import ResultTable
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ IJB_DEFAULTS = {"prefix": None, "use_norm_score": True, "use_detector_score": Tr
 def check_eval_sets(eval_sets: DictConfig | Mapping | None) -> dict[str, dict[str, Any]]:
     """``eval_sets`` as plain dicts, each with its ``kind`` and its files read, checked before any embedding.
 
-    An IJB set gets its ``protocol`` (:func:`facerec.data.ijb.load_ijb`), a search set its ``search_set``
-    (:func:`facerec.data.search_set.load_search_set`), so that a bad file of any set fails before any is embedded.
+    An IJB set gets its ``protocol`` (:func:`facerec.data.protocols.ijb.load_ijb`), a search set its ``search_set``
+    (:func:`facerec.data.protocols.search.load_search_set`), so that a bad file of any set fails before any is embedded.
 
     Raises:
         ValueError: For unknown options, naming the set, its keys and the options of its kind; for a malformed

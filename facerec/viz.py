@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from facerec.data.training_set import open_training_set
+from facerec.data.training.training_set import open_training_set
 from facerec.data.transforms import Crop, eval_transform
 
 Panel = tuple[str, np.ndarray, np.ndarray]
@@ -155,7 +155,7 @@ def plot_panels(panels: Sequence[Panel], path: str | Path, title: str) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     """The command line: plots a checkpoint's embeddings of an identity folder (and a held-out one)."""
-    from facerec.module import FaceRecognitionModule
+    from facerec.module.face_module import FaceRecognitionModule
 
     parser = argparse.ArgumentParser(prog="python -m facerec.viz", description=__doc__.splitlines()[0])
     parser.add_argument("ckpt_path", help="a facerec checkpoint (.ckpt)")

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from facerec.data.decode import encode_jpeg
-from facerec.module import FaceRecognitionModule
+from facerec.module.face_module import FaceRecognitionModule
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -59,7 +59,7 @@ def compose_config(
         overrides: Hydra command-line overrides, e.g. ``"experiment=smoke"``.
         config_name: The primary config: ``"train"`` or ``"eval"``.
         output_dir: Sets ``paths.output_dir`` and ``paths.root_dir`` (the repo), which the Hydra app sets
-            otherwise, so that ``facerec.tasks.train`` / ``evaluate`` can run the config in-process.
+            otherwise, so that ``facerec.run.training.train`` / ``evaluate`` can run the config in-process.
         data_dir: Sets ``paths.data_dir`` (e.g. the session's synthetic-data cache, the ``data_dir`` fixture).
         return_hydra_config: Also compose the ``hydra`` node (run and sweep directories, launcher, sweeper).
         config_dir: Another primary-config folder than ``conf/`` (one that searches ``conf/``, say).
@@ -83,7 +83,7 @@ def module_embeddings(checkpoint: Path, images: list[np.ndarray]) -> np.ndarray:
 
 def evaluate_in_process(*overrides: str, output_dir: Path, data_dir: Path) -> dict[str, dict[str, float]]:
     """What ``python eval.py <overrides>`` does, in this process (no 15 s of imports); run dir ``output_dir``."""
-    from facerec.tasks import evaluate
+    from facerec.run.evaluation import evaluate
 
     return evaluate(compose_config(*overrides, config_name="eval", output_dir=output_dir, data_dir=data_dir))
 

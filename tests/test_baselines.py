@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from facerec.data.decode import encode_jpeg
-from facerec.data.verification import VerificationSet
-from facerec.eval.baseline import eigenface_metrics, fit_pca, pixel_rows, raw_pixel_metrics
+from facerec.data.pixels import pixel_rows
+from facerec.data.verification.sets import VerificationSet
+from facerec.eval.baseline import eigenface_metrics, fit_pca, raw_pixel_metrics
 
 
 def test_pca_of_points_on_a_line():
@@ -62,8 +63,9 @@ def stripes(tmp_path):
 
 def test_eigenfaces_fit_on_training_images_beat_raw_pixels(stripes):
     training, val_set = stripes
-    raw = raw_pixel_metrics(val_set, (16, 16), n_folds=4)
-    eigen = eigenface_metrics(val_set, training, (16, 16), n_components=4, whiten=True, n_folds=4)
+    pixels, training_pixels = pixel_rows(val_set.images, (16, 16)), pixel_rows(training, (16, 16))
+    raw = raw_pixel_metrics(pixels, val_set, n_folds=4)
+    eigen = eigenface_metrics(pixels, training_pixels, val_set, n_components=4, whiten=True, n_folds=4)
     assert eigen["accuracy"] > 0.9 and raw["accuracy"] < 0.7
 
 

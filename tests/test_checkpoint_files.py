@@ -9,8 +9,10 @@ from fractions import Fraction
 import pytest
 import torch
 
-from facerec.models.checkpoint import CheckpointError, read_training_checkpoint
-from facerec.tasks import evaluate, train
+from facerec.errors import CheckpointError
+from facerec.module.checkpoint import read_training_checkpoint
+from facerec.run.evaluation import evaluate
+from facerec.run.training import train
 from tests.helpers import compose_config
 
 

@@ -10,8 +10,8 @@ import pytest
 from facerec.callbacks import VerificationCallback
 from facerec.data import FaceDataModule, load_pairs_set
 from facerec.data.decode import CorruptImageError, ImageSizeError
-from facerec.data.folder import IdentityFolderDataset, scan_identity_folder
-from facerec.data.pairs import read_pairs
+from facerec.data.training.folder import IdentityFolderDataset, scan_identity_folder
+from facerec.data.verification.pairs import read_pairs
 from facerec.errors import DataFileError
 from tests.helpers import shared_file, write_image
 

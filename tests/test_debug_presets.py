@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facerec.tasks import train
+from facerec.run.training import train
 from tests.helpers import compose_config
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from facerec.tasks import train
+from facerec.run.training import train
 from tests.helpers import compose_config, evaluate_in_process, read_metrics, run_dir, run_script
 
 

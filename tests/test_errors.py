@@ -9,8 +9,9 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from facerec.models import build_embedding_net
-from facerec.runs import check_devices, check_output_dir
-from facerec.tasks import evaluate, train
+from facerec.run.checks import check_devices, check_output_dir
+from facerec.run.evaluation import evaluate
+from facerec.run.training import train
 from tests.helpers import compose_config, quiet_trainer, smoke_model
 
 

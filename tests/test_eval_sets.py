@@ -13,11 +13,11 @@ import pytest
 from facerec.data.__main__ import main as data_main
 from facerec.data.align import template
 from facerec.data.decode import read_image
-from facerec.data.folder import list_image_files, scan_identity_folder
-from facerec.data.search_set import SearchSetError, load_search_set
+from facerec.data.protocols.search import SearchSetError, load_search_set
+from facerec.data.training.folder import list_image_files, scan_identity_folder
 from facerec.eval.ijb import roc_points, tar_at_far_nearest
 from facerec.protocols import check_eval_sets
-from facerec.tasks import evaluate
+from facerec.run.evaluation import evaluate
 from tests.helpers import compose_config, module_embeddings
 
 MARGIN = 8  # pixels of black border around each 32x32 face in the mini-IJB's loose crops

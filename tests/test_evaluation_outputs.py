@@ -16,12 +16,12 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 import facerec.callbacks.verification as verification_module
 from facerec.callbacks import VerificationCallback
-from facerec.data.verification import VerificationSet
+from facerec.data.verification.sets import VerificationSet
 from facerec.eval.metric import VerificationResult
 from facerec.eval.plots import plot_roc, save_roc
-from facerec.export import check_onnx, export_onnx
-from facerec.module import FaceRecognitionModule
-from facerec.tables import TABLE_COLUMNS, ResultTable, report
+from facerec.module.face_module import FaceRecognitionModule
+from facerec.run.export import check_onnx, export_onnx
+from facerec.run.tables import TABLE_COLUMNS, ResultTable, report
 from tests.helpers import compose_config, evaluate_in_process, read_metrics, run_dir, run_script
 
 

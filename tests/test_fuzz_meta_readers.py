@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facerec.data.align import read_landmarks
-from facerec.data.ijb import load_ijb
+from facerec.data.protocols.ijb import load_ijb
+from facerec.data.protocols.ijb_meta import read_template_media, read_template_pairs
 from facerec.data.text import TextFileError
-from facerec.eval.ijb import read_template_media, read_template_pairs
 from facerec.inference import OnnxModelError, read_sidecar
 from tests.fuzz import FUZZ as BASE_FUZZ
 

@@ -22,10 +22,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from facerec.data.decode import encode_jpeg
-from facerec.data.pairs import read_pairs
-from facerec.data.rec_dataset import RecordDataset
-from facerec.data.recordio import MAGIC, IRHeader, RecordReader, RecordWriter, pack, unpack
-from facerec.data.verification_bin import load_verification_bin, write_verification_bin
+from facerec.data.training.rec_dataset import RecordDataset
+from facerec.data.training.recordio import MAGIC, IRHeader, RecordReader, RecordWriter, pack, unpack
+from facerec.data.verification.bin import load_verification_bin, write_verification_bin
+from facerec.data.verification.pairs import read_pairs
 from facerec.errors import DataFileError
 from tests.data.test_verification_bin import OBJECT_FIELD_STATE, forged_array, forged_dtype, object_pointer_bin
 from tests.fuzz import FUZZ, fuzzed

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from facerec.data.align import ARCFACE_TEMPLATE
-from facerec.data.ijb import AlignedImages, load_ijb
+from facerec.data.protocols import ijb_meta
+from facerec.data.protocols.ijb import AlignedImages, load_ijb
+from facerec.data.protocols.ijb_meta import read_template_media, read_template_pairs
 from facerec.data.text import TextFileError
-from facerec.eval import ijb
 from facerec.eval.ijb import (
     FAR_TARGETS_IJB,
     far_key,
@@ -20,8 +21,6 @@ from facerec.eval.ijb import (
     image_features,
     pair_scores,
     pool_templates,
-    read_template_media,
-    read_template_pairs,
     roc_points,
     tar_at_far_nearest,
 )
@@ -322,7 +321,7 @@ def test_load_ijb_refuses_folders_in_place_of_files(tmp_path):
 
 
 def test_pair_file_fast_path(tmp_path, monkeypatch):
-    monkeypatch.setattr(ijb, "_first_bad_integer", lambda *args: pytest.fail("slow path used on a valid file"))
+    monkeypatch.setattr(ijb_meta, "_first_bad_integer", lambda *args: pytest.fail("slow path used on a valid file"))
     rng = np.random.default_rng(1)
     values = rng.integers(1, 200_000, size=(3, 200_000))
     values[2] %= 2

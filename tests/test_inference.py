@@ -11,14 +11,14 @@ import torch
 
 import facerec
 from facerec.data.decode import read_image
-from facerec.data.folder import list_image_files
-from facerec.data.verification import load_pairs_set
+from facerec.data.training.folder import list_image_files
+from facerec.data.verification.sets import load_pairs_set
 from facerec.embed import main as embed_main
 from facerec.embed import read_embeddings
 from facerec.eval.verification import l2_normalize, pair_distances
-from facerec.export import export_onnx
 from facerec.inference import FaceEmbedder, OnnxFaceEmbedder, OnnxModelError, read_sidecar
-from facerec.tasks import evaluate
+from facerec.run.evaluation import evaluate
+from facerec.run.export import export_onnx
 from tests.helpers import compose_config, module_embeddings
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from facerec.tasks import train
+from facerec.run.training import train
 from tests.helpers import compose_config
 
 

@@ -12,7 +12,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 
-from facerec.module import FaceRecognitionModule
+from facerec.module.face_module import FaceRecognitionModule
 from tests.helpers import REPO, quiet_trainer, smoke_model
 from tests.models.helpers import randomize_norm_stats
 

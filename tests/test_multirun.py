@@ -10,8 +10,8 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from facerec.hydra_callbacks import markdown_table, summary_table
-from facerec.tables import print_table
+from facerec.run.hydra_callbacks import markdown_table, summary_table
+from facerec.run.tables import print_table
 from tests.helpers import REPO, compose_config
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from facerec.optim import WarmupDecay
+from facerec.module.schedule import WarmupDecay
 
 
 def test_linear_warmup_then_cosine_to_zero():

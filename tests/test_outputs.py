@@ -14,8 +14,9 @@ import pytest
 import facerec.embed
 from facerec.embed import main as embed_main
 from facerec.embed import read_embeddings
-from facerec.tables import format_table
-from facerec.tasks import evaluate, train
+from facerec.run.evaluation import evaluate
+from facerec.run.tables import format_table
+from facerec.run.training import train
 from tests.helpers import compose_config, write_image
 
 NEVER_READ = "ckpt_path=never_read.ckpt"  # an option error must come before the checkpoint is even opened

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from facerec.heads import PartialFC
 from facerec.heads.partial_fc import CHECKPOINT_KEY
-from facerec.module import FaceRecognitionModule
+from facerec.module.face_module import FaceRecognitionModule
 from tests.helpers import free_port, join_as_torchrun_rank, quiet_trainer, smoke_model
 
 PARTIAL_FC = ("head=arcface", "classifier=partial_fc", "classifier.sample_rate=0.5")

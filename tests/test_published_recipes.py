@@ -13,10 +13,10 @@ from omegaconf.errors import InterpolationResolutionError
 
 from facerec.data.decode import encode_jpeg
 from facerec.data.tools import folder_to_rec
-from facerec.data.verification_bin import write_verification_bin
+from facerec.data.verification.bin import write_verification_bin
 from facerec.heads import registered_name
-from facerec.resolvers import device_count, global_batch, lr_for_batch, steps_for_batch
-from facerec.tasks import train
+from facerec.run.resolvers import device_count, global_batch, lr_for_batch, steps_for_batch
+from facerec.run.training import train
 from tests.helpers import compose_config
 
 VAL_SETS = ("lfw", "cfp_fp", "agedb_30")
@@ -88,7 +88,7 @@ def test_preset_carries_the_published_recipe(name, presets):
     assert cfg.optimizer._target_ == "torch.optim.SGD"
     assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.9, pytest.approx(facts["weight_decay"]))
     assert plain(cfg.scheduler).items() >= facts["schedule"].items()
-    assert cfg.scheduler._target_ == "facerec.optim.WarmupDecay"
+    assert cfg.scheduler._target_ == "facerec.module.schedule.WarmupDecay"
     trainer = {key: cfg.trainer.get(key) for key in (*facts["length"], "precision", "strategy")}
     assert trainer == {**facts["length"], "precision": facts["precision"], "strategy": "ddp"}
     assert (cfg.trainer.accelerator, cfg.trainer.sync_batchnorm) == ("gpu", False)

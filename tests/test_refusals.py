@@ -1,6 +1,6 @@
 """Runs that would train nothing, save nothing or misread their data fail loudly, before training.
 
-The runs go through ``facerec.tasks.train`` in-process: that ``train.py`` turns such an error into a non-zero
+The runs go through ``facerec.run.training.train`` in-process: that ``train.py`` turns such an error into a non-zero
 exit with its message is tested once, in ``tests/heads/test_checks.py``.
 """
 
@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from facerec.data import FaceDataModule
-from facerec.runs import check_monitor, output_dirs
-from facerec.tasks import check_checkpoints_written, train
+from facerec.run.checks import check_monitor, output_dirs
+from facerec.run.training import check_checkpoints_written, train
 from tests.helpers import compose_config, write_identity_folder
 
 TINY_FOLDER_RUN = ("experiment=smoke", "data=folder", "data.image_size=[16,16]", "data.num_workers=0")

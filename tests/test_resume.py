@@ -17,8 +17,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from facerec.callbacks import InterruptCheckpoint, NonFiniteLossError
 from facerec.callbacks.nonfinite import first_nonfinite
-from facerec.module import FaceRecognitionModule
-from facerec.tasks import train
+from facerec.module.face_module import FaceRecognitionModule
+from facerec.run.training import train
 from tests.helpers import REPO, compose_config
 
 DETERMINISTIC = ("experiment=smoke", "trainer.deterministic=true", "head=center", "trainer.max_epochs=2")

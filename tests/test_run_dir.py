@@ -12,10 +12,10 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from facerec.hydra_callbacks import RunDirCheck
-from facerec.run_dir import LOCK_NAME, RUN_ID_NAME, RunDirInUseError, hold_run_dir, write_records
-from facerec.runs import resolve_ckpt_path
-from facerec.tasks import train
+from facerec.run.checks import resolve_ckpt_path
+from facerec.run.directory import LOCK_NAME, RUN_ID_NAME, RunDirInUseError, hold_run_dir, write_records
+from facerec.run.hydra_callbacks import RunDirCheck
+from facerec.run.training import train
 from tests.helpers import compose_config, train_process
 
 
@@ -144,4 +144,4 @@ def test_a_run_dir_whose_parent_cannot_be_created_is_named(tmp_path):
     with pytest.raises(SystemExit, match=f"cannot create the sweep directory {run} .*hydra.sweep.dir=DIR"):
         RunDirCheck().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(run)}}}))
     callbacks = compose_config("paths.log_dir=/logs", return_hydra_config=True).hydra.callbacks
-    assert any(entry._target_ == "facerec.hydra_callbacks.RunDirCheck" for entry in callbacks.values())
+    assert any(entry._target_ == "facerec.run.hydra_callbacks.RunDirCheck" for entry in callbacks.values())

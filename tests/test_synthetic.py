@@ -7,9 +7,10 @@ import json
 import numpy as np
 
 from facerec.data.decode import read_image
-from facerec.data.pairs import read_pairs
+from facerec.data.pixels import pixel_rows
 from facerec.data.synthetic import SyntheticSpec, generate, render, sample_identity
-from facerec.data.verification import load_pairs_set
+from facerec.data.verification.pairs import read_pairs
+from facerec.data.verification.sets import load_pairs_set
 from facerec.eval.baseline import raw_pixel_metrics
 
 SPEC = SyntheticSpec(
@@ -68,4 +69,4 @@ def test_raw_pixels_are_a_weak_baseline(tmp_path):
         ),
     )
     val_set = load_pairs_set("synthetic", root / "heldout" / "pairs.txt", root / "heldout" / "images")
-    assert raw_pixel_metrics(val_set, (48, 48))["accuracy"] < 0.8
+    assert raw_pixel_metrics(pixel_rows(val_set.images, (48, 48)), val_set)["accuracy"] < 0.8

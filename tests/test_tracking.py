@@ -5,8 +5,8 @@ from __future__ import annotations
 import wandb
 from hydra.core.hydra_config import HydraConfig
 
-from facerec.runs import set_sweep_group
-from facerec.tasks import train
+from facerec.run.checks import set_sweep_group
+from facerec.run.training import train
 from tests.helpers import compose_config
 
 

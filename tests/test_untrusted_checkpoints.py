@@ -18,10 +18,10 @@ from omegaconf import OmegaConf
 
 import facerec
 from facerec.embed import main as embed_main
-from facerec.models.allowlist import allowed_parts, check_hyperparameters
-from facerec.models.checkpoint import CheckpointError
-from facerec.module import FaceRecognitionModule
-from facerec.tasks import train
+from facerec.errors import CheckpointError
+from facerec.module.allowlist import allowed_parts, check_hyperparameters
+from facerec.module.face_module import FaceRecognitionModule
+from facerec.run.training import train
 from tests.helpers import REPO, compose_config, evaluate_in_process, write_image
 
 HP = "hyper_parameters"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facerec.tasks import train
+from facerec.run.training import train
 from facerec.viz import feature_figure, main, pca, plot_panels, project_embeddings, robust_limits
 from tests.helpers import compose_config
 

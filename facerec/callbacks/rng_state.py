@@ -15,7 +15,7 @@ class RNGStateCallback(Callback):
 
     Dropout, DataLoader worker seeds and anything else drawing from the global generators then
     continue as in an uninterrupted run. (The training order and augmentation are seeded per epoch
-    by :class:`~facerec.data.sampling.EpochSeededSampler`.) The states are stored as tensors and
+    by :class:`~facerec.data.training.sampling.EpochSeededSampler`.) The states are stored as tensors and
     plain Python values, so checkpoints still load with ``torch.load(..., weights_only=True)``.
     """
 

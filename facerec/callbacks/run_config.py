@@ -7,7 +7,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from facerec.resume import RUN_CONFIG_KEY, RUN_ID_KEY
+RUN_CONFIG_KEY = "facerec_run_config"
+RUN_ID_KEY = "facerec_run_id"
 
 
 class RunConfigRecord(Callback):
@@ -15,7 +16,7 @@ class RunConfigRecord(Callback):
 
     Args:
         config: The resolved config, e.g. ``OmegaConf.to_container(cfg, resolve=True)``.
-        run_id: The id of the run directory's run (:func:`facerec.run_dir.write_records`), if known.
+        run_id: The id of the run directory's run (:func:`facerec.run.directory.write_records`), if known.
     """
 
     def __init__(self, config: dict[str, Any], run_id: str | None = None) -> None:

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from facerec.data.verification import VerificationSet
+from facerec.data.verification.sets import VerificationSet
 from facerec.eval.metric import VerificationMetric, VerificationResult, rows_by_index
 from facerec.eval.plots import save_roc
 

@@ -10,14 +10,14 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from facerec.data.folder import IdentityFolderDataset
-from facerec.data.rec_dataset import RecordDataset
-from facerec.data.sampling import EpochSeededDistributedSampler, EpochSeededSampler, seed_worker
-from facerec.data.selection import IdentitySubset, restrict_identities
 from facerec.data.synthetic import SyntheticSpec, generate
-from facerec.data.training_set import open_training_set
+from facerec.data.training.folder import IdentityFolderDataset
+from facerec.data.training.rec_dataset import RecordDataset
+from facerec.data.training.sampling import EpochSeededDistributedSampler, EpochSeededSampler, seed_worker
+from facerec.data.training.selection import IdentitySubset, restrict_identities
+from facerec.data.training.training_set import open_training_set
 from facerec.data.transforms import Crop, check_crop, eval_transform, train_transform
-from facerec.data.verification import VerificationImages, VerificationSet, load_verification_set
+from facerec.data.verification.sets import VerificationImages, VerificationSet, load_verification_set
 
 
 class FaceDataModule(L.LightningDataModule):
@@ -54,7 +54,7 @@ class FaceDataModule(L.LightningDataModule):
             :class:`~facerec.data.synthetic.SyntheticSpec` fields into ``synthetic_dir``.
         synthetic_dir: Where the synthetic data is cached.
         seed: Seed of the training order and augmentation, drawn anew from ``seed + epoch`` every
-            epoch (see :class:`~facerec.data.sampling.EpochSeededSampler`), so resumed runs repeat them.
+            epoch (see :class:`~facerec.data.training.sampling.EpochSeededSampler`), so resumed runs repeat them.
     """
 
     def __init__(

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from facerec.data.decode import encode_jpeg
-from facerec.data.pairs import write_pairs
+from facerec.data.verification.pairs import write_pairs
 
 GENERATOR_VERSION = 1
 _TRAIN, _HELDOUT, _PAIRS = 1, 2, 3

@@ -1,6 +1,6 @@
 """Dataset tools behind ``python -m facerec.data``: check, folder2rec, rec2folder, make-pairs, make-search.
 
-Identity folders are read with :func:`facerec.data.folder.scan_identity_folder`, the scan training
+Identity folders are read with :func:`facerec.data.training.folder.scan_identity_folder`, the scan training
 uses: labels are the indices of the sorted identity folders that hold an image; empty identity
 folders are skipped (and reported by ``check``).
 """
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facerec.data.decode import CorruptImageError, decode_image, encode_jpeg, read_image
-from facerec.data.folder import FolderIndex, scan_identity_folder
-from facerec.data.pairs import check_pair_name, write_pairs
-from facerec.data.rec_dataset import RecordDataset
-from facerec.data.recordio import IRHeader, RecordIOError, RecordWriter, pack, unpack
+from facerec.data.training.folder import FolderIndex, scan_identity_folder
+from facerec.data.training.rec_dataset import RecordDataset
+from facerec.data.training.recordio import IRHeader, RecordIOError, RecordWriter, pack, unpack
+from facerec.data.verification.pairs import check_pair_name, write_pairs
 
 logger = logging.getLogger(__name__)
 

@@ -1,60 +1,48 @@
 """Baselines a trained model must beat: raw pixels and eigenfaces (PCA of the training images).
 
-Both see the images exactly as the model does (``data.crop``, resize to ``image_size``, [-1, 1]) and,
-like the model's flip TTA, each image's pixels plus its mirror image's.
+Both take pixel rows (:func:`facerec.data.pixels.pixel_rows`: each image as the model sees it, plus its
+mirror image, flattened), so they see the images exactly as the model does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+from typing import Protocol
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
-from facerec.data.transforms import Crop, eval_transform
-from facerec.data.verification import VerificationImages, VerificationSet
 from facerec.eval.verification import evaluate
 
 
-def pixel_rows(
-    images: Sequence[Path] | Sequence[np.ndarray], image_size: tuple[int, int], crop: Crop = None
-) -> np.ndarray:
-    """Flattened pixels of each image plus its mirror image, as the model would see them. → (N, 3·H·W) float64."""
-    loader = DataLoader(VerificationImages(images, eval_transform(image_size, crop)), batch_size=256)
-    return torch.cat([(batch + batch.flip(3)).flatten(1) for batch, _ in loader]).double().numpy()
+class PairProtocol(Protocol):
+    """Pairs of rows to verify (a :class:`~facerec.data.verification.sets.VerificationSet` is one)."""
+
+    pairs: np.ndarray  # (P, 2) row indices
+    issame: np.ndarray  # (P,) bool
+    folds: int | None  # the protocol's own fold count, if any
 
 
-def raw_pixel_features(
-    images: Sequence[Path] | Sequence[np.ndarray], image_size: tuple[int, int], crop: Crop = None
-) -> np.ndarray:
-    """The raw-pixel baseline's embedding of each image: :func:`pixel_rows` minus each row's mean. → (N, 3·H·W)."""
-    pixels = pixel_rows(images, image_size, crop)
+def raw_pixel_features(pixels: np.ndarray) -> np.ndarray:
+    """The raw-pixel baseline's embeddings: each pixel row minus its mean. (N, D) → (N, D)."""
     return pixels - pixels.mean(axis=1, keepdims=True)
 
 
-def raw_pixel_metrics(
-    val_set: VerificationSet, image_size: tuple[int, int], crop: Crop = None, n_folds: int = 10
-) -> dict[str, float]:
-    """Metrics of ``val_set`` when each image's pixels (minus their mean) are the embedding.
+def pair_metrics(features: np.ndarray, protocol: PairProtocol, n_folds: int = 10) -> dict[str, float]:
+    """Verification metrics of ``protocol``'s pairs of rows of ``features`` (its own fold count, else ``n_folds``)."""
+    first, second = features[protocol.pairs[:, 0]], features[protocol.pairs[:, 1]]
+    return evaluate(first, second, protocol.issame, protocol.folds or n_folds)
 
-    Args:
-        val_set: The verification set.
-        image_size: (H, W) the images are resized to, as for the model.
-        crop: ``data.crop``, applied before resizing, as for the model.
-        n_folds: Folds of the accuracy protocol when ``val_set`` declares none (``val_set.folds``).
-    """
-    pixels = raw_pixel_features(val_set.images, image_size, crop)
-    return evaluate(pixels[val_set.pairs[:, 0]], pixels[val_set.pairs[:, 1]], val_set.issame, val_set.folds or n_folds)
+
+def raw_pixel_metrics(pixels: np.ndarray, protocol: PairProtocol, n_folds: int = 10) -> dict[str, float]:
+    """Metrics of ``protocol`` when each image's pixel row (minus its mean) is the embedding."""
+    return pair_metrics(raw_pixel_features(pixels), protocol, n_folds)
 
 
 def fit_pca(samples: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Principal components of the rows of ``samples`` (N, D).
 
     Returns:
-        ``(mean, components, scales)``: the (D,) mean, the (K, D) orthonormal components with the
-        largest variance first, and their (K,) standard deviations; K = min(n_components, N, D).
+        ``(mean, components, scales)``: the (D,) mean, the (K, D) orthonormal components, largest variance
+        first, and their (K,) standard deviations; K = min(n_components, N, D).
     """
     mean = samples.mean(axis=0)
     _, singular_values, components = np.linalg.svd(samples - mean, full_matrices=False)
@@ -63,64 +51,30 @@ def fit_pca(samples: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndar
 
 
 def eigenface_features(
-    images: Sequence[Path] | Sequence[np.ndarray],
-    training_images: Sequence[Path] | Sequence[np.ndarray],
-    image_size: tuple[int, int],
-    crop: Crop = None,
-    n_components: int = 100,
-    whiten: bool = False,
-    pca: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    pixels: np.ndarray, pca: tuple[np.ndarray, np.ndarray, np.ndarray], whiten: bool = False
 ) -> np.ndarray:
-    """The eigenface baseline's embedding of each image: its projection on the training images' principal components.
-
-    Turk & Pentland's eigenfaces (1991): PCA fit on ``training_images`` (never on the images embedded).
+    """Eigenfaces (Turk & Pentland, 1991): pixel rows projected on a :func:`fit_pca` of training rows. → (N, K).
 
     Args:
-        images: The images to embed.
-        training_images: The images the PCA is fit on (unused when ``pca`` is given).
-        image_size: (H, W) the images are resized to, as for the model.
-        crop: ``data.crop``, applied before resizing, as for the model.
-        n_components: Principal components kept.
+        pixels: (N, D) rows to embed.
+        pca: :func:`fit_pca` of the training images' rows (never of the rows embedded).
         whiten: Divide each projection by its component's standard deviation.
-        pca: A :func:`fit_pca` result of the training images' :func:`pixel_rows` at the same size and crop,
-            to reuse instead of fitting again (its own number of components is kept).
-
-    Returns:
-        (N, K) float64 projections, K = the components kept (:func:`fit_pca`).
     """
-    if pca is None:
-        pca = fit_pca(pixel_rows(training_images, image_size, crop), n_components)
     mean, components, scales = pca
-    projected = (pixel_rows(images, image_size, crop) - mean) @ components.T
+    projected = (pixels - mean) @ components.T
     if whiten:
         projected /= np.where(scales > 0, scales, 1.0)
     return projected
 
 
 def eigenface_metrics(
-    val_set: VerificationSet,
-    training_images: Sequence[Path],
-    image_size: tuple[int, int],
-    crop: Crop = None,
+    pixels: np.ndarray,
+    training_pixels: np.ndarray,
+    protocol: PairProtocol,
     n_components: int = 100,
     whiten: bool = False,
     n_folds: int = 10,
 ) -> dict[str, float]:
-    """Metrics of ``val_set`` when the embedding is an image's projection on the training images' principal components.
-
-    Turk & Pentland's eigenfaces (1991): PCA fit on ``training_images`` (never on the verification
-    images), pairs compared by the cosine of their projections.
-
-    Args:
-        val_set: The verification set.
-        training_images: The images the PCA is fit on.
-        image_size: (H, W) the images are resized to, as for the model.
-        crop: ``data.crop``, applied before resizing, as for the model.
-        n_components: Principal components kept.
-        whiten: Divide each projection by its component's standard deviation.
-        n_folds: Folds of the accuracy protocol when ``val_set`` declares none (``val_set.folds``).
-    """
-    projected = eigenface_features(val_set.images, training_images, image_size, crop, n_components, whiten)
-    return evaluate(
-        projected[val_set.pairs[:, 0]], projected[val_set.pairs[:, 1]], val_set.issame, val_set.folds or n_folds
-    )
+    """Metrics of ``protocol`` when the embedding is a row's projection on the training rows' principal components."""
+    features = eigenface_features(pixels, fit_pca(training_pixels, n_components), whiten)
+    return pair_metrics(features, protocol, n_folds)

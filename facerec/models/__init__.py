@@ -2,7 +2,7 @@
 
 from facerec.models import iresnet, mobilefacenet
 from facerec.models.backbone import create_backbone
-from facerec.models.necks import EmbeddingNet, GDCNeck, LinearNeck, PoolFCNeck, build_embedding_net
+from facerec.models.necks import EmbeddingNet, GDCNeck, LinearNeck, PoolFCNeck, build_embedding_net, embed_with_mirror
 
 __all__ = [
     "EmbeddingNet",
@@ -11,6 +11,7 @@ __all__ = [
     "PoolFCNeck",
     "build_embedding_net",
     "create_backbone",
+    "embed_with_mirror",
     "iresnet",
     "mobilefacenet",
 ]

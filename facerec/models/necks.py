@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -124,6 +125,14 @@ class EmbeddingNet(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) → (B, E) un-normalised embeddings."""
         return self.neck(self.features(images))
+
+
+def embed_with_mirror(net: Callable[[Tensor], Tensor], images: Tensor, flip: bool) -> Tensor:
+    """``net(images)``, plus ``net`` of the mirror images with ``flip`` (the evaluation protocol). (B, E)."""
+    embeddings = net(images)
+    if flip:
+        embeddings = embeddings + net(images.flip(3))
+    return embeddings
 
 
 def build_embedding_net(backbone: dict, neck: dict, embedding_size: int, input_size: tuple[int, int]) -> EmbeddingNet:

@@ -13,10 +13,10 @@ from hydra.utils import instantiate
 from facerec.data import FaceDataModule
 from facerec.data.__main__ import main
 from facerec.data.decode import ImageSizeError
-from facerec.data.folder import scan_identity_folder
-from facerec.data.recordio import IRHeader, RecordWriter, pack
 from facerec.data.synthetic import SyntheticSpec, generate
 from facerec.data.tools import folder_to_rec
+from facerec.data.training.folder import scan_identity_folder
+from facerec.data.training.recordio import IRHeader, RecordWriter, pack
 from tests.helpers import compose_config, quiet_trainer, read_metrics, run_dir, run_script, shared_file, write_image
 
 TINY = SyntheticSpec(

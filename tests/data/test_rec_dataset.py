@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from facerec.data.decode import CorruptImageError, encode_jpeg
-from facerec.data.rec_dataset import RecordDataset
-from facerec.data.recordio import IRHeader, RecordIOError, RecordWriter, pack
+from facerec.data.training.rec_dataset import RecordDataset
+from facerec.data.training.recordio import IRHeader, RecordIOError, RecordWriter, pack
 
 GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mxnet_recordio"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facerec.data.recordio import MAGIC, IRHeader, RecordIOError, RecordReader, RecordWriter, pack, unpack
+from facerec.data.training.recordio import MAGIC, IRHeader, RecordIOError, RecordReader, RecordWriter, pack, unpack
 
 GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mxnet_recordio"
 MAGIC_BYTES = struct.pack("<I", MAGIC)

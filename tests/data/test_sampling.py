@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from facerec.data import FaceDataModule
-from facerec.data.sampling import EpochSeededDistributedSampler, EpochSeededSampler, stream_seed
+from facerec.data.training.sampling import EpochSeededDistributedSampler, EpochSeededSampler, stream_seed
 
 
 class RecordingTransform:

@@ -9,8 +9,8 @@ import pytest
 
 from facerec.data import FaceDataModule
 from facerec.data.decode import encode_jpeg
-from facerec.data.selection import IdentitySubset, select_images
 from facerec.data.tools import folder_to_rec
+from facerec.data.training.selection import IdentitySubset, select_images
 
 # Labels of 9 samples: identity 0 has 1 image, identity 1 has 3, identity 2 has 5.
 LABELS = [1, 0, 2, 1, 2, 2, 1, 2, 2]

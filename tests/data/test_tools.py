@@ -10,11 +10,11 @@ import pytest
 
 from facerec.data.__main__ import main
 from facerec.data.decode import encode_jpeg
-from facerec.data.folder import scan_identity_folder
-from facerec.data.pairs import read_pairs
-from facerec.data.rec_dataset import RecordDataset
-from facerec.data.recordio import IRHeader, RecordWriter, pack, unpack
 from facerec.data.tools import check, folder_to_rec, make_pairs, rec_to_folder
+from facerec.data.training.folder import scan_identity_folder
+from facerec.data.training.rec_dataset import RecordDataset
+from facerec.data.training.recordio import IRHeader, RecordWriter, pack, unpack
+from facerec.data.verification.pairs import read_pairs
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from facerec.data.decode import CorruptImageError, decode_image, encode_jpeg
-from facerec.data.verification_bin import UnsafePickleError, load_verification_bin, write_verification_bin
+from facerec.data.verification.bin import UnsafePickleError, load_verification_bin, write_verification_bin
 from facerec.errors import DataFileError
 
 SMALL_LFW = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "insightface" / "small_lfw.bin"

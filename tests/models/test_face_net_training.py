@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
-from facerec.module import FaceRecognitionModule
+from facerec.module.face_module import FaceRecognitionModule
 from tests.helpers import compose_config, quiet_trainer
 
 NUM_CLASSES = 4

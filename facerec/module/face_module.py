@@ -14,12 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from facerec.data.transforms import check_crop
+from facerec.errors import class_count_error
 from facerec.heads import build_head
-from facerec.inference import embed_with_mirror
-from facerec.models import build_embedding_net
+from facerec.models import build_embedding_net, embed_with_mirror
 from facerec.models.backbone import WEIGHT_SOURCES
-from facerec.models.checkpoint import read_training_checkpoint
-from facerec.resume import class_count_error
+from facerec.module.checkpoint import read_training_checkpoint
+from facerec.module.schedule import current_schedule
 
 
 def _plain(config: Mapping | None) -> dict | None:
@@ -61,7 +61,7 @@ class FaceRecognitionModule(L.LightningModule):
         head: ``conf/head`` config; built by :func:`~facerec.heads.build_head` with ``embedding_size`` and
             ``num_classes``.
         optimizer: ``conf/optimizer`` config; instantiated with ``params``.
-        scheduler: ``conf/scheduler`` config (a :class:`~facerec.optim.WarmupDecay`), or None.
+        scheduler: ``conf/scheduler`` config (a :class:`~facerec.module.schedule.WarmupDecay`), or None.
         num_classes: Number of training identities.
         embedding_size: E.
         input_size: (H, W) of the input images.
@@ -97,7 +97,7 @@ class FaceRecognitionModule(L.LightningModule):
                 "neck": _plain(neck),
                 "head": _plain(head),
                 "optimizer": _plain(optimizer),
-                "scheduler": _plain(scheduler),
+                "scheduler": current_schedule(_plain(scheduler)),
                 "num_classes": int(num_classes),
                 "embedding_size": int(embedding_size),
                 "input_size": [int(s) for s in input_size],
@@ -120,7 +120,7 @@ class FaceRecognitionModule(L.LightningModule):
 
         The checkpoint must pass :func:`~facerec.models.checkpoint.read_training_checkpoint`: tensors and
         plain values only, and hyper-parameters that name only facerec's own parts
-        (:mod:`facerec.models.allowlist`). ``kwargs`` override its hyper-parameters (e.g. ``flip_test``).
+        (:mod:`facerec.module.allowlist`). ``kwargs`` override its hyper-parameters (e.g. ``flip_test``).
 
         Raises:
             FileNotFoundError: If ``checkpoint_path`` is not a file.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facerec.data.folder import list_image_files, scan_identity_folder
+from facerec.data.training.folder import list_image_files, scan_identity_folder
 from facerec.errors import DataFileError
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from torch.utils.data import Dataset
 
 from facerec.data.align import LandmarkRow, align_face, landmark_problem, read_landmark_lines
 from facerec.data.decode import read_image
+from facerec.data.protocols.ijb_meta import pair_line_number, read_template_media, read_template_pairs
 from facerec.data.text import TextFileError
-from facerec.eval.ijb import pair_line_number, read_template_media, read_template_pairs
 
 
 @dataclass

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import numpy as np
 import onnxruntime
 import torch
 from torch import nn
 
 from facerec.eval.verification import l2_normalize
+from facerec.inference import sidecar_path
+from facerec.module import FaceRecognitionModule
 
 TOLERANCE = 1e-4
 
@@ -89,3 +95,34 @@ def check_onnx(path: str | Path, net: nn.Module, images: torch.Tensor, tolerance
             f"on {len(images)} images; tolerance {tolerance:g}"
         )
     return difference
+
+
+def export_checked_onnx(
+    model: FaceRecognitionModule,
+    datamodule: L.LightningDataModule,
+    export: Mapping,
+    flip: bool,
+    crop: Any,
+    threshold: dict | None,
+) -> Path:
+    """Exports ``model.net`` to ONNX, checks it against PyTorch and writes its sidecar JSON; returns the ONNX path."""
+    images = (
+        next(iter(datamodule.val_dataloader()[0]))[0]
+        if datamodule.val_set_paths
+        else torch.rand(4, 3, *model.hparams.input_size) * 2 - 1
+    )
+    onnx_path = export_onnx(model.net, export["onnx"], tuple(model.hparams.input_size), export["opset"])
+    difference = check_onnx(onnx_path, model.net, images)
+    print(
+        f"ONNX export {onnx_path}: max abs difference to PyTorch {difference:.3g} "
+        f"(L2-normalised embeddings, {len(images)} images)"
+    )
+    sidecar = {
+        "input_size": list(model.hparams.input_size),
+        "crop": crop,
+        "flip": bool(flip),
+        "embedding_size": int(model.hparams.embedding_size),
+        "threshold": threshold,
+    }
+    sidecar_path(onnx_path).write_text(json.dumps(sidecar, indent=2))
+    return onnx_path

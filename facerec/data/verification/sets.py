@@ -17,8 +17,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from facerec.data.decode import read_image
-from facerec.data.pairs import read_pairs
-from facerec.data.verification_bin import load_verification_bin
+from facerec.data.verification.bin import load_verification_bin
+from facerec.data.verification.pairs import read_pairs
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def load_pairs_set(name: str, pairs: str | Path, images: str | Path, drop_missin
     Raises:
         FileNotFoundError: If the pairs file, or (unless ``drop_missing``) any image it names, is
             missing; the message names the first missing files and how many there are.
-        ValueError: If the pairs file is malformed (see :func:`facerec.data.pairs.read_pairs`), or
+        ValueError: If the pairs file is malformed (see :func:`facerec.data.verification.pairs.read_pairs`), or
             ``drop_missing`` leaves no pair.
     """
     protocol = read_pairs(pairs)
@@ -115,7 +115,7 @@ def load_bin_set(name: str, path: str | Path, expected_size: tuple[int, int] | N
         expected_size: If given, the (H, W) every image must have.
 
     Raises:
-        See :func:`facerec.data.verification_bin.load_verification_bin`.
+        See :func:`facerec.data.verification.bin.load_verification_bin`.
     """
     content = load_verification_bin(path, expected_size)
     pairs = np.arange(2 * len(content), dtype=np.int64).reshape(-1, 2)

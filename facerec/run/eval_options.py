@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from facerec.data.verification import VerificationSet
+from facerec.data.verification.sets import VerificationSet
 from facerec.eval.verification import MIN_FALSE_ACCEPTS, needed_impostors
 from facerec.inference import sidecar_path
-from facerec.outputs import check_distinct, check_output_file
+from facerec.run.outputs import check_distinct, check_output_file
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
-from facerec.tables import print_table
+from facerec.run.tables import print_table
 
 log = logging.getLogger(__name__)
 

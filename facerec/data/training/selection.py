@@ -71,7 +71,7 @@ class IdentitySubset:
     ``transform`` (the wrapped set's, so epoch reseeding reaches it) and ``(image, label)`` samples.
 
     Args:
-        dataset: A training set (:class:`~facerec.data.identity_images.IdentityImages`).
+        dataset: A training set (:class:`~facerec.data.training.identity_images.IdentityImages`).
         samples: Indices of ``dataset`` to keep, as :func:`select_images` returns them.
         kept_labels: Original labels that remain, sorted (new label ``i`` is ``kept_labels[i]``).
     """

@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from facerec.callbacks.run_config import RUN_CONFIG_KEY
+from facerec.errors import class_count_error
+
 log = logging.getLogger(__name__)
 
-RUN_CONFIG_KEY = "facerec_run_config"
-RUN_ID_KEY = "facerec_run_id"
 # Sections that define what a checkpoint was trained with: a resume must not change them ...
 TRAINED_WITH = ("data", "model")
 # ... except these, which change how, not what, it is trained and evaluated.
@@ -97,16 +98,6 @@ def check_resumed_config(checkpoint: Mapping, config: Mapping, ckpt_path: str | 
         f"resume would continue {ckpt_path} with other data or another model than it was trained with: {listed}. "
         "Repeat the original run's overrides (its .hydra/overrides.yaml), or set force_resume=true if the "
         "change is intended (e.g. the data moved)"
-    )
-
-
-def class_count_error(head_classes: int, data_classes: int) -> ValueError:
-    """The error for a checkpoint's head and training data with different numbers of identities."""
-    return ValueError(
-        f"the head has {head_classes} classes but the training data has {data_classes} identities. "
-        "A checkpoint resumes only on its own identities; to fine-tune on new ones with a new head, export "
-        "the embedding network (torch.save(FaceRecognitionModule.load_from_checkpoint(CKPT).net.state_dict(), "
-        "'net.pth')) and start a new run from it: python train.py backbone.checkpoint_path=net.pth (no ckpt_path)"
     )
 
 

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 DECAYS = ("cosine", "poly", "step")
 MILESTONE_UNITS = ("epoch", "step")
+LEGACY_SCHEDULE = "facerec.optim.WarmupDecay"
+"""The ``_target_`` older checkpoints hold for :class:`WarmupDecay`; loaded as this class."""
 
 
 class WarmupDecay:
@@ -83,3 +85,10 @@ class WarmupDecay:
         else:
             remaining = (1.0 - progress) ** self.power
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * remaining
+
+
+def current_schedule(scheduler: dict | None) -> dict | None:
+    """``scheduler`` with :data:`LEGACY_SCHEDULE` as its ``_target_`` replaced by this module's :class:`WarmupDecay`."""
+    if scheduler is None or scheduler.get("_target_") != LEGACY_SCHEDULE:
+        return scheduler
+    return {**scheduler, "_target_": f"{WarmupDecay.__module__}.{WarmupDecay.__qualname__}"}

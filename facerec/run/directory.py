@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from facerec.resume import RUN_CONFIG_KEY, RUN_ID_KEY
+from facerec.callbacks.run_config import RUN_CONFIG_KEY, RUN_ID_KEY
 
 log = logging.getLogger(__name__)
 

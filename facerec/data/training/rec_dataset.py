@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from facerec.data.decode import decode_image
-from facerec.data.identity_images import IdentityImages
-from facerec.data.recordio import RecordIOError, RecordReader, unpack
+from facerec.data.training.identity_images import IdentityImages
+from facerec.data.training.recordio import RecordIOError, RecordReader, unpack
 
 MAX_LABEL = 1 << 24
 """Labels are float32 in a record header: integers from 2**24 on are not all representable."""
@@ -24,10 +24,10 @@ class RecordDataset(IdentityImages):
     Labels are read from the record headers only (no image is decoded at construction). Safe to use
     with several DataLoader workers: each process opens its own file handle. ``root`` is the folder
     holding ``train.rec`` and ``train.idx``; the other arguments are
-    :class:`~facerec.data.identity_images.IdentityImages`'.
+    :class:`~facerec.data.training.identity_images.IdentityImages`'.
 
     Raises:
-        RecordIOError: On a malformed file (see :class:`~facerec.data.recordio.RecordReader`), a class
+        RecordIOError: On a malformed file (see :class:`~facerec.data.training.recordio.RecordReader`), a class
             label that is not an integer in ``[0, 2**24)``, or an insightface header record whose key
             ranges do not fit the index (more keys than it holds).
 

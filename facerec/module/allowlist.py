@@ -22,12 +22,12 @@ import torch
 from lightning import LightningModule
 from lightning.pytorch.core.saving import CHECKPOINT_PAST_HPARAMS_KEYS
 
+from facerec.errors import CheckpointError
 from facerec.heads.build import LEGACY_TARGET
 from facerec.heads.registry import head_class, list_heads
 from facerec.models.backbone import WEIGHT_SOURCES, check_backbone_name, create_backbone
-from facerec.models.checkpoint import CheckpointError
 from facerec.models.necks import NECKS
-from facerec.optim import WarmupDecay
+from facerec.module.schedule import LEGACY_SCHEDULE, WarmupDecay
 
 ARGUMENT_KEYS = (*CHECKPOINT_PAST_HPARAMS_KEYS, LightningModule.CHECKPOINT_HYPER_PARAMS_KEY)
 """The checkpoint entries Lightning's ``load_from_checkpoint`` reads the model's arguments from."""
@@ -76,7 +76,7 @@ def allowed_parts() -> dict[str, Part]:
         "neck": part(NECKS, "facerec.models"),
         "head": part([head_class(name) for name in list_heads()], "facerec.heads", LEGACY_TARGET),
         "optimizer": part(optimizers, "torch.optim", described="a torch.optim optimizer (e.g. torch.optim.SGD)"),
-        "scheduler": part([WarmupDecay], "facerec.optim"),
+        "scheduler": part([WarmupDecay], "facerec.module", LEGACY_SCHEDULE),
     }
 
 

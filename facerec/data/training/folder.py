@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from facerec.data.decode import IMAGE_EXTENSIONS, read_image
-from facerec.data.identity_images import IdentityImages
+from facerec.data.training.identity_images import IdentityImages
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class IdentityFolderDataset(IdentityImages):
     """Training samples ``(transform(image), label)`` from an identity folder.
 
     ``root`` is the folder; labels come from its sorted sub-folder names (empty ones skipped). The
-    other arguments are :class:`~facerec.data.identity_images.IdentityImages`'.
+    other arguments are :class:`~facerec.data.training.identity_images.IdentityImages`'.
     """
 
     def index_samples(self) -> None:

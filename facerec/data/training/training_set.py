@@ -6,9 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from facerec.data.folder import IdentityFolderDataset
-from facerec.data.identity_images import IdentityImages
-from facerec.data.rec_dataset import RecordDataset
+from facerec.data.training.folder import IdentityFolderDataset
+from facerec.data.training.identity_images import IdentityImages
+from facerec.data.training.rec_dataset import RecordDataset
 
 TRAINING_FORMATS: dict[str, type[IdentityImages]] = {
     "folder": IdentityFolderDataset,

@@ -1,0 +1,6 @@
+"""The LightningModule, its LR schedule and the safe loading of its training checkpoints."""
+
+from facerec.module.face_module import FaceRecognitionModule
+from facerec.module.schedule import WarmupDecay
+
+__all__ = ["FaceRecognitionModule", "WarmupDecay"]

@@ -1,0 +1,63 @@
+"""Reading a training checkpoint safely: tensors and plain values only, hyper-parameters checked."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from facerec.errors import CheckpointError
+
+
+def read_training_checkpoint(path: str | Path) -> dict:
+    """Reads a facerec (Lightning) training checkpoint safely, memory-mapped, to check what it is.
+
+    Never unpickles code (``weights_only=True``) and never suggests doing so; the hyper-parameters the
+    model is rebuilt from must name only facerec's own parts (:mod:`facerec.module.allowlist`).
+
+    Raises:
+        FileNotFoundError: If ``path`` is not a file.
+        CheckpointError: If the file is not a zip archive (a text file, a legacy ``torch.save``), is
+            truncated, holds objects other than tensors and plain values, is a bare state dict
+            (the message says to pass those weights as ``backbone.checkpoint_path``), or its
+            hyper-parameters name anything else than facerec's parts (the message names the key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    with path.open("rb") as file:
+        head = file.read(4)
+    if head != b"PK\x03\x04":
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (a .ckpt is a zip archive; this file starts {head!r})"
+        )
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is truncated or corrupt (its zip directory is missing): copy it again")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} holds Python objects other than tensors and plain values, so facerec does not load it "
+            "(unpickling them could run code); facerec's own checkpoints never do"
+        ) from None
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} cannot be read as a checkpoint: {str(error).splitlines()[0]}") from None
+    if isinstance(checkpoint, Mapping) and "pytorch-lightning_version" in checkpoint:
+        from facerec.module.allowlist import check_hyperparameters  # not at the top: it imports this module
+
+        check_hyperparameters(checkpoint, path)
+        return dict(checkpoint)
+    if isinstance(checkpoint, Mapping) and checkpoint and all(isinstance(v, Tensor) for v in checkpoint.values()):
+        raise CheckpointError(
+            f"{path} is a bare state dict ({len(checkpoint)} tensors), not a facerec training checkpoint "
+            "(which also holds the config, class names and training state); to start from these weights, "
+            f"pass them as backbone.checkpoint_path={path} (an embedding network's or insightface's backbone.pth)"
+        )
+    raise CheckpointError(
+        f"{path} is not a facerec training checkpoint (no pytorch-lightning_version; it holds a "
+        f"{type(checkpoint).__name__}): give a .ckpt written by train.py"
+    )
