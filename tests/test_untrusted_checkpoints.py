@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import facerec
@@ -21,6 +22,7 @@ from facerec.embed import main as embed_main
 from facerec.errors import CheckpointError
 from facerec.module.allowlist import allowed_parts, check_hyperparameters
 from facerec.module.face_module import FaceRecognitionModule
+from facerec.module.schedule import LEGACY_SCHEDULE, WarmupDecay
 from facerec.run.training import train
 from tests.helpers import REPO, compose_config, evaluate_in_process, write_image
 
@@ -201,6 +203,15 @@ def test_a_legacy_head_config_is_allowed(genuine, tmp_path):
     checkpoint["hyper_parameters"]["head"] = {**legacy, "partial_fc": {"enabled": False, "sample_rate": 1.0}}
     torch.save(checkpoint, tmp_path / "legacy.ckpt")
     assert facerec.load_model(tmp_path / "legacy.ckpt", device="cpu").flip
+
+
+def test_a_legacy_scheduler_target_is_allowed_and_builds_today_s_schedule(genuine, tmp_path):
+    checkpoint = torch.load(genuine, map_location="cpu", weights_only=True)
+    checkpoint["hyper_parameters"]["scheduler"]["_target_"] = LEGACY_SCHEDULE
+    torch.save(checkpoint, tmp_path / "legacy.ckpt")
+    model = FaceRecognitionModule.load_from_checkpoint(tmp_path / "legacy.ckpt", map_location="cpu")
+    assert model.hparams.scheduler["_target_"] == "facerec.module.schedule.WarmupDecay"
+    assert isinstance(instantiate(model.hparams.scheduler, total_steps=10, steps_per_epoch=2), WarmupDecay)
 
 
 @pytest.mark.parametrize(
