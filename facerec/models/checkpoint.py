@@ -1,4 +1,4 @@
-"""Reading checkpoints: backbone weights (insightface ``backbone.pth``, state dicts) and training checkpoints."""
+"""Reading backbone weights (insightface ``backbone.pth``, state dicts) and training checkpoints."""
 
 from __future__ import annotations
 
@@ -20,15 +20,10 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 
 def to_facerec_layout(state_dict: Mapping[str, Tensor], neck_keys: Mapping[str, str]) -> dict[str, Tensor]:
-    """Maps an insightface state dict onto :class:`facerec.models.EmbeddingNet` keys.
+    """Maps insightface keys to :class:`facerec.models.EmbeddingNet` keys; facerec-layout dicts pass unchanged.
 
-    insightface's output layer goes to the neck through ``neck_keys`` (insightface prefix → neck
-    prefix, e.g. ``bn2.`` → ``bn.``); every other key goes to ``backbone.`` unchanged. A state dict that
-    is already in facerec layout (all keys under ``backbone.`` / ``neck.``) is returned as is.
-
-    Args:
-        state_dict: insightface or facerec keys.
-        neck_keys: The neck's ``insightface_keys``.
+    Keys under a ``neck_keys`` prefix (the neck's ``insightface_keys``, e.g. ``bn2.`` → ``bn.``) go to
+    ``neck.``, the rest to ``backbone.``.
     """
     if all(key.startswith(FACEREC_PREFIXES) for key in state_dict):
         return dict(state_dict)
@@ -43,7 +38,7 @@ def to_facerec_layout(state_dict: Mapping[str, Tensor], neck_keys: Mapping[str, 
 
 
 def load_strict(module: nn.Module, state_dict: Mapping[str, Tensor], source: str | Path) -> None:
-    """``load_state_dict`` whose error lists every missing and unexpected key."""
+    """``load_state_dict``; RuntimeError listing every missing and unexpected key."""
     result = module.load_state_dict(state_dict, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise RuntimeError(
@@ -53,28 +48,15 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, Tensor], source: str
 
 
 def load_embedding_net_weights(net: nn.Module, path: str | Path) -> None:
-    """Loads an insightface ``backbone.pth`` or a facerec ``EmbeddingNet`` state dict into ``net``.
-
-    Args:
-        net: An :class:`facerec.models.EmbeddingNet`.
-        path: The checkpoint file.
-
-    Raises:
-        RuntimeError: The keys do not match exactly (the message lists the differences), or shapes differ.
-    """
+    """Loads an insightface ``backbone.pth`` or facerec state dict into an ``EmbeddingNet``; keys must match exactly."""
     state_dict = to_facerec_layout(read_state_dict(path), getattr(net.neck, "insightface_keys", {}))
     load_strict(net, state_dict, path)
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
-    """Loads the backbone part of an insightface, facerec or plain timm checkpoint into ``backbone``.
+    """Loads an insightface, facerec or timm checkpoint's backbone keys into ``backbone`` (timm, ``num_classes=0``).
 
-    Keys of insightface's output layer (and of a facerec neck) are skipped; every backbone key must be
-    present.
-
-    Args:
-        backbone: A timm model built with ``num_classes=0``.
-        path: The checkpoint file.
+    Other keys (output layer, neck) are skipped; a missing backbone key raises RuntimeError.
     """
     state_dict = read_state_dict(path)
     if all(key.startswith(FACEREC_PREFIXES) for key in state_dict):
@@ -84,21 +66,17 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
 
 
 class CheckpointError(ValueError):
-    """A file given as a checkpoint that is not one facerec can read; the message says what it is."""
+    """A file facerec cannot read as a checkpoint; the message says what it is."""
 
 
 def read_training_checkpoint(path: str | Path) -> dict:
-    """Reads a facerec (Lightning) training checkpoint safely, memory-mapped, to check what it is.
-
-    Never unpickles code (``weights_only=True``) and never suggests doing so; the hyper-parameters the
-    model is rebuilt from must name only facerec's own parts (:mod:`facerec.models.allowlist`).
+    """Reads a facerec training checkpoint memory-mapped with ``weights_only=True`` (never unpickles code).
 
     Raises:
-        FileNotFoundError: If ``path`` is not a file.
-        CheckpointError: If the file is not a zip archive (a text file, a legacy ``torch.save``), is
-            truncated, holds objects other than tensors and plain values, is a bare state dict
-            (the message says to pass those weights as ``backbone.checkpoint_path``), or its
-            hyper-parameters name anything else than facerec's parts (the message names the key).
+        FileNotFoundError: ``path`` is not a file.
+        CheckpointError: Not a zip archive, truncated, holds non-tensor objects, a bare state dict (the
+            message suggests ``backbone.checkpoint_path``), or hyper-parameters naming anything but
+            facerec's parts (:mod:`facerec.models.allowlist`).
     """
     path = Path(path)
     if not path.is_file():
