@@ -83,7 +83,7 @@ class MarginHead(Head):
         scale: s > 0, the logit scale.
 
     Attributes:
-        classifier: Holds the centres ``classifier.weight`` (C, E); replaceable (e.g. by PartialFC).
+        classifier: Holds the centres ``classifier.weight`` (C·K, E); replaceable (e.g. by PartialFC).
     """
 
     def __init__(self, embedding_size: int, num_classes: int, scale: float) -> None:
