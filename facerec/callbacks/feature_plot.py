@@ -1,4 +1,4 @@
-"""A picture of the learned features at the end of training (Figures 2–3 of the center-loss paper)."""
+"""Plot of the learned features at the end of training (as Figures 2–3 of the center-loss paper)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,10 @@ log = logging.getLogger(__name__)
 
 
 class FeaturePlot(Callback):
-    """At the end of training, plots the features of training and held-out images, one colour per identity.
+    """At fit end (rank 0), plots training and held-out features, one colour per identity.
 
-    With ``model.embedding_size=2`` the raw features are drawn (as in Wen et al., ECCV 2016);
-    larger embeddings are L2-normalised and projected with PCA (:func:`facerec.viz.feature_figure`).
-    Held-out images come from every verification set given as an image folder
-    (``data.val_sets.<name>.images``).
+    2-d embeddings are drawn raw (Wen et al., ECCV 2016); larger ones L2-normalised and PCA-projected.
+    Held-out panels: each verification set given as an image folder (``data.val_sets.<name>.images``).
 
     Args:
         path: The PNG to write.

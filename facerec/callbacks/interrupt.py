@@ -1,4 +1,4 @@
-"""Save a resumable checkpoint when a run is interrupted (Ctrl+C, SIGTERM from a scheduler)."""
+"""Resumable checkpoint on interrupt (Ctrl+C, SIGTERM), and the matching exit status."""
 
 from __future__ import annotations
 
@@ -14,16 +14,11 @@ log = logging.getLogger(__name__)
 
 
 class InterruptCheckpoint(Callback):
-    """Writes ``<dirpath>/last.ckpt`` when training stops on SIGINT (Ctrl+C) or SIGTERM.
+    """Writes ``<dirpath>/last.ckpt`` (resume: ``ckpt_path=last``) on SIGINT or SIGTERM only.
 
-    Lightning turns SIGTERM into a :class:`SIGTERMException` after the current batch; both it and
-    ``KeyboardInterrupt`` reach :meth:`on_exception`. Other exceptions (a bug, a non-finite loss)
-    save nothing, so ``last.ckpt`` stays the last good checkpoint. ``ckpt_path=last`` resumes it.
-
-    Lightning's :class:`~lightning.pytorch.callbacks.OnExceptionCheckpoint` writes the file; it is
-    wrapped, not subclassed, because on its own it saves on every exception and deletes its file in
-    ``teardown`` (after every successful fit, that would be the ``last.ckpt`` the ``last_checkpoint``
-    callback writes), and as a ``Checkpoint`` it would join ``trainer.checkpoint_callbacks``.
+    Other exceptions save nothing, so ``last.ckpt`` stays the last good one. Wraps
+    :class:`~lightning.pytorch.callbacks.OnExceptionCheckpoint` rather than subclassing it: that one saves
+    on any exception, deletes its file in ``teardown`` and would join ``trainer.checkpoint_callbacks``.
 
     Args:
         dirpath: The run's checkpoint folder.
@@ -34,7 +29,7 @@ class InterruptCheckpoint(Callback):
 
     @property
     def path(self) -> Path:
-        """The checkpoint written on an interrupt: ``<dirpath>/last.ckpt``."""
+        """``<dirpath>/last.ckpt``."""
         return Path(self.on_interrupt.ckpt_path)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -44,11 +39,9 @@ class InterruptCheckpoint(Callback):
 
 
 def interrupt_exit_status(stop: SystemExit, trainer: L.Trainer) -> int | str | None:
-    """The exit status of a fit that Lightning ended with ``SystemExit``: 128 + the signal's number.
+    """Exit status for a fit Lightning ended with ``SystemExit``: 143 (SIGTERM), 130 (SIGINT), else its code.
 
-    Lightning exits with status 0 after SIGTERM and 1 after Ctrl+C; a scheduler would read the first as
-    success. An interrupted run exits 143 (SIGTERM) or 130 (SIGINT) instead; any other ``SystemExit``
-    keeps its status.
+    Lightning itself exits 0 after SIGTERM (read as success by schedulers) and 1 after Ctrl+C.
     """
     if isinstance(stop, SIGTERMException):
         return 128 + signal.SIGTERM

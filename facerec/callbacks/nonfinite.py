@@ -1,4 +1,4 @@
-"""Stop (or skip the step) when the training loss is NaN or infinite."""
+"""Stop, or skip the step, when the training loss is NaN or infinite."""
 
 from __future__ import annotations
 
@@ -20,22 +20,19 @@ class NonFiniteLossError(RuntimeError):
 
 
 def first_nonfinite(previous: Tensor | None, loss: Tensor) -> Tensor:
-    """The first non-finite of the losses seen so far, else the latest ``loss`` (scalars; no host sync)."""
+    """First non-finite loss seen so far, else the latest ``loss`` (scalars; no host sync)."""
     return loss if previous is None else torch.where(torch.isfinite(previous), loss, previous)
 
 
 class NonFiniteLossGuard(Callback):
-    """Checks the loss before every optimizer step, so non-finite gradients never reach the weights.
+    """Checks all micro-batches' losses before each optimizer step, so non-finite gradients never reach weights.
 
-    Every micro-batch of the step counts (gradient accumulation), and under DDP the decision is
-    all-reduced, so all processes raise or skip together. The cost is one scalar per step: an
-    all-reduce across processes and a device → host copy (a GPU sync).
+    Under DDP the decision is all-reduced (all ranks act together). Cost per step: one scalar all-reduce
+    and one device → host copy (a GPU sync).
 
     Args:
-        skip: ``False``: raise :class:`NonFiniteLossError` naming the step, the head and the usual
-            causes; the checkpoints on disk stay those of the last good epoch. ``True``: drop the
-            step's gradients (the optimizer step changes nothing), log a warning, count the skipped
-            steps in ``train/nonfinite_skipped`` and go on.
+        skip: ``False``: raise :class:`NonFiniteLossError` (naming step, head, usual causes). ``True``:
+            drop the step's gradients, warn, count in ``train/nonfinite_skipped`` and continue.
     """
 
     def __init__(self, skip: bool = False) -> None:

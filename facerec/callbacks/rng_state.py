@@ -1,4 +1,4 @@
-"""Keep the global random state in checkpoints, so a resumed run draws the same numbers."""
+"""Global RNG state in checkpoints, so a resumed run draws the same numbers."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ from lightning.pytorch.callbacks import Callback
 
 
 class RNGStateCallback(Callback):
-    """Saves the torch, CUDA, numpy and Python random states with every checkpoint and restores them on resume.
+    """Saves torch, CUDA, numpy and Python RNG states in checkpoints and restores them on resume.
 
-    Dropout, DataLoader worker seeds and anything else drawing from the global generators then
-    continue as in an uninterrupted run. (The training order and augmentation are seeded per epoch
-    by :class:`~facerec.data.training.sampling.EpochSeededSampler`.) The states are stored as tensors and
-    plain Python values, so checkpoints still load with ``torch.load(..., weights_only=True)``.
+    Stored as tensors and plain values (loadable with ``weights_only=True``). Data order and augmentation
+    are seeded separately, per epoch (:class:`~facerec.data.training.sampling.EpochSeededSampler`).
     """
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Keep the run's config in its checkpoints, so a resume can check it continues the same run."""
+"""Run config and id in checkpoints, so a resume can check it continues the same run."""
 
 from __future__ import annotations
 
@@ -11,13 +11,9 @@ RUN_CONFIG_KEY = "facerec_run_config"
 RUN_ID_KEY = "facerec_run_id"
 
 
-class RunConfigRecord(Callback):
-    """Stores the run's resolved config (plain Python values) and its run id in every checkpoint it saves.
 
-    Args:
-        config: The resolved config, e.g. ``OmegaConf.to_container(cfg, resolve=True)``.
-        run_id: The id of the run directory's run (:func:`facerec.run.directory.write_records`), if known.
-    """
+class RunConfigRecord(Callback):
+    """Stores the resolved ``config`` (plain values) and ``run_id`` (unless None) in every checkpoint."""
 
     def __init__(self, config: dict[str, Any], run_id: str | None = None) -> None:
         self.config = config

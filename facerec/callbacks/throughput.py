@@ -10,13 +10,9 @@ from lightning.pytorch.callbacks import Callback
 
 
 class ImagesPerSecond(Callback):
-    """Logs ``train/images_per_second`` (all processes together), averaged since the epoch started.
+    """Logs ``train/images_per_second`` (all processes) per step, averaged since the epoch start; no device sync.
 
-    Host-side wall-clock time only: no device synchronisation is added.
-
-    Not Lightning's ``ThroughputMonitor``: it logs to the loggers only (not the progress bar), waits
-    ``window_size`` (100) batches before its first rate, names the all-process rate only when
-    ``world_size > 1`` (``train/device/samples_per_sec`` otherwise) and syncs the GPU after every batch.
+    Unlike Lightning's ``ThroughputMonitor``: in the progress bar, rates from batch 1, one name at any world size.
     """
 
     def __init__(self) -> None:

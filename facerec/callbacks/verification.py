@@ -1,4 +1,4 @@
-"""Thin Lightning callback around :class:`facerec.eval.metric.VerificationMetric`, one per verification set."""
+"""Lightning callback running a :class:`facerec.eval.metric.VerificationMetric` per verification set."""
 
 from __future__ import annotations
 
@@ -19,34 +19,21 @@ __all__ = ["VerificationCallback", "rows_by_index"]
 
 
 class VerificationCallback(Callback):
-    """Evaluates every verification set of the datamodule whenever validation runs.
+    """Evaluates every datamodule verification set at each validation (``check_val_every_n_epoch``).
 
-    The module's ``validation_step`` returns ``{"embeddings": (B, E), "index": (B,)}`` per batch
-    of each set's images; each set's :class:`~facerec.eval.metric.VerificationMetric` collects them.
-    At the end of the validation epoch each metric gathers its embeddings from all processes,
-    de-duplicates them by image index (the distributed sampler pads), pairs and scores them, so the
-    metrics equal a single-process run. Every process logs the same values (float64, as computed) as
-    ``val/<set>/<metric>``, so checkpointing on ``val/<set>/accuracy`` works under DDP and
-    ``trainer.validate`` returns them. Process zero also writes each set's ROC curve (the one the
-    metrics summarise) to ``<trainer.default_root_dir>/roc_<set>.png`` (overwritten at every
-    evaluation) and logs it as the image ``val/<set>/roc`` to every
-    :class:`~lightning.pytorch.loggers.WandbLogger` of the trainer. The best accuracy of every set is
-    kept in checkpoints, so ``val/<set>/best_accuracy`` continues after a resume.
-
-    Validation (hence verification) runs every ``trainer.check_val_every_n_epoch`` epochs.
-
-    A set whose source declares its folds (a ``pairs.txt`` header ``folds n``, ``folds`` ≥ 2) is
-    scored on those folds, so its folds are the file's; ``n_folds`` applies to the others
-    (insightface ``.bin`` files, single-count headers).
-
-    Attributes:
-        results: ``{set name: VerificationResult}`` of the last evaluation.
-        evaluated_at_step: ``trainer.global_step`` of the last evaluation (None before the first), so that a
-            task can tell whether the final weights were evaluated.
+    Collects ``validation_step``'s ``{"embeddings": (B, E), "index": (B,)}``; at epoch end gathers all
+    processes' embeddings, de-duplicates by index (sampler padding) and scores, equal to a single-process
+    run. Every process logs ``val/<set>/<metric>`` (float64) and ``val/<set>/best_accuracy`` (kept in
+    checkpoints). Rank 0 writes ``<default_root_dir>/roc_<set>.png`` and logs it to W&B as ``val/<set>/roc``.
+    Sets whose ``pairs.txt`` header declares ``folds n`` (n ≥ 2) use those folds; others use ``n_folds``.
 
     Args:
         n_folds: Folds of the accuracy protocol for sets that declare none.
         roc_plots: Write and log the ROC curves.
+
+    Attributes:
+        results: ``{set name: VerificationResult}`` of the last evaluation.
+        evaluated_at_step: ``trainer.global_step`` of the last evaluation; None before the first.
     """
 
     def __init__(self, n_folds: int = 10, roc_plots: bool = True) -> None:
@@ -95,11 +82,7 @@ class VerificationCallback(Callback):
         self.evaluated_at_step = trainer.global_step
 
     def metric_for(self, val_set: VerificationSet) -> VerificationMetric:
-        """A new metric of ``val_set``, on its own folds (:meth:`folds_of`).
-
-        Raises:
-            ValueError: If the set has fewer pairs than folds (its own, else ``n_folds``).
-        """
+        """New metric for ``val_set`` on :meth:`folds_of` folds; ValueError if it has fewer pairs than folds."""
         n_folds = self.folds_of(val_set)
         if len(val_set) < n_folds:
             folds = (
@@ -114,7 +97,7 @@ class VerificationCallback(Callback):
         return VerificationMetric(val_set.pairs, val_set.issame, len(val_set.images), n_folds)
 
     def folds_of(self, val_set: VerificationSet) -> int:
-        """The folds ``val_set`` is scored on: its own (``val_set.folds``) if it declares them, else ``n_folds``."""
+        """``val_set.folds`` if declared (logged once if ≠ ``n_folds``), else ``n_folds``."""
         if val_set.folds is None:
             return self.n_folds
         if val_set.folds != self.n_folds and val_set.name not in self._fold_notes:
@@ -126,11 +109,7 @@ class VerificationCallback(Callback):
         return val_set.folds
 
     def log_roc(self, trainer: L.Trainer, name: str, result: VerificationResult) -> Path | None:
-        """Writes the ROC curve of set ``name``'s ``result`` as a PNG to the run dir and logs it to W&B loggers.
-
-        Returns:
-            The PNG written, or None when the set lacks same or different pairs (no ROC exists).
-        """
+        """Writes ``roc_<name>.png`` to the run dir and logs it to W&B; returns its path, None if no ROC."""
         if result.roc is None:
             return None
         path = save_roc(

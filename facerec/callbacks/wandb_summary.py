@@ -8,10 +8,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 
 class WandbBestSummary(Callback):
-    """At the end of training, copies every ``*/best_accuracy`` metric into the W&B run summary.
-
-    The summary is what the W&B runs table shows and sorts by; without a W&B logger this does nothing.
-    """
+    """At fit end, copies every ``*/best_accuracy`` metric into the W&B run summary (no-op without W&B)."""
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         best = {key: float(value) for key, value in trainer.callback_metrics.items() if key.endswith("/best_accuracy")}

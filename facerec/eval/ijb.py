@@ -1,22 +1,6 @@
-"""IJB-B / IJB-C 1:1 template verification, as insightface's ``arcface_torch/eval_ijbc.py`` computes it.
+"""IJB-B / IJB-C 1:1 template verification as insightface's ``arcface_torch/eval_ijbc.py`` (NumPy, float64).
 
-Pure NumPy functions on embeddings; the meta files are read by :mod:`facerec.data.protocols.ijb_meta`.
-
-The protocol, step by step:
-
-1. Image feature: the embedding of the image, plus the embedding of its mirror with flip test (done upstream,
-   when embedding). Unless ``use_norm_score`` (insightface's N1) is on, each image feature is L2-normalised;
-   then, if ``use_detector_score`` (D1) is on, it is multiplied by the detector's faceness score (normalise
-   first, weight second). insightface's script turns N1, D1 and flip test all on, and so does ``eval.py``
-   (:mod:`facerec.eval_sets`); these functions take them as arguments, off by default.
-2. Template feature: the images of a template are grouped by media id; a media contributes the mean of its
-   images' features, the template is the sum of its media features, L2-normalised (a zero sum stays zero).
-3. Pair score: the dot product of the two normalised template features (cosine), in chunks of pairs.
-4. ROC as scikit-learn's ``roc_curve(labels, scores)`` with its default ``drop_intermediate=True``; for each
-   target FAR the TAR of the ROC point whose FPR is nearest to the target (ties in distance: the point with the
-   larger FPR/TPR, since insightface searches the reversed curve and keeps the first minimum).
-
-Everything is computed in float64 (insightface pools in float32 and normalises in float64).
+Pure functions on embeddings; the meta files are read by :mod:`facerec.data.protocols.ijb_meta`.
 """
 
 from __future__ import annotations
@@ -34,15 +18,14 @@ PAIR_CHUNK = 100_000
 
 
 def far_key(target: float) -> str:
-    """Metric name of a FAR target: ``1e-6`` → ``"tar@far=1e-6"`` (as ``tar@far=1e-3`` in verification.py)."""
+    """Metric name of a FAR target: ``1e-6`` → ``"tar@far=1e-6"``."""
     return f"tar@far={np.format_float_scientific(target, trim='-', exp_digits=1)}"
 
 
 def _segment_sums(values: np.ndarray, order: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Row sums of the segments ``values[order[starts[i]:starts[i + 1]]]`` (the last one runs to the end).
+    """Sums of ``values[order[starts[i]:starts[i + 1]]]`` (last to the end), one step per row of the longest.
 
-    Adds the k-th row of every segment longer than k, for k = 0, 1, …: as many vectorised steps as the longest
-    segment (``np.add.reduceat`` along axis 0 is an order of magnitude slower on (469k, 512)).
+    ``np.add.reduceat`` on axis 0 is ~10× slower on (469k, 512).
     """
     sizes = np.diff(np.r_[starts, len(order)])
     sums = values[order[starts]]
@@ -55,13 +38,16 @@ def _segment_sums(values: np.ndarray, order: np.ndarray, starts: np.ndarray) -> 
 def image_features(
     raw: np.ndarray, scores: np.ndarray | None, use_norm_score: bool = False, use_detector_score: bool = False
 ) -> np.ndarray:
-    """Per-image features entering template pooling, in float64. (N, E) → (N, E).
+    """Image features (N, E) float64 for pooling: L2-normalised unless N1, then times the score if D1.
 
     Args:
-        raw: (N, E) embeddings, flip test already summed (image + mirror) if used.
+        raw: (N, E) embeddings (flip-TTA summed if used).
         scores: (N,) detector faceness scores; needed only with ``use_detector_score``.
-        use_norm_score: N1: keep the embedding norm (no L2 normalisation).
-        use_detector_score: D1: multiply each feature (after the optional normalisation) by its score.
+        use_norm_score: insightface's N1: keep the norm.
+        use_detector_score: insightface's D1: weight by ``scores``.
+
+    Raises:
+        ValueError: Wrong shapes, or D1 without ``scores``.
     """
     features = np.asarray(raw, dtype=np.float64)
     if features.ndim != 2:
@@ -79,19 +65,12 @@ def image_features(
 
 
 def pool_templates(features: np.ndarray, templates: np.ndarray, medias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Template features: per template, the sum over its medias of each media's mean image feature, normalised.
+    """Template features: L2-normalised sum over a template's medias of each media's mean image feature.
 
-    Media ids are grouped within a template (one media id in two templates is two medias). Vectorised: one sort
-    of the (template, media) keys and segment sums (images summed in file order, as a plain loop would); float64.
-
-    Args:
-        features: (N, E) image features (:func:`image_features`).
-        templates: (N,) template id of each image.
-        medias: (N,) media id of each image.
+    Medias are keyed by (template, media) id. ``features`` (N, E); ``templates``, ``medias`` (N,).
 
     Returns:
-        (template_features, template_ids): (T, E) float64 unit rows (zero sums stay zero) and the (T,) sorted
-        unique template ids they belong to.
+        ``(template_features, template_ids)``: (T, E) float64 unit rows (zero stays zero), (T,) sorted ids.
     """
     features = np.asarray(features, dtype=np.float64)
     templates, medias = np.asarray(templates, dtype=np.int64), np.asarray(medias, dtype=np.int64)
@@ -136,20 +115,10 @@ def pair_scores(
     template2: np.ndarray,
     chunk: int = PAIR_CHUNK,
 ) -> np.ndarray:
-    """Cosine of each template pair: dot product of the normalised template features, ``chunk`` pairs at a time.
+    """Cosine scores (P,) float64 of template pairs, ``chunk`` pairs at a time.
 
-    Args:
-        template_features: (T, E) L2-normalised template features (:func:`pool_templates`).
-        template_ids: (T,) sorted unique template ids of those rows.
-        template1: (P,) first template id of each pair.
-        template2: (P,) second template id of each pair.
-        chunk: Pairs per block (bounds the (chunk, E) gathers).
-
-    Returns:
-        (P,) float64 scores.
-
-    Raises:
-        ValueError: When a pair names a template that has no images.
+    ``template_features`` (T, E) unit rows with sorted ``template_ids`` (T,) (:func:`pool_templates`);
+    ``template1``, ``template2`` (P,) ids. Raises ValueError for a template without images.
     """
     template_ids = np.asarray(template_ids, dtype=np.int64)
     if len(template1) != len(template2):
@@ -166,22 +135,17 @@ def pair_scores(
 
 
 def roc_points(labels: np.ndarray, scores: np.ndarray) -> RocCurve:
-    """scikit-learn's ``roc_curve(labels, scores)`` with ``drop_intermediate=True``, re-implemented in NumPy.
-
-    Scores are sorted descending; one point per distinct score (accepting ``score >= threshold``, so tied
-    scores enter together); when there are more than two such points, a point is dropped when both the
-    false-positive and the true-positive counts have zero second difference there (it lies inside a straight
-    run: the first and last points always stay); then (0, 0) is prepended with threshold ``inf``.
+    """scikit-learn's ``roc_curve(labels, scores)`` (``drop_intermediate=True``) in NumPy.
 
     Args:
-        labels: (P,) 1 for a genuine (same) pair, 0 for an impostor pair (bool accepted).
-        scores: (P,) finite similarity scores, higher = more similar.
+        labels: (P,) 1 genuine, 0 impostor (bool accepted).
+        scores: (P,) finite similarities, higher = more similar.
 
     Returns:
-        RocCurve of (K + 1,) arrays: fpr and tpr increasing, thresholds decreasing from ``inf``.
+        RocCurve of (K + 1,) arrays from (0, 0); thresholds decreasing from ``inf``.
 
     Raises:
-        ValueError: On mismatched lengths, non-finite scores, labels other than 0/1, or a missing class.
+        ValueError: Mismatched lengths, non-finite scores, labels not 0/1, or a missing class.
     """
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
     if labels.shape != scores.shape or labels.ndim != 1:
@@ -211,13 +175,9 @@ def roc_points(labels: np.ndarray, scores: np.ndarray) -> RocCurve:
 def tar_at_far_nearest(
     fpr: np.ndarray, tpr: np.ndarray, targets: tuple[float, ...] = FAR_TARGETS_IJB
 ) -> dict[str, float]:
-    """TAR of the ROC point whose FPR is nearest (absolute difference) to each target FAR, as insightface reports.
+    """``{far_key(t): TAR}`` at the ROC point with FPR nearest to each target t (may exceed t), as insightface.
 
-    The nearest point may lie above the target. Among points at the same distance, the last one along the curve
-    wins (insightface searches the reversed curve and keeps the first minimum: at one FPR, the highest TPR).
-
-    Returns:
-        ``{"tar@far=1e-6": tar, ...}``, one key per target (:func:`far_key`).
+    Ties go to the last point along the curve (insightface's reversed search). ValueError on bad shapes.
     """
     fpr, tpr = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
     if fpr.shape != tpr.shape or fpr.ndim != 1 or len(fpr) == 0:
@@ -242,12 +202,14 @@ def ijb_verification(
     use_detector_score: bool = False,
     targets: tuple[float, ...] = FAR_TARGETS_IJB,
 ) -> tuple[dict[str, float], RocCurve]:
-    """The whole 1:1 protocol: image features → template features → pair scores → ROC → TAR at each FAR.
+    """The 1:1 protocol: image features → template features → pair cosines → ROC → TAR at each FAR.
+
+    insightface's script (and ``eval.py``) turns N1, D1 and flip test on; here they are off by default.
+    Pooling is float64 (insightface pools in float32).
 
     Args:
-        raw_features: (N, E) image embeddings (flip test already summed if used), rows in the order of the
-            ``*_face_tid_mid.txt`` lines.
-        scores: (N,) detector faceness scores (``*_name_5pts_score.txt``'s last column), or None without D1.
+        raw_features: (N, E) embeddings (flip-TTA summed if used), in ``*_face_tid_mid.txt`` order.
+        scores: (N,) faceness scores (``*_name_5pts_score.txt``'s last column), or None without D1.
         templates: (N,) template id of each image.
         medias: (N,) media id of each image.
         template1: (P,) first template of each pair.
@@ -258,8 +220,8 @@ def ijb_verification(
         targets: FAR targets to report.
 
     Returns:
-        ``(metrics, roc)``: ``tar@far=1e-6`` … ``tar@far=1e-1`` (nearest-FPR rule) and ``auc`` (trapezoid on
-        the ROC), and the :func:`roc_points` curve of the pair scores.
+        ``(metrics, roc)``: ``tar@far=…`` per target (:func:`tar_at_far_nearest`), ``auc`` (trapezoid);
+        the :func:`roc_points` curve.
     """
     features = image_features(raw_features, scores, use_norm_score, use_detector_score)
     template_features, template_ids = pool_templates(features, templates, medias)

@@ -1,9 +1,6 @@
-"""One verification set's metrics as a ``torchmetrics.Metric``: embeddings in, the 10-fold protocol and ROC out.
+"""A verification set's metrics as a ``torchmetrics.Metric``: embeddings in, k-fold metrics and ROC out.
 
-Every process updates the metric with the embeddings and image indices of its batches; ``compute`` gathers both
-across processes (``dist_reduce_fx="cat"``, in rank order), keeps one embedding per image and scores the set's
-pairs once, returning the metrics and the ROC curve they summarise, so a 2-process run scores like one process.
-"""
+Multi-process results equal single-process ones (gathered in rank order, one embedding per image)."""
 
 from __future__ import annotations
 
@@ -17,36 +14,22 @@ from torchmetrics.utilities import dim_zero_cat
 from facerec.eval.verification import FAR_TARGETS, RocCurve, evaluate_with_roc
 
 METRIC_KEYS = ("accuracy", "accuracy_std", "best_threshold", "auc", "eer", *FAR_TARGETS, "xnorm")
-"""The keys of :attr:`VerificationResult.metrics`, in order."""
+"""Keys of :attr:`VerificationResult.metrics`, in order."""
 
 
 @dataclass
 class VerificationResult:
-    """One evaluation of a verification set.
-
-    Attributes:
-        metrics: ``{key: value}`` for every key of :data:`METRIC_KEYS` (ROC metrics NaN when one class is absent).
-        roc: The ROC curve of the pair distances that ``auc``, ``eer`` and ``tar@far=…`` summarise; None when the
-            set lacks same or different pairs.
-    """
+    """``metrics``: every :data:`METRIC_KEYS` key (ROC ones NaN if a class is absent); ``roc``: None then."""
 
     metrics: dict[str, float]
     roc: RocCurve | None
 
 
 def rows_by_index(index: torch.Tensor, rows: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Places gathered rows by their index, keeping the first row of an index that occurs twice.
-
-    The distributed sampler pads the last processes with repeats of the first samples, so after an
-    all-gather in rank order the first occurrence is the sample's own.
-
-    Args:
-        index: (N,) row index of each gathered row, in [0, num_rows), repeats allowed.
-        rows: (N, E) gathered rows.
-        num_rows: Rows of the result.
+    """Scatters ``rows`` (N, E) to positions ``index`` (N,), first occurrence winning (sampler padding repeats).
 
     Returns:
-        ``(placed, covered)``: (num_rows, E) rows, zero where no row came, and the (num_rows,) mask of those that did.
+        ``placed`` (num_rows, E), zero where no row came; ``covered`` (num_rows,) bool mask.
     """
     positions = torch.arange(len(index), device=index.device)
     first = torch.full((num_rows,), len(index), device=index.device)
@@ -58,16 +41,14 @@ def rows_by_index(index: torch.Tensor, rows: torch.Tensor, num_rows: int) -> tup
 
 
 class VerificationMetric(Metric):
-    """Verification metrics of one set of image pairs, from the embeddings of its images.
+    """Verification metrics of one pair set from its images' embeddings (:func:`~facerec.eval.verification.evaluate`).
 
-    ``xnorm`` is the mean L2 norm of the set's image embeddings before normalisation (flip-TTA sums
-    included), each image counted once; the other metrics are :func:`facerec.eval.verification.evaluate`'s
-    on the pairs, from float64 copies of the float32 embeddings.
+    Computed in float64; ``xnorm`` is the mean unnormalised embedding norm, each image once.
 
     Args:
         pairs: (P, 2) image indices of each pair.
         issame: (P,) whether each pair shows one identity.
-        num_images: Images of the set; every index in ``[0, num_images)`` must be updated at least once.
+        num_images: Images of the set; each index in ``[0, num_images)`` must be updated.
         n_folds: Folds of the accuracy protocol.
     """
 
@@ -85,7 +66,7 @@ class VerificationMetric(Metric):
         self.add_state("indices", default=[], dist_reduce_fx="cat")
 
     def update(self, embeddings: torch.Tensor, indices: torch.Tensor) -> None:
-        """Adds the (B, E) embeddings of the images with (B,) indices ``indices`` (repeats allowed)."""
+        """Adds embeddings (B, E) of images ``indices`` (B,), repeats allowed; ValueError on other shapes."""
         if embeddings.ndim != 2 or indices.shape != embeddings.shape[:1]:
             raise ValueError(f"expected (B, E) embeddings and (B,) indices, got {tuple(embeddings.shape)} and "
                              f"{tuple(indices.shape)}")  # fmt: skip
@@ -93,11 +74,7 @@ class VerificationMetric(Metric):
         self.indices.append(indices.detach().long())
 
     def compute(self) -> VerificationResult:
-        """Scores the pairs on every process's embeddings, the first one of each image kept.
-
-        Raises:
-            RuntimeError: If an image of the set got no embedding.
-        """
+        """Scores the pairs on all processes' embeddings; RuntimeError if an image has none."""
         if isinstance(self.indices, list) and not self.indices:
             indices, embeddings = torch.zeros(0, dtype=torch.long), torch.zeros(0, 1)
         else:

@@ -1,4 +1,4 @@
-"""ROC plots of verification sets (pure: arrays in, a matplotlib figure or a PNG out, no pyplot)."""
+"""ROC plots of verification sets: arrays in, matplotlib figure or PNG out (no pyplot)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,14 @@ from facerec.eval.verification import area_under_curve, equal_error_rate
 
 
 def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "ROC") -> Figure:
-    """TAR against FAR (log-scaled FAR axis) of one or more ROC curves.
+    """TAR vs log-scaled FAR of one or more ROC curves, on an Agg canvas (no display needed).
 
     Args:
-        curves: ``{label: (far, tar)}`` as returned by :func:`facerec.eval.verification.roc_curve`;
-            the legend shows each label with its AUC and EER.
+        curves: ``{label: (far, tar)}`` from :func:`facerec.eval.verification.roc_curve`; the legend adds AUC and EER.
         title: Figure title.
 
-    Returns:
-        A figure on the Agg canvas (no GUI backend, safe in worker processes and without a display).
-
     Raises:
-        ValueError: If ``curves`` is empty or a curve's arrays differ in length.
+        ValueError: ``curves`` is empty or a curve's arrays differ in shape.
     """
     if not curves:
         raise ValueError("plot_roc needs at least one curve")
@@ -36,7 +32,7 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "
     left = min([1e-4, *(float(far.min()) for far in positive_fars if far.size)])
     for label, (far, tar) in arrays.items():
         auc, eer = area_under_curve(far, tar), equal_error_rate(far, tar)
-        # FAR = 0 cannot sit on a log axis: those points are drawn at the left edge.
+        # FAR = 0 cannot sit on a log axis: drawn at the left edge.
         axes.step(np.clip(far, left, 1.0), tar, where="post", label=f"{label} (AUC {auc:.4f}, EER {eer:.4f})")
     axes.set_xscale("log")
     axes.set_xlim(left, 1.0)
@@ -58,11 +54,7 @@ def _checked(label: str, far: np.ndarray, tar: np.ndarray) -> tuple[np.ndarray, 
 
 
 def save_roc(path: str | Path, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "ROC") -> Path:
-    """Writes :func:`plot_roc` of ``curves`` as a PNG to ``path`` (overwriting it; parents created).
-
-    Returns:
-        The path written.
-    """
+    """Writes :func:`plot_roc` as a PNG to ``path`` (overwrites, creates parents); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     plot_roc(curves, title).savefig(path, format="png")

@@ -1,31 +1,6 @@
-"""Face identification (1:N search) metrics: closed-set CMC and open-set DIR at fixed FPIR.
+"""Face identification (1:N) metrics: closed-set CMC and open-set DIR at fixed FPIR (NIST FRVT / IJB-C 1:N).
 
-Pure functions, no Lightning. The protocol:
-
-* **Gallery.** Each enrolled identity is ONE template, the L2-normalised mean of its images' L2-normalised
-  embeddings (:func:`identity_templates`); gallery identities are unique.
-* **Distractors** (optional, MegaFace-style) are passed separately (``distractors=`` of :func:`search`): extra
-  gallery entries, one per image, that belong to no identity, so they can only be wrong answers. No label value
-  is reserved for them; in the results they are the entries with index ``>= n_gallery``.
-* **Probes.** Every probe image is compared with every gallery entry by cosine similarity (rows are
-  L2-normalised on the fly). A probe is *mated* if its identity is enrolled, *non-mated* otherwise.
-* **Closed-set CMC** (mated probes only). The rank of a mated probe is pessimistic about ties:
-  ``rank = 1 + #(other entries, distractors included, scoring >= the true identity's entry)``, so an exact tie
-  with a wrong entry is a miss at rank 1. ``rank-k`` = fraction of mated probes with ``rank <= k``.
-* **Open-set** (NIST FRVT / IJB-C 1:N). A probe's answer is its top-1 entry, returned iff its score reaches the
-  threshold. ``FPIR(t)`` = fraction of non-mated probes whose top-1 score is ``>= t``; ``FNIR(t)`` = fraction of
-  mated probes that are not (rank 1 and true score ``>= t``); ``DIR(t) = 1 - FNIR(t)``. ``dir@fpir=x`` is DIR at
-  the smallest threshold whose FPIR is ``<= x``: with the ``n`` non-mated top-1 scores sorted descending,
-  ``s_1 >= … >= s_n``, and ``m = floor(x * n)`` false positives allowed, that threshold lies just above
-  ``tau = s_{m+1}``, i.e. a score is accepted iff ``score > tau`` (``tau = -inf`` when ``m >= n``). Non-mated
-  scores tied at ``tau`` are all rejected, so the achieved FPIR can be below ``m / n`` but never above ``x``.
-* **NaN.** Without mated probes the CMC and DIR values are NaN; without non-mated probes the open-set values are
-  NaN (non-mated probes are never invented here: the caller can hold identities out of the gallery).
-
-:func:`search` streams the gallery in chunks (outer loop) against all probes in chunks (inner loop), so no
-score matrix larger than ``probe_chunk x gallery_chunk`` exists and every gallery row is moved and normalised
-once: a 1M-entry gallery can stay in host memory while the products run on one GPU.
-"""
+A probe is *mated* if its identity is enrolled (one template per identity), *non-mated* otherwise."""
 
 from __future__ import annotations
 
@@ -45,17 +20,13 @@ DISTRACTOR_LABEL = -1  # ``SearchResult.topk_labels`` of distractor entries (``t
 
 
 def identity_templates(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One template per identity: the L2-normalised mean of its L2-normalised embeddings, in float64.
-
-    Args:
-        embeddings: (N, E) image embeddings.
-        labels: (N,) integer identity of each image.
+    """One template per identity: L2-normalised mean of its L2-normalised embeddings (N, E), float64.
 
     Returns:
-        ``(templates, identities)``: (G, E) templates and (G,) the sorted unique labels they belong to.
+        ``(templates, identities)``: (G, E) and the (G,) sorted unique ``labels``.
 
     Raises:
-        ValueError: On an empty input, non-integer labels or mismatched shapes.
+        ValueError: Empty input, non-integer labels or mismatched shapes.
     """
     embeddings = np.asarray(embeddings)
     labels = _integer_labels(labels, "labels")
@@ -74,10 +45,9 @@ def identity_templates(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.n
 
 
 class SearchResult(NamedTuple):
-    """What :func:`search` found for P probes; scores are float32 or float64 as computed.
+    """:func:`search` result for P probes; scores in the compute dtype.
 
-    Entry indices count the gallery rows first, then the distractor rows (``n_gallery + j`` is distractor ``j``).
-    Top-k columns are sorted by descending score (the order of exactly tied scores is unspecified); their width is
+    Entry ``n_gallery + j`` is distractor j. Top-k columns by descending score (tie order unspecified),
     ``K = min(k, n_gallery + n_distractors)``.
     """
 
@@ -88,7 +58,7 @@ class SearchResult(NamedTuple):
     probe_labels: np.ndarray  # (P,) int64
     mated: np.ndarray  # (P,) bool, whether the probe's identity is enrolled
     mated_scores: np.ndarray  # (P,) score of the probe's enrolled template; NaN for non-mated probes
-    ranks: np.ndarray  # (P,) int64 pessimistic rank (1-based) of the enrolled template; 0 for non-mated probes
+    ranks: np.ndarray  # (P,) int64 1 + #(other entries scoring >= the template); 0 for non-mated probes
     n_gallery: int  # G, enrolled identities
     n_distractors: int  # D
 
@@ -115,18 +85,19 @@ def search(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> SearchResult:
-    """Searches every probe against the gallery (and distractors) by cosine similarity, chunk by chunk.
+    """Cosine search of every probe against gallery and distractors, in chunks.
 
-    Per probe: the top-k entries merged across gallery chunks, the score of its enrolled template and the number
-    of other entries scoring ``>=`` it (accumulated across chunks; see the module docstring). The template's own
-    score is computed once per probe and the template itself is excluded from that count by index.
+    Per probe: top-k entries, the enrolled template's score, and its pessimistic rank ``1 + #(other entries,
+    distractors included, scoring >= it)`` (a tie with a wrong entry is a rank-1 miss). Gallery chunks are the
+    outer loop, so each row is moved and normalised once and no score block exceeds
+    ``probe_chunk × gallery_chunk`` (a 1M gallery can stay in host memory).
 
     Args:
         probes: (P, E) probe embeddings; moved whole to ``device``.
         gallery: (G, E) one template per enrolled identity (see :func:`identity_templates`), G >= 1.
         gallery_labels: (G,) unique integer identities of the templates.
         probe_labels: (P,) integer identity of each probe (enrolled or not).
-        distractors: (D, E) extra entries of no identity, or None.
+        distractors: (D, E) entries of no identity (MegaFace-style, always wrong answers), or None.
         k: Top-k width kept per probe (capped at G + D).
         probe_chunk: Probes per product.
         gallery_chunk: Gallery (or distractor) rows moved, normalised and multiplied at once.
@@ -137,8 +108,8 @@ def search(
         A :class:`SearchResult` of NumPy arrays.
 
     Raises:
-        ValueError: On mismatched shapes or embedding widths, an empty gallery, a duplicated gallery identity,
-            non-integer labels, non-finite embeddings, or ``k``/chunk sizes below 1.
+        ValueError: Mismatched shapes or widths, empty gallery, duplicated gallery identity, non-integer
+            labels, non-finite embeddings, or ``k``/chunk sizes below 1.
     """
     probes, gallery = torch.as_tensor(probes), torch.as_tensor(gallery)
     distractors = torch.as_tensor(distractors) if distractors is not None else gallery.new_zeros((0, gallery.shape[-1]))
@@ -182,7 +153,7 @@ def search(
             best_indices[batch] = merged_indices.gather(1, keep)
             own = mated_rows_on_device[batch] - start
             inside = torch.nonzero((own >= 0) & (own < len(rows))).squeeze(1)
-            scores[inside, own[inside]] = -math.inf  # the template itself does not count against its rank
+            scores[inside, own[inside]] = -math.inf  # the template does not count against its own rank
             at_least[batch] += (scores >= mated_scores[batch, None]).sum(dim=1)
 
     topk_indices = best_indices.cpu().numpy()
@@ -209,13 +180,9 @@ def search_identities(
     distractors: torch.Tensor | np.ndarray | None = None,
     **options,
 ) -> SearchResult:
-    """Enrols each gallery identity as one template (:func:`identity_templates`) and searches the probes.
+    """:func:`search` of probes (P, E) against :func:`identity_templates` of ``gallery`` (N, E).
 
-    Args:
-        gallery: (N, E) embeddings of the enrolled images; ``gallery_labels`` (N,) their identities.
-        probes: (P, E) probe embeddings; ``probe_labels`` (P,) their identities.
-        distractors: (D, E) extra entries of no identity, or None (or empty).
-        options: :func:`search`'s ``k``, chunk sizes, ``device`` and ``dtype``.
+    Empty ``distractors`` count as None; ``options`` go to :func:`search`.
     """
     templates, identities = identity_templates(gallery, gallery_labels)
     if distractors is not None and len(distractors) == 0:
@@ -224,15 +191,9 @@ def search_identities(
 
 
 def cmc_curve(result: SearchResult, max_rank: int | None = None) -> np.ndarray:
-    """Closed-set identification rate at ranks ``1 … max_rank`` over the mated probes.
+    """CMC (max_rank,) float64: entry ``r - 1`` is the share of mated probes with rank ≤ r; NaN if none.
 
-    Args:
-        result: A :func:`search` result.
-        max_rank: Last rank of the curve; defaults to every gallery entry (G + D).
-
-    Returns:
-        (max_rank,) float64, entry ``r - 1`` the fraction of mated probes with rank ``<= r``; all NaN when there
-        is no mated probe.
+    ``max_rank`` defaults to G + D; ValueError if below 1.
     """
     max_rank = result.n_gallery + result.n_distractors if max_rank is None else max_rank
     if max_rank < 1:
@@ -247,16 +208,17 @@ def cmc_curve(result: SearchResult, max_rank: int | None = None) -> np.ndarray:
 class OpenSetPoint(NamedTuple):
     """An open-set operating point: a top-1 score is accepted iff ``score > threshold``."""
 
-    threshold: float  # tau, the (m+1)-th highest non-mated top-1 score (-inf if every non-mated probe may pass)
+    threshold: float  # tau, the (m+1)-th highest non-mated top-1 score (-inf if all may pass)
     dir: float  # detection and identification rate, 1 - FNIR
     fpir: float  # achieved false positive identification rate (<= the target)
 
 
 def dir_at_fpir(result: SearchResult, target: float) -> OpenSetPoint:
-    """DIR at the smallest threshold whose FPIR is at most ``target`` (rule and ties: module docstring).
+    """DIR at the smallest threshold with FPIR ≤ ``target``: accept iff ``score > tau``, ``tau = s_{m+1}``.
 
-    Returns:
-        The :class:`OpenSetPoint`; all NaN without non-mated probes, ``dir`` NaN without mated probes.
+    ``s_1 ≥ … ≥ s_n`` are the non-mated top-1 scores, ``m = floor(target·n)`` (``tau = -inf`` if m ≥ n); ties
+    at tau are rejected, so FPIR never exceeds ``target``. DIR: share of mated probes at rank 1 with score
+    > tau. All NaN without non-mated probes; ``dir`` NaN without mated ones. ValueError if ``target`` ∉ [0, 1].
     """
     if not 0.0 <= target <= 1.0:
         raise ValueError(f"FPIR target must lie in [0, 1], got {target}")
@@ -281,12 +243,7 @@ def fpir_key(target: float) -> str:
 def identification_metrics(
     result: SearchResult, ranks: Iterable[int] = RANKS, fpir_targets: Iterable[float] = FPIR_TARGETS
 ) -> dict[str, float]:
-    """Closed- and open-set identification metrics of a :func:`search` result.
-
-    Returns:
-        ``rank-{r}`` for each rank (CMC) and :func:`fpir_key` of each FPIR target (DIR), e.g. ``rank-1``,
-        ``rank-5``, ``dir@fpir=1e-2``, ``dir@fpir=1e-1``; NaN as the module docstring states.
-    """
+    """``rank-{r}`` (CMC) per rank and ``dir@fpir=…`` per target; NaN without mated (or non-mated, for DIR) probes."""
     ranks = list(ranks)
     if any(rank < 1 for rank in ranks):
         raise ValueError(f"ranks must be >= 1, got {ranks}")
@@ -317,7 +274,7 @@ def _validate(
     probe_chunk: int,
     gallery_chunk: int,
 ) -> None:
-    """The ValueErrors of :func:`search`, except the per-chunk finiteness check."""
+    """Raises :func:`search`'s ValueErrors, except the per-chunk finiteness check."""
     for name, tensor in (("probes", probes), ("gallery", gallery), ("distractors", distractors)):
         if tensor.ndim != 2:
             raise ValueError(f"{name} must be (N, E), got shape {tuple(tensor.shape)}")
@@ -343,7 +300,7 @@ def _validate(
 
 
 def _chunks(gallery: torch.Tensor, distractors: torch.Tensor, size: int) -> Iterable[tuple[int, torch.Tensor]]:
-    """``(first entry index, rows)`` of consecutive gallery then distractor chunks of at most ``size`` rows."""
+    """Yields ``(first entry index, rows)`` over gallery then distractor chunks of ≤ ``size`` rows."""
     for offset, rows in ((0, gallery), (len(gallery), distractors)):
         for start in range(0, len(rows), size):
             yield offset + start, rows[start : start + size]

@@ -1,11 +1,6 @@
-"""Face verification metrics: the published LFW 10-fold protocol plus ROC summaries.
+"""Face verification metrics (NumPy): LFW k-fold accuracy as insightface's ``verification.py``, plus ROC summaries.
 
-Pure NumPy functions, no Lightning. The accuracy reproduces insightface's ``verification.py``:
-L2-normalised embeddings, squared L2 distance, contiguous folds (as scikit-learn's
-``KFold(n_splits, shuffle=False)``), per fold the first threshold in ``0, 0.01, …, 3.99`` that
-maximises training-fold accuracy, a pair is "same" iff ``distance < threshold``; mean and
-population std over the folds.
-"""
+See :func:`evaluate_with_roc` for the protocol."""
 
 from __future__ import annotations
 
@@ -17,29 +12,33 @@ import numpy as np
 THRESHOLDS = np.arange(0, 4, 0.01)
 FAR_TARGETS = {"tar@far=1e-3": 1e-3, "tar@far=1e-4": 1e-4}
 MIN_FALSE_ACCEPTS = 10
-"""False accepts a FAR estimate must rest on: FAR x needs at least ``ceil(10 / x)`` impostor pairs."""
+"""Minimum false accepts behind a FAR estimate: FAR x needs ``ceil(10 / x)`` impostor pairs."""
 
 
 def needed_impostors(far: float) -> int:
-    """The impostor (different-identity) pairs a FAR of ``far`` needs: ``ceil(10 / far)``."""
+    """Impostor (different-identity) pairs needed for FAR ``far``: ``ceil(10 / far)``."""
     return math.ceil(MIN_FALSE_ACCEPTS / far - 1e-9)
 
 
 def l2_normalize(embeddings: np.ndarray) -> np.ndarray:
-    """Rows divided by their L2 norm (zero rows stay zero), in float64. (N, E) → (N, E)."""
+    """(N, E) → (N, E) float64 rows over their L2 norm; zero rows stay zero."""
     embeddings = np.asarray(embeddings, dtype=np.float64)
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
     return embeddings / np.where(norms > 0, norms, 1.0)
 
 
 def pair_distances(embeddings1: np.ndarray, embeddings2: np.ndarray) -> np.ndarray:
-    """Squared L2 distance between the normalised rows of two (P, E) arrays → (P,)."""
+    """Squared L2 distance (P,) between the normalised rows of two (P, E) arrays."""
     difference = l2_normalize(embeddings1) - l2_normalize(embeddings2)
     return np.sum(difference * difference, axis=1)
 
 
 def contiguous_folds(n: int, n_folds: int) -> list[np.ndarray]:
-    """Test indices of each fold: contiguous blocks, the first ``n % n_folds`` one longer."""
+    """Test indices per fold: contiguous blocks, the first ``n % n_folds`` one longer.
+
+    Raises:
+        ValueError: ``n_folds < 2`` or ``n < n_folds``.
+    """
     if n_folds < 2:
         raise ValueError(f"need at least 2 folds, got {n_folds}")
     if n < n_folds:
@@ -51,7 +50,7 @@ def contiguous_folds(n: int, n_folds: int) -> list[np.ndarray]:
 
 
 def threshold_accuracies(distances: np.ndarray, issame: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Accuracy of ``distance < t`` as the "same" prediction, for each threshold. → (T,)."""
+    """Accuracy (T,) of predicting "same" iff ``distance < t``, per threshold t."""
     predicted = distances[None, :] < thresholds[:, None]
     return np.mean(predicted == issame[None, :], axis=1)
 
@@ -59,11 +58,7 @@ def threshold_accuracies(distances: np.ndarray, issame: np.ndarray, thresholds: 
 def kfold_accuracy(
     distances: np.ndarray, issame: np.ndarray, n_folds: int = 10, thresholds: np.ndarray = THRESHOLDS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-fold test accuracy and the threshold chosen on the other folds.
-
-    Returns:
-        (accuracies, thresholds), each (n_folds,).
-    """
+    """Per-fold test accuracies (n_folds,) and thresholds (n_folds,) chosen on the other folds."""
     accuracies, chosen = np.zeros(n_folds), np.zeros(n_folds)
     for k, test in enumerate(contiguous_folds(len(distances), n_folds)):
         train = np.setdiff1d(np.arange(len(distances)), test)
@@ -74,20 +69,20 @@ def kfold_accuracy(
 
 
 class RocCurve(NamedTuple):
-    """A ROC curve: false accept rate (FPR), true accept rate (TPR) and the distance threshold of each point."""
+    """ROC points: false accept rate ``fpr``, true accept rate ``tpr``, distance ``thresholds``."""
 
     fpr: np.ndarray
     tpr: np.ndarray
     thresholds: np.ndarray
 
 
-# Not torchmetrics' binary_roc/binary_auroc: they divide the integer counts in the default float32 (3e-8 from
-# these float64 rates on the tests' cases) and would sigmoid-map the scores (-distance lies outside [0, 1]).
+# Not torchmetrics' binary_roc/binary_auroc: they compute rates in float32 (3e-8 off on the tests' cases) and
+# sigmoid-map scores outside [0, 1] (here -distance).
 def roc_curve(distances: np.ndarray, issame: np.ndarray) -> RocCurve:
-    """ROC of the rule ``distance <= t`` over every distinct distance, starting at (0, 0).
+    """ROC of ``distance <= t`` over the K distinct distances: (K + 1,) arrays from (0, 0), threshold -inf.
 
-    Returns:
-        (false accept rate, true accept rate, thresholds), each (K + 1,); the first threshold is -inf.
+    Raises:
+        ValueError: Same or different pairs are missing.
     """
     positives, negatives = int(issame.sum()), int((~issame).sum())
     if positives == 0 or negatives == 0:
@@ -108,7 +103,7 @@ def area_under_curve(far: np.ndarray, tar: np.ndarray) -> float:
 
 
 def equal_error_rate(far: np.ndarray, tar: np.ndarray) -> float:
-    """The rate where false accepts equal false rejects, linearly interpolated on the ROC."""
+    """Rate where FAR equals FRR (1 − TAR), linearly interpolated on the ROC."""
     frr = 1.0 - tar
     crossing = int(np.argmax(far >= frr))
     if crossing == 0:
@@ -120,17 +115,12 @@ def equal_error_rate(far: np.ndarray, tar: np.ndarray) -> float:
 
 
 def tar_at_far(far: np.ndarray, tar: np.ndarray, target: float) -> float:
-    """Highest true accept rate among ROC points whose false accept rate is at most ``target``."""
+    """Highest TAR among ROC points with FAR ≤ ``target``."""
     return float(tar[far <= target].max())
 
 
 def threshold_at_far(roc: RocCurve, target: float) -> float:
-    """The distance threshold of :func:`tar_at_far`'s point: "same" iff ``distance <= threshold`` accepts the most
-    same pairs while its false accept rate stays at most ``target`` (on the pairs the ROC was drawn from).
-
-    Raises:
-        ValueError: If no threshold accepts a pair at that rate (the closest pair of the set is a different pair).
-    """
+    """Distance threshold of :func:`tar_at_far`'s point; ValueError if none accepts a pair at FAR ≤ ``target``."""
     best = int(np.flatnonzero(roc.fpr <= target)[-1])
     if best == 0:
         raise ValueError(f"no distance threshold accepts any pair at a false accept rate <= {target:g}")
@@ -140,14 +130,18 @@ def threshold_at_far(roc: RocCurve, target: float) -> float:
 def evaluate(
     embeddings1: np.ndarray, embeddings2: np.ndarray, issame: np.ndarray, n_folds: int = 10
 ) -> dict[str, float]:
-    """Verification metrics of pairs ``(embeddings1[k], embeddings2[k])``: :func:`evaluate_with_roc`'s metrics."""
+    """:func:`evaluate_with_roc`'s metrics, without the ROC."""
     return evaluate_with_roc(embeddings1, embeddings2, issame, n_folds)[0]
 
 
 def evaluate_with_roc(
     embeddings1: np.ndarray, embeddings2: np.ndarray, issame: np.ndarray, n_folds: int = 10
 ) -> tuple[dict[str, float], RocCurve | None]:
-    """Verification metrics of pairs ``(embeddings1[k], embeddings2[k])`` and the ROC curve they summarise.
+    """Verification metrics of pairs ``(embeddings1[k], embeddings2[k])`` and their ROC curve.
+
+    Accuracy as insightface's ``verification.py``: L2-normalised embeddings, squared L2 distance, contiguous
+    folds (scikit-learn ``KFold(shuffle=False)``), per fold the first threshold in ``0, 0.01, …, 3.99``
+    maximising training-fold accuracy, "same" iff ``distance < threshold``; mean and population std.
 
     Args:
         embeddings1: (P, E) first image of each pair (flip-TTA already summed if used).
@@ -156,9 +150,9 @@ def evaluate_with_roc(
         n_folds: Folds of the accuracy protocol.
 
     Returns:
-        ``(metrics, roc)``: ``accuracy``, ``accuracy_std``, ``best_threshold`` (mean over folds), ``auc``, ``eer``,
-        ``tar@far=1e-3``, ``tar@far=1e-4``, and the :func:`roc_curve` of the pair distances. When one class is
-        absent the ROC metrics are NaN and ``roc`` is None.
+        ``(metrics, roc)``: ``accuracy``, ``accuracy_std``, ``best_threshold`` (fold mean), ``auc``, ``eer``,
+        ``tar@far=1e-3``, ``tar@far=1e-4``; :func:`roc_curve` of the distances. If a class is absent, ROC
+        metrics are NaN and ``roc`` is None.
 
     Raises:
         ValueError: On mismatched shapes or fewer pairs than folds.

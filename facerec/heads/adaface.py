@@ -15,21 +15,19 @@ from facerec.heads.registry import register_head
 
 @register_head("adaface")
 class AdaFaceHead(MarginHead):
-    """Target logit ``s·(cos(clip(θ_y + g_angle, ε, π − ε)) − g_add)``.
+    """Target logit ``s·(cos(clip(θ_y + g_angle, ε, π − ε)) − g_add)``, ``g_angle = −m·ẑ``, ``g_add = m·ẑ + m``.
 
-    The detached feature norm ``‖x_i‖``, clipped to ``[norm_min, norm_max]``, is standardised with
-    EMA batch statistics (buffers ``batch_mean``/``batch_std``; updated from each training batch
-    with ``momentum`` before use, frozen in eval mode) and turned into the image-quality proxy
-    ``ẑ_i = clip((‖x_i‖ − μ)/(σ + ε) · h, −1, 1)``. Then ``g_angle = −m·ẑ`` and
-    ``g_add = m·ẑ + m``: high-norm (good) images get an ArcFace-like angular margin, low-norm
-    ones a CosFace-like additive margin.
+    Quality proxy ``ẑ_i = clip((‖x_i‖ − μ)/(σ + ε) · h, −1, 1)`` from the detached norm clipped to
+    ``[norm_min, norm_max]``; μ, σ are EMA buffers ``batch_mean``/``batch_std``, updated with ``momentum``
+    from each training batch before use, frozen in eval. High-norm images get an ArcFace-like angular
+    margin, low-norm ones a CosFace-like additive one.
 
     Args:
         embedding_size: E.
         num_classes: C.
         scale: s (default 64).
         margin: m (default 0.4).
-        h: Concentration of ẑ, the share of the normalised norm inside [-1, 1] (default 0.333).
+        h: Concentration of ẑ (default 0.333).
         momentum: EMA weight of the current batch's statistics (default 0.01).
         eps: ε, the angle clip and the std guard (default 1e-3).
     """
@@ -60,7 +58,7 @@ class AdaFaceHead(MarginHead):
         self.register_buffer("batch_std", torch.tensor(100.0))
 
     def quality(self, norms: Tensor) -> Tensor:
-        """ẑ in [-1, 1] for (B,) feature norms (no gradient); updates the EMA while training."""
+        """ẑ (B,) in [-1, 1] for feature norms (B,), no gradient; updates the EMA when training."""
         norms = norms.detach().clamp(self.norm_min, self.norm_max)
         if self.training and norms.numel() > 1:
             self.batch_mean.lerp_(norms.mean().to(self.batch_mean.dtype), self.momentum)
@@ -69,7 +67,7 @@ class AdaFaceHead(MarginHead):
         return ((norms - mean) / (std + self.eps) * self.h).clamp(-1.0, 1.0)
 
     def target_logit(self, cos_target: Tensor, norms: Tensor) -> Tensor:
-        """Adaptive-margin target logit for (B,) target cosines and (B,) feature norms."""
+        """``cos(clip(θ − m·ẑ, ε, π − ε)) − (m·ẑ + m)``, (B,)."""
         z = self.quality(norms)
         theta = (safe_acos(cos_target) - self.margin * z).clamp(self.eps, math.pi - self.eps)
         return torch.cos(theta) - (self.margin * z + self.margin)

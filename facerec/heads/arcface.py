@@ -16,9 +16,8 @@ from facerec.heads.registry import register_head
 class ArcFaceHead(MarginHead):
     """Target logit ``s·cos(θ_y + m)``.
 
-    Where ``θ_y + m > π`` the target logit would stop decreasing with θ; there the monotonic
-    fallback ``cos θ_y − m·sin m`` is used (insightface's ``th``/``mm``). With ``easy_margin``
-    the margin applies only where ``cos θ_y > 0``.
+    Where ``θ_y + m > π`` it uses the monotonic fallback ``cos θ_y − m·sin m`` (insightface's
+    ``th``/``mm``). With ``easy_margin`` the margin applies only where ``cos θ_y > 0``.
 
     Args:
         embedding_size: E.
@@ -42,7 +41,7 @@ class ArcFaceHead(MarginHead):
         self.easy_margin = easy_margin
 
     def target_logit(self, cos_target: Tensor, norms: Tensor) -> Tensor:
-        """``cos(θ + m)`` with the fallback past ``π − m``; finite gradients at ``cos = ±1``."""
+        """``cos(θ + m)`` (B,), fallback past ``π − m``; finite gradients at ``cos = ±1``."""
         sin_target = torch.sqrt((1.0 - cos_target * cos_target).clamp_min(1e-12))
         with_margin = cos_target * math.cos(self.margin) - sin_target * math.sin(self.margin)
         if self.easy_margin:

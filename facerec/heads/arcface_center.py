@@ -19,10 +19,8 @@ CENTER_ON = ("normalized", "raw")
 class ArcFaceCenterHead(CenterLossMixin, ArcFaceHead):
     """ArcFace + ``λ·½·mean_i ‖f_i − c_{y_i}‖²``.
 
-    ``center_on="normalized"`` (default) uses ``f_i = x_i/‖x_i‖``: ArcFace only sees directions,
-    so the centres live on the same unit hypersphere and the loss pulls features towards their
-    class direction, bounded by 4 per sample. ``center_on="raw"`` uses ``f_i = x_i`` as in
-    Wen et al., which also shrinks the feature norm (AdaFace-style heads read it as quality).
+    ``center_on="normalized"`` (default): ``f_i = x_i/‖x_i‖``, matching ArcFace's unit hypersphere
+    (loss ≤ 4 per sample). ``"raw"``: ``f_i = x_i`` as in Wen et al.; this also shrinks feature norms.
 
     Args:
         embedding_size: E.
@@ -56,6 +54,6 @@ class ArcFaceCenterHead(CenterLossMixin, ArcFaceHead):
         self.center_loss = CenterLoss(num_classes, embedding_size, center_weight, alpha, update, center_lr)
 
     def center_features(self, embeddings: Tensor) -> Tensor:
-        """(B, E) embeddings → (B, E) ``x/‖x‖`` (``center_on="normalized"``) or ``x`` (``"raw"``), full precision."""
+        """(B, E) → (B, E) ``x/‖x‖`` (``"normalized"``) or ``x`` (``"raw"``), full precision."""
         features = full_precision(embeddings)
         return F.normalize(features, dim=1) if self.center_on == "normalized" else features

@@ -1,8 +1,4 @@
-"""Building heads: :func:`create_head` by name (Python) and :func:`build_head` from a ``conf/head`` config.
-
-Both check the head's parameters before building it and give a margin head the classifier that
-``classifier`` names (``conf/classifier/``).
-"""
+"""Head construction: :func:`create_head` by name, :func:`build_head` from a ``conf/head`` config."""
 
 from __future__ import annotations
 
@@ -17,7 +13,7 @@ from facerec.heads.registry import head_class, registered_name
 log = logging.getLogger(__name__)
 
 LEGACY_TARGET = "facerec.heads.create_head"
-"""The ``_target_`` of head configs in checkpoints written before heads were targeted by class."""
+"""Old-style head config ``_target_`` (with a ``name`` key), still accepted by :func:`build_head`."""
 
 CLASSIFIERS = {"full": set(), "partial_fc": {"sample_rate"}}
 """``conf/classifier/`` names and the options each takes besides ``name``."""
@@ -31,33 +27,28 @@ def create_head(
     partial_fc: Mapping | None = None,
     **kwargs,
 ) -> Head:
-    """Builds the head registered as ``name`` (the same name as ``conf/head/<name>.yaml``).
+    """Builds the head registered as ``name`` (as in ``conf/head/<name>.yaml``), checking its parameters.
 
     Args:
         name: Registered head name, e.g. ``"arcface"``.
         embedding_size: E, the embedding dimension.
         num_classes: C, the number of identities.
-        classifier: ``conf/classifier/``: ``{"name": "full"}`` (default) or ``{"name": "partial_fc",
-            "sample_rate": r}``, which gives a margin head a :class:`~facerec.heads.partial_fc.PartialFC`
-            classifier (centres sharded across ranks, r of each shard's classes sampled per step).
-        partial_fc: ``{"enabled": bool, "sample_rate": r}``, how checkpoints written before the
-            ``classifier`` group store it; read as ``classifier``.
+        classifier: ``{"name": "full"}`` (default) or ``{"name": "partial_fc", "sample_rate": r}``
+            (margin heads only: :class:`~facerec.heads.partial_fc.PartialFC`; with ``softmax``/``center``
+            a warning is logged and the full classifier kept).
+        partial_fc: Old-style ``{"enabled": bool, "sample_rate": r}``; used when ``classifier`` is None.
         **kwargs: The head's own parameters (``scale``, ``margin``, ...).
 
     Raises:
-        ValueError: If ``name`` is not registered (the message lists the valid names), a parameter
-            is not one the head takes or outside its range, or ``classifier`` is unknown or has
-            options it does not take.
-        TypeError: If a parameter has the wrong type (e.g. ``margin="abc"``).
-
-    ``classifier=partial_fc`` with a head without a margin (``softmax``, ``center``) logs a warning and
-    keeps the full classifier, so presets that shard a margin head's centres compose with every head.
+        ValueError: Unregistered ``name``, unknown or out-of-range parameter, unknown ``classifier``
+            or option. Messages list the valid values.
+        TypeError: A parameter of the wrong type (e.g. ``margin="abc"``).
     """
     cls = head_class(name)
     check_head_parameters(name, cls, kwargs)
     head = cls(embedding_size=embedding_size, num_classes=num_classes, **kwargs)
     if partial_fc is not None and classifier is None:
-        legacy = dict(partial_fc)  # disabled, its sample_rate was unused: the full classifier takes no options
+        legacy = dict(partial_fc)  # when disabled, sample_rate is dropped: the full classifier takes no options
         classifier = {"name": "partial_fc", **legacy} if legacy.pop("enabled", False) else {"name": "full"}
     options = dict(classifier or {"name": "full"})
     kind = options.pop("name", "full")
@@ -80,15 +71,13 @@ def build_head(config: Mapping, embedding_size: int, num_classes: int) -> Head:
     """Builds a head from its ``conf/head`` config, as the LightningModule does.
 
     Args:
-        config: ``_target_`` (a registered head class, e.g. ``facerec.heads.ArcFaceHead``), the head's
-            parameters and ``classifier``. Checkpoints written before the heads were targeted by
-            class hold ``_target_: facerec.heads.create_head`` and ``name``; they build the same head.
+        config: ``_target_`` (a registered head class, e.g. ``facerec.heads.ArcFaceHead``, or
+            :data:`LEGACY_TARGET` with ``name``), the head's parameters and ``classifier``.
         embedding_size: E.
         num_classes: C.
 
     Raises:
-        ValueError, TypeError: As :func:`create_head`; ValueError also for a ``_target_`` that is not
-            a registered head class.
+        ValueError, TypeError: As :func:`create_head`; ValueError also for an unregistered ``_target_``.
     """
     options = dict(config)
     target = options.pop("_target_")

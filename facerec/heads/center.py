@@ -12,9 +12,9 @@ from facerec.heads.softmax import SoftmaxHead
 
 @register_head("center")
 class CenterHead(CenterLossMixin, SoftmaxHead):
-    """Linear classifier + CE + ``λ·½·mean_i ‖x_i − c_{y_i}‖²`` on the raw embeddings.
+    """Linear classifier + CE + ``λ·½·mean_i ‖x_i − c_{y_i}‖²`` on raw embeddings.
 
-    Centres live in ``center_loss.centers`` (C, E); ``weight`` is the classifier's (C, E).
+    Centres: ``center_loss.centers`` (C, E); ``weight``: the classifier's (C, E).
 
     Args:
         embedding_size: E.
@@ -40,5 +40,5 @@ class CenterHead(CenterLossMixin, SoftmaxHead):
         self.center_loss = CenterLoss(num_classes, embedding_size, center_weight, alpha, update, center_lr)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> HeadOutput:
-        """CE + center loss for (B, E) embeddings and (B,) labels; logits (B, C)."""
+        """CE + center loss for embeddings (B, E) and labels (B,); logits (B, C)."""
         return self.with_center_loss(super().forward(embeddings, labels), embeddings, labels)

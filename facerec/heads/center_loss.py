@@ -1,4 +1,4 @@
-"""Center loss (Wen et al., ECCV 2016) as a component that heads add to their cross-entropy."""
+"""Center loss (Wen et al., ECCV 2016), added by heads to their cross-entropy."""
 
 from __future__ import annotations
 
@@ -16,16 +16,12 @@ UPDATE_MODES = ("paper", "sgd")
 class CenterLoss(nn.Module):
     """``λ·½·mean_i ‖x_i − c_{y_i}‖²`` with class centres ``centers`` (C, E), initialised to zero.
 
-    ``update="paper"``: ``centers`` is a buffer the optimizer never sees; after each step
-    :meth:`update_centers` applies ``Δc_j = Σ_i δ(y_i=j)(c_j − x_i) / (1 + Σ_i δ(y_i=j))``,
-    ``c_j ← c_j − α·Δc_j`` to the training batches seen since the last update: every micro-batch of
-    a step under gradient accumulation, so the update equals one on their concatenation, as the
-    gradient step does. The forward only sums the features and counts per class (no communication);
-    under DDP these are all-reduced at the update, so the rule sees the global batch and every rank
-    holds identical centres.
-    ``update="sgd"``: ``centers`` is a parameter trained by the optimizer with its own learning
-    rate ``center_lr`` (default ``α/λ``, which makes the SGD step on ``c_j`` equal
-    ``α·Σ_i δ(y_i=j)(c_j − x_i)/B``, close to the paper's rule).
+    ``update="paper"``: ``centers`` is a buffer; after each step :meth:`update_centers` applies
+    ``c_j ← c_j − α·Σ_i δ(y_i=j)(c_j − x_i) / (1 + Σ_i δ(y_i=j))`` over all training batches since the
+    last update (all micro-batches under gradient accumulation; all ranks under DDP, via one all-reduce
+    of per-class sums and counts, so ranks hold identical centres).
+    ``update="sgd"``: ``centers`` is a parameter with learning rate ``center_lr`` (default ``α/λ``, making
+    the SGD step ``α·Σ_i δ(y_i=j)(c_j − x_i)/B``, close to the paper's rule).
 
     Args:
         num_classes: C.
@@ -33,8 +29,7 @@ class CenterLoss(nn.Module):
         center_weight: λ (default 0.003).
         alpha: α, the centre learning rate of the paper rule (default 0.5).
         update: ``"paper"`` or ``"sgd"``.
-        center_lr: Learning rate of the centres for ``update="sgd"``; ``None`` means ``α/λ`` (α when
-            λ = 0, which leaves the centres without gradient).
+        center_lr: Centre learning rate for ``update="sgd"``; ``None`` means ``α/λ`` (α when λ = 0).
 
     Raises:
         ValueError: If ``update`` is not one of ``"paper"``, ``"sgd"``.
@@ -69,7 +64,7 @@ class CenterLoss(nn.Module):
         self._stats: Tensor | None = None
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
-        """Scalar center loss for (B, E) features and (B,) labels; adds the batch to the statistics if training."""
+        """Scalar loss for features (B, E) and labels (B,); when training, accumulates the batch's statistics."""
         x = full_precision(features)
         if self.update == "paper" and self.training and torch.is_grad_enabled():
             self._accumulate(x.detach(), labels)
@@ -77,7 +72,7 @@ class CenterLoss(nn.Module):
         return self.center_weight * 0.5 * diff.pow(2).sum(dim=1).mean()
 
     def _accumulate(self, x: Tensor, labels: Tensor) -> None:
-        """Adds (B, E) features and (B,) labels to the (C, E + 1) per-class sums and counts."""
+        """Adds features (B, E) to the (C, E + 1) per-class sums and counts."""
         num_classes, dim = self.centers.shape
         if self._stats is None:
             self._stats = torch.zeros(num_classes, dim + 1, dtype=self.centers.dtype, device=self.centers.device)
@@ -85,12 +80,12 @@ class CenterLoss(nn.Module):
         self._stats[:, dim].index_add_(0, labels, torch.ones_like(labels, dtype=self._stats.dtype))
 
     def discard_statistics(self) -> None:
-        """Forgets the training batches seen since the last update (a skipped step)."""
+        """Drops the statistics accumulated since the last update (skipped step)."""
         self._stats = None
 
     @torch.no_grad()
     def update_centers(self) -> None:
-        """Applies the paper rule to the training batches since the last update; a no-op for ``update="sgd"``."""
+        """Applies the paper rule to the accumulated statistics (collective under DDP); no-op if none."""
         if self._stats is None:
             return
         stats, self._stats = self._stats, None
@@ -103,23 +98,20 @@ class CenterLoss(nn.Module):
 
 
 class CenterLossMixin:
-    """Adds a :class:`CenterLoss` attribute ``center_loss`` to a head's output and optimisation.
+    """Adds the head's :class:`CenterLoss` ``center_loss`` to its loss, optimizer groups and post-step hook.
 
-    Provides the hooks the training module calls: :meth:`update_after_step` and
-    :meth:`param_groups`; :meth:`center_features` is what the center loss sees. A margin head adds the
-    center loss through :meth:`local_loss` (its classifier takes the mean over the batch, which under
-    Partial FC spans all processes); other heads call :meth:`with_center_loss`.
+    Margin heads pick it up via :meth:`local_loss`; other heads call :meth:`with_center_loss`.
     """
 
     center_loss: CenterLoss
     updates_after_step = True
 
     def center_features(self, embeddings: Tensor) -> Tensor:
-        """The (B, E) features the center loss pulls towards the centres: the (B, E) embeddings as they are."""
+        """Features (B, E) the center loss sees: the embeddings, full precision."""
         return full_precision(embeddings)
 
     def local_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """The center loss of (B, E) embeddings' :meth:`center_features` and (B,) labels (mean over B)."""
+        """Center loss (mean over B) of :meth:`center_features` (B, E) and labels (B,)."""
         return self.center_loss(self.center_features(embeddings), labels)
 
     def with_center_loss(self, output: HeadOutput, embeddings: Tensor, labels: Tensor) -> HeadOutput:
@@ -127,12 +119,10 @@ class CenterLossMixin:
         return HeadOutput(loss=output.loss + self.local_loss(embeddings, labels), logits=output.logits)
 
     def update_after_step(self, skipped: bool = False) -> None:
-        """Paper-rule centre update from the training forwards since the last call, then the head's own hook.
-
-        Call once after each ``optimizer.step()``, on every rank (the update is collective under DDP).
+        """Paper-rule centre update, then ``super()``'s hook. Call after each step on every rank (collective).
 
         Args:
-            skipped: The step was skipped (its gradients dropped): drop its batches, centres unchanged.
+            skipped: The step's gradients were dropped: discard its statistics, keep the centres.
         """
         if skipped:
             self.center_loss.discard_statistics()
@@ -141,7 +131,7 @@ class CenterLossMixin:
         super().update_after_step(skipped=skipped)
 
     def param_groups(self) -> list[dict]:
-        """All trained parameters; with ``update="sgd"`` the centres form their own group (lr, no decay)."""
+        """Trained parameters; with ``update="sgd"`` the centres get their own group (``center_lr``, no decay)."""
         params = self.trained_parameters()
         if self.center_loss.update != "sgd":
             return [{"params": params}]

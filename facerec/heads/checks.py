@@ -1,4 +1,4 @@
-"""Checks of head parameters, so that a bad value fails when the head is built, not at the first step."""
+"""Head parameter checks, so bad values fail at build time rather than at the first step."""
 
 from __future__ import annotations
 
@@ -34,10 +34,7 @@ def _describe(annotation: Any) -> str:
 
 
 def constructor_parameters(head_class: type) -> tuple[list[str], dict[str, Any]]:
-    """Names and annotations of the parameters a head class takes, besides those the module passes.
-
-    A constructor that ends in ``**kwargs`` passes them on to its base class, whose parameters count too.
-    """
+    """Names and annotations of a head's own constructor parameters, following ``**kwargs`` up the MRO."""
     names: list[str] = []
     hints: dict[str, Any] = {}
     for cls in head_class.__mro__:
@@ -53,16 +50,11 @@ def constructor_parameters(head_class: type) -> tuple[list[str], dict[str, Any]]
 
 
 def check_head_parameters(name: str, head_class: type, parameters: Mapping[str, Any]) -> None:
-    """Checks names and types of the parameters a head is built with against its ``__init__``.
-
-    Args:
-        name: The head's registered name (for the message).
-        head_class: The head's class.
-        parameters: The head's own parameters (``scale``, ``margin``, ...).
+    """Checks ``parameters``' names and types against ``head_class.__init__`` (``name``: for messages).
 
     Raises:
-        ValueError: If a parameter is not one the head takes (the message lists those it takes).
-        TypeError: If a value's type does not match the annotation, e.g. ``head.margin=abc``.
+        ValueError: A parameter the head does not take (the message lists those it takes).
+        TypeError: A value not matching its annotation, e.g. ``head.margin=abc``.
     """
     valid, hints = constructor_parameters(head_class)
     unknown = sorted(set(parameters) - set(valid))
@@ -78,10 +70,7 @@ def check_head_parameters(name: str, head_class: type, parameters: Mapping[str, 
 def check_range(
     name: str, value: float, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False
 ) -> None:
-    """Raises ``ValueError`` naming ``head.<name>`` unless ``value`` lies in the interval from ``low`` to ``high``.
-
-    ``low_open``/``high_open`` exclude the bound; NaN is always outside.
-    """
+    """Raises ``ValueError`` naming ``head.<name>`` unless ``low ≤ value ≤ high`` (``*_open``: strict); NaN fails."""
     above = value > low if low_open else value >= low
     below = value < high if high_open else value <= high
     if not (above and below):

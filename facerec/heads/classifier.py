@@ -1,12 +1,6 @@
-"""Class centres and the softmax over them: what a margin head's margin is applied to.
+"""A margin head's class centres, cosines and cross-entropy (``classifier=full``).
 
-A margin head (:class:`~facerec.heads.base.MarginHead`) is a margin and a classifier. The classifier
-owns the class centres, gives the head the scaled cosines of a batch to them, and takes the
-cross-entropy of the logits the head builds from those cosines. :class:`Classifier` holds every
-centre in every process (``classifier=full``); :class:`~facerec.heads.partial_fc.PartialFC` shards
-them over the processes and samples them (``classifier=partial_fc``). Its few hooks are those of
-:class:`~facerec.heads.base.Head` that concern centres, with plain defaults.
-"""
+The sharded, sampled variant is :class:`~facerec.heads.partial_fc.PartialFC` (``classifier=partial_fc``)."""
 
 from __future__ import annotations
 
@@ -23,14 +17,7 @@ from facerec.heads.numerics import full_precision
 
 @dataclass
 class Cosines:
-    """A classifier's scaled cosines for one batch.
-
-    Attributes:
-        scaled: (B', n) scale × cosine of each embedding to each class column (the closest of a class'
-            sub-centres).
-        labels: (B',) each embedding's column in ``scaled``; −1 where its class is not among the columns.
-        embeddings: (B', E) the embeddings the rows belong to (all processes' under Partial FC).
-    """
+    """``scaled`` (B', n) ``s·cos`` per class column; ``labels`` (B',) target column or −1; ``embeddings`` (B', E)."""
 
     scaled: Tensor
     labels: Tensor
@@ -38,17 +25,17 @@ class Cosines:
 
 
 class Classifier(nn.Module):
-    """Every class centre in this process, and the softmax over all classes.
+    """All class centres in every process; softmax over all classes.
 
     Args:
         embedding_size: E.
         num_classes: C.
-        rows_per_class: K, centres per class (sub-center ArcFace); a class' cosine is the largest of its K.
-        weight: (C·K, E) initial centres; default: normal with std 0.01.
+        rows_per_class: K centres per class; a class' cosine is the max over its K.
+        weight: (C·K, E) initial centres; default N(0, 0.01²).
 
     Attributes:
-        weight: (C·K, E) the centres, row ``j·K + k`` centre k of class j.
-        full_logits: The logits are (B, C), class-indexed: training accuracy is their argmax.
+        weight: (C·K, E); row ``j·K + k`` is centre k of class j.
+        full_logits: Logits are (B, C), class-indexed.
         updates_after_step: :meth:`after_optimizer_step` does something.
     """
 
@@ -67,15 +54,9 @@ class Classifier(nn.Module):
         self.weight = nn.Parameter(weight)
 
     def class_cosines(self, embeddings: Tensor, scale: float = 1.0, rows: Tensor | None = None) -> Tensor:
-        """``scale`` × cosine of each (B, E) embedding to each class, (B, n), not clamped.
+        """``scale·cos`` (B, n) of embeddings (B, E) to each class, unclamped.
 
-        Uses :func:`~facerec.heads.cosine_linear.scaled_cosine_linear`, which never materialises the
-        normalised centres and has a fused backward.
-
-        Args:
-            embeddings: (B, E).
-            scale: Factor folded into the cosines.
-            rows: (n·K, E) centres of whole classes to use instead of :attr:`weight`.
+        ``rows``: (n·K, E) whole classes' centres to use instead of :attr:`weight`.
         """
         x = F.normalize(embeddings, dim=1)
         centres = self.weight if rows is None else rows
@@ -85,7 +66,7 @@ class Classifier(nn.Module):
         return cos.view(cos.shape[0], -1, self.rows_per_class).max(dim=2).values
 
     def forward(self, embeddings: Tensor, labels: Tensor, scale: float) -> Cosines:
-        """The scaled cosines of (B, E) full-precision embeddings to every class; ``labels`` (B,) index them."""
+        """Scaled cosines of full-precision embeddings (B, E) to every class; ``labels`` (B,) are the columns."""
         return Cosines(self.class_cosines(embeddings, scale), labels, embeddings)
 
     def cross_entropy(self, logits: Tensor, labels: Tensor) -> Tensor:
@@ -93,7 +74,7 @@ class Classifier(nn.Module):
         return F.cross_entropy(logits, labels)
 
     def batch_mean(self, local_mean: Tensor, local_batch: int, batch: int) -> Tensor:
-        """A per-sample term's mean over the whole batch (``batch`` samples) from this process' own mean."""
+        """Mean of a per-sample term over all ``batch`` samples, from this process' mean; identity here."""
         return local_mean
 
     def optimized_parameters(self) -> list[Tensor]:
@@ -101,21 +82,21 @@ class Classifier(nn.Module):
         return [self.weight]
 
     def before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Called before each optimizer step; nothing here."""
+        """No-op."""
 
     def after_optimizer_step(self) -> None:
-        """Called after each optimizer step; nothing here."""
+        """No-op."""
 
     def setup_distributed(self, rank: int, world_size: int) -> list[str]:
-        """Prepares for rank ``rank`` of ``world_size``; names of parameters DDP must not sync (none here)."""
+        """Returns parameter names DDP must not sync; none here."""
         return []
 
     def clip_grad_norm_(self, parameters: Sequence[Tensor], max_norm: float) -> bool:
-        """Clips the whole model's gradient norm if the centres' gradient is sharded; False: it is not."""
+        """Clips the grad norm if the centres are sharded; returns False (not sharded)."""
         return False
 
     def on_save_checkpoint(self, prefix: str, checkpoint: dict, optimizers: Sequence[torch.optim.Optimizer]) -> None:
-        """Edits a checkpoint being saved (``prefix``: this module's state-dict prefix); nothing here."""
+        """No-op."""
 
     def on_load_checkpoint(self, prefix: str, checkpoint: dict) -> None:
-        """Edits a checkpoint before its weights are loaded; nothing here."""
+        """No-op."""

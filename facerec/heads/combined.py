@@ -17,13 +17,11 @@ from facerec.heads.registry import register_head
 class CombinedMarginHead(MarginHead):
     """Target logit ``s·(cos(m1·θ_y + m2) − m3)``.
 
-    ``m1 = 1, m3 = 0`` is ArcFace, ``m1 = 1, m2 = 0`` is CosFace, ``m2 = m3 = 0`` is SphereFace's
-    multiplicative margin. ``cos(m1·θ + m2)`` decreases in θ only up to ``θ_max = (π − m2)/m1``;
-    past it the target logit is ``cos θ − m3 − p`` with ``p = max(m2·sin m2, 1 + cos θ_max)``:
-    insightface's ArcFace fallback ``mm = m·sin m`` whenever that keeps the curve monotonic (so
-    ``m1 = 1, m3 = 0`` reproduces :class:`~facerec.heads.arcface.ArcFaceHead` exactly), otherwise
-    the smallest constant that does (continuous at ``θ_max``, e.g. for SphereFace). The target
-    logit is therefore non-increasing in θ on all of ``[0, π]`` for every valid combination.
+    ``m1 = 1, m3 = 0``: ArcFace; ``m1 = 1, m2 = 0``: CosFace; ``m2 = m3 = 0``: SphereFace. Past
+    ``θ_max = (π − m2)/m1`` the target logit is ``cos θ − m3 − p``, ``p = max(m2·sin m2, 1 + cos θ_max)``:
+    insightface's ``mm`` when that keeps it monotonic (so ``m1 = 1, m3 = 0`` equals
+    :class:`~facerec.heads.arcface.ArcFaceHead` exactly), else the smallest constant that does. The
+    target logit is non-increasing in θ on ``[0, π]`` for every valid combination.
 
     Args:
         embedding_size: E.
@@ -55,7 +53,7 @@ class CombinedMarginHead(MarginHead):
         self.fallback_penalty = max(m2 * math.sin(m2), 1.0 + math.cos(min(self.theta_max, math.pi)))
 
     def target_logit(self, cos_target: Tensor, norms: Tensor) -> Tensor:
-        """``cos(m1·θ + m2) − m3`` for (B,) target cosines, monotonic fallback past ``θ_max``."""
+        """``cos(m1·θ + m2) − m3`` (B,), monotonic fallback past ``θ_max``."""
         theta = safe_acos(cos_target)
         with_margin = torch.cos(self.m1 * theta + self.m2) - self.m3
         fallback = cos_target - self.m3 - self.fallback_penalty

@@ -17,7 +17,7 @@ class CosFaceHead(MarginHead):
         embedding_size: E.
         num_classes: C.
         scale: s (default 64).
-        margin: m, subtracted from the target cosine (default 0.35).
+        margin: m in [0, 1) (default 0.35).
     """
 
     def __init__(self, embedding_size: int, num_classes: int, scale: float = 64.0, margin: float = 0.35) -> None:
@@ -26,5 +26,5 @@ class CosFaceHead(MarginHead):
         self.margin = margin
 
     def target_logit(self, cos_target: Tensor, norms: Tensor) -> Tensor:
-        """``cos θ − m`` for (B,) target cosines."""
+        """``cos θ − m``, (B,)."""
         return cos_target - self.margin

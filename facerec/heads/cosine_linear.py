@@ -1,4 +1,4 @@
-"""Cosine similarity between unit embeddings and class weights, with a fused backward."""
+"""Scaled cosines between unit embeddings and class weights, with a fused backward."""
 
 from __future__ import annotations
 
@@ -10,13 +10,10 @@ NORM_EPS = 1e-12
 
 
 class _CosineLinear(torch.autograd.Function):
-    """``z_bj = s·(x̂_b · w_j) / ‖w_j‖``, i.e. scaled cosines.
+    """``z_bj = s·(x̂_b · w_j) / ‖w_j‖`` without materialising ``W/‖W‖``.
 
-    Autograd through ``F.normalize(W)`` (or through ``‖w_j‖``) makes several passes over the
-    (C, E) weight in the backward. Here the weight gradient is
-    ``∂L/∂w_j = (G'ᵀ x̂)_j − k_j·w_j`` with ``G' = s·G / ‖w‖`` and ``k_j = Σ_b G_bj·z_bj / ‖w_j‖²``:
-    one matmul plus one fused pass over W. Folding s into the column factor saves two (B, C)
-    passes.
+    Backward: ``∂L/∂w_j = (G'ᵀ x̂)_j − k_j·w_j``, ``G' = s·G / ‖w‖``, ``k_j = Σ_b G_bj·z_bj / ‖w_j‖²``:
+    one matmul and one fused pass over W (autograd through ``F.normalize`` needs several).
     """
 
     @staticmethod
@@ -39,8 +36,5 @@ class _CosineLinear(torch.autograd.Function):
 
 
 def scaled_cosine_linear(x_unit: Tensor, weight: Tensor, scale: float = 1.0) -> Tensor:
-    """``scale`` × cosines (B, C) between unit-norm embeddings (B, E) and the rows of ``weight`` (C, E).
-
-    Not clamped: rounding may put cosines slightly outside [-1, 1].
-    """
+    """``scale·cos`` (B, C) of unit embeddings (B, E) to rows of ``weight`` (C, E); unclamped."""
     return _CosineLinear.apply(x_unit, weight, scale)

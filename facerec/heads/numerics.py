@@ -1,4 +1,4 @@
-"""Numerically safe pieces of the heads' math: full-precision casts and a clamped ``acos``."""
+"""Full-precision casts and a clamped ``acos`` for the heads' math."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ ACOS_EPS = 1e-7
 
 
 def full_precision(x: Tensor) -> Tensor:
-    """Casts to float32 unless the tensor is already float32 or float64."""
+    """Casts to float32 unless already float32 or float64."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def safe_acos(cos: Tensor) -> Tensor:
-    """``acos`` with the input clamped away from ±1, so the gradient stays finite; any shape."""
+    """``acos`` of ``cos`` clamped away from ±1 (finite gradient); any shape."""
     return torch.acos(cos.clamp(-1.0 + ACOS_EPS, 1.0 - ACOS_EPS))

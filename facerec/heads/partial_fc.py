@@ -1,14 +1,6 @@
 """Partial FC: class centres sharded across ranks, sampled softmax (An et al., ICCV 2021 workshops).
 
-With C classes over W ranks, rank k holds the centres of classes ``[k·n, min((k+1)·n, C))``,
-``n = ⌈C/W⌉``. Each step gathers the embeddings (with gradient) and labels of all ranks, keeps on
-every rank the classes of its shard that occur in the global batch plus random others up to
-``⌈r·shard⌉`` (r = ``sample_rate``), computes the head's margin logits against those centres
-only, and the cross-entropy over all shards with a distributed log-sum-exp in float32/float64.
-No rank materialises the (B, C) logits. A head's center loss (``arcface_center``) keeps its centres
-whole on every rank and is computed on each rank's own samples. With r = 1 the loss and gradients
-equal those of the full classifier on the global batch.
-"""
+With r = 1 loss and gradients equal the full classifier's on the global batch; no rank builds (B, C) logits."""
 
 from __future__ import annotations
 
@@ -25,15 +17,14 @@ from facerec.heads.classifier import Classifier, Cosines
 from facerec.heads.sampled_rows import SampledRows, is_per_row
 
 CHECKPOINT_KEY = "partial_fc"
-"""Checkpoint entry recording where the sharded centres' optimizer state is."""
+"""Checkpoint entry recording the centres' optimizer slot and whether rows were sampled."""
 
 
 class _DistributedCrossEntropy(torch.autograd.Function):
-    """Mean softmax cross-entropy of logits split by class across ranks.
+    """Mean cross-entropy of logits split by class across ranks (all-reduced max and exp-sum).
 
-    Each rank passes its (B, n) logits and (B,) labels indexing its columns (−1: the class is on
-    another rank). Row maxima and exp-sums are all-reduced, so every rank returns the same loss;
-    the backward gives each rank the gradient of its own columns.
+    Takes this rank's logits (B, n) and labels (B,) indexing its columns (−1: another rank's class);
+    returns the same loss on every rank; backward gives each rank its own columns' gradient.
     """
 
     @staticmethod
@@ -57,23 +48,19 @@ class _DistributedCrossEntropy(torch.autograd.Function):
 
 
 class PartialFC(Classifier):
-    """A margin head's class centres sharded across ranks, with the negative classes sampled.
+    """A margin head's class centres sharded across ranks, negatives sampled (``classifier=partial_fc``).
 
-    Takes over a full :class:`~facerec.heads.classifier.Classifier`'s centres (``head.classifier =
-    PartialFC(head.classifier, r)``, what ``classifier=partial_fc`` does): :attr:`weight` is the local
-    shard ``(K · classes on this rank, E)``, the full matrix until :meth:`shard` is called. The head's
-    margin is applied on every rank to the whole global batch, so norm-aware margins (AdaFace) see the
-    same batch statistics as a single process.
+    With C classes on W ranks, rank k holds classes ``[k·n, min((k+1)·n, C))``, ``n = ⌈C/W⌉``;
+    :attr:`weight` is that shard (K·classes, E), the full matrix until :meth:`shard`. Each step gathers
+    all ranks' embeddings (with gradient) and labels, keeps the shard's classes present in the global
+    batch plus random others up to ``⌈r·shard⌉``, and applies the margin to the global batch (so AdaFace
+    sees single-process batch statistics). Logits are (B_global, n_sampled), not class-indexed
+    (:attr:`full_logits` False); the loss is the global-batch mean, equal on all ranks. Per-sample terms
+    (center loss, centres replicated) use each rank's own samples (:meth:`batch_mean`).
 
-    The cosines span **this rank's sampled columns only**, (B_global, n_sampled), not class-indexed
-    logits (:attr:`full_logits` is False, so callers skip argmax accuracy); the cross-entropy is the
-    global-batch mean, equal on all ranks. A head's per-sample terms (the center loss, its centres
-    replicated on every rank) are computed on each rank's own samples: :meth:`batch_mean`.
-
-    With r < 1 only the sampled centres are trained each step (:class:`~facerec.heads.sampled_rows.
-    SampledRows`): they get the gradient and the optimizer state, the others stay as they are, so the
-    step's memory and time scale with r. The optimizer must hold the head's ``param_groups()`` and a
-    loop outside Lightning calls the head's hooks around each step::
+    With r < 1 only sampled centres get gradient and optimizer state
+    (:class:`~facerec.heads.sampled_rows.SampledRows`), so step cost scales with r. The optimizer must
+    hold ``head.param_groups()``; outside Lightning call the hooks around each step::
 
         optimizer = torch.optim.SGD(head.param_groups(), lr=0.1, momentum=0.9)
         head(embeddings, labels).loss.backward()
@@ -83,21 +70,19 @@ class PartialFC(Classifier):
         optimizer.zero_grad()
 
     Args:
-        centres: The full classifier whose centres to shard (a margin head's ``classifier``).
-        sample_rate: r in (0, 1], the share of the shard's classes used per step; the classes of
-            the batch are always kept, even beyond r.
+        centres: The full classifier to shard (a margin head's ``classifier``).
+        sample_rate: r in (0, 1], share of the shard's classes used per step (batch classes always kept).
         rank: This process' rank; default: the process group's, 0 without one.
         world_size: Number of ranks; default: the process group's, 1 without one.
 
     Attributes:
-        embedding_grad_scale: Factor on the gradient flowing back to this rank's embeddings (1 by
-            default: the exact gradient of the global-batch loss). :meth:`setup_distributed` sets it
-            to the world size, as DDP's gradient averaging then gives the global-batch gradient.
+        embedding_grad_scale: Factor on the gradient to this rank's embeddings: 1 (exact global-batch
+            gradient), or the world size after :meth:`setup_distributed` (undoes DDP's averaging).
 
     Raises:
-        TypeError: If ``centres`` is not a :class:`~facerec.heads.classifier.Classifier` (``softmax`` and
-            ``center`` have a plain linear layer, no margin).
-        ValueError: If ``sample_rate`` is outside (0, 1], or a rank's shard would be empty.
+        TypeError: ``centres`` is not a plain :class:`~facerec.heads.classifier.Classifier` (e.g. the
+            linear layer of ``softmax``/``center``).
+        ValueError: ``sample_rate`` outside (0, 1], or a rank's shard would be empty.
     """
 
     full_logits = False
@@ -129,10 +114,10 @@ class PartialFC(Classifier):
         return min(rank * per_rank, self.num_classes), min((rank + 1) * per_rank, self.num_classes)
 
     def shard(self, rank: int, world_size: int) -> None:
-        """Keeps only this rank's slice of the full centres; call once, before building the optimizer.
+        """Keeps only this rank's slice of the centres; call before building the optimizer.
 
         Raises:
-            ValueError: If the centres are already sharded differently, or the shard would be empty.
+            ValueError: Already sharded differently, or the shard would be empty.
         """
         if (rank, world_size) == (self.rank, self.world_size):
             return
@@ -152,14 +137,11 @@ class PartialFC(Classifier):
         self.rank, self.world_size, self.class_start, self.class_end = rank, world_size, start, end
 
     def sample(self, labels: Tensor) -> tuple[Tensor | None, Tensor]:
-        """Picks this rank's classes for a step.
-
-        Args:
-            labels: (B,) global class indices of the global batch.
+        """Picks this rank's classes for a step from the global batch's labels (B,).
 
         Returns:
-            ``(classes, local_labels)``: sorted (n,) shard-local class indices (None: all of the
-            shard) and (B,) positions of each label in them, −1 for classes of other ranks.
+            ``classes``: sorted (n,) shard-local indices (None: whole shard); ``local_labels``: (B,)
+            each label's position in them, −1 for other ranks' classes.
         """
         local = labels - self.class_start
         on_shard = (labels >= self.class_start) & (labels < self.class_end)
@@ -184,61 +166,38 @@ class PartialFC(Classifier):
         return (classes.unsqueeze(1) * self.rows_per_class + offsets).flatten()
 
     def forward(self, embeddings: Tensor, labels: Tensor, scale: float) -> Cosines:
-        """Gathers the global batch and gives its scaled cosines to this rank's sampled classes.
-
-        Args:
-            embeddings: (B, E) this rank's full-precision features.
-            labels: (B,) int64 global class indices in [0, C).
-            scale: s.
-
-        Returns:
-            (B_global, n_sampled) scaled cosines, the (B_global,) labels' columns (−1: another rank's
-            class) and the (B_global, E) gathered embeddings.
-        """
+        """Scaled cosines (B_global, n_sampled) of all ranks' embeddings (B, E) to this rank's sampled classes."""
         x = gather_rows_with_grad(scale_grad(embeddings, self.embedding_grad_scale))
         classes, local_labels = self.sample(gather_rows(labels))
         rows = self.weight if self.sampled is None else self.sampled.take(self.weight, self.centre_rows(classes))
         return Cosines(self.class_cosines(x, scale, rows), local_labels, x)
 
     def cross_entropy(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """The global batch's mean cross-entropy over all ranks' columns (a distributed log-sum-exp)."""
+        """Global-batch mean cross-entropy over all ranks' columns (distributed log-sum-exp)."""
         return _DistributedCrossEntropy.apply(logits, labels)
 
     def batch_mean(self, local_mean: Tensor, local_batch: int, batch: int) -> Tensor:
-        """The global-batch mean of a per-sample term from this rank's own mean.
-
-        Each rank computes ``share = local_mean · B_local / B_global``; the value returned is the
-        all-reduced ``Σ_ranks share``, the same on every rank; its gradient is ``embedding_grad_scale ·
-        ∂share`` alone (the other ranks' part is a detached constant). With scale 1 that is this
-        rank's part of the exact gradient, like the margin term's; with scale W (under DDP) DDP's
-        average over ranks gives the backbone and replicated parameters (``update="sgd"`` centres)
-        the exact global-batch gradient, for any split of the batch.
-
-        Args:
-            local_mean: Scalar, the term's mean over this rank's ``local_batch`` samples.
-            local_batch: B_local.
-            batch: B_global, the samples of all ranks.
-        """
+        """``Σ_ranks local_mean·local_batch/batch`` (all-reduced); gradient via own share × ``embedding_grad_scale``."""
         share = local_mean * (local_batch / batch)
         total = all_reduce(share.detach().clone())
         return scale_grad(share, self.embedding_grad_scale) + (total - share.detach())
 
     @property
     def updates_after_step(self) -> bool:
-        """With r < 1 the sampled centres are written back after each step."""
+        """True with r < 1 (sampled centres are written back after each step)."""
         return self.sampled is not None
 
     @property
     def trained_centres(self) -> Tensor:
-        """The parameter that gets the centres' gradient: the shard, or with r < 1 the sampled rows' small one."""
+        """Parameter receiving the centres' gradient: the shard, or with r < 1 the sampled rows'."""
         return self.weight if self.sampled is None else self.sampled.param
 
     def optimized_parameters(self) -> list[Tensor]:
-        """The centre shard, and with r < 1 the small parameter the sampled centres are trained in."""
+        """The shard, plus with r < 1 the sampled rows' parameter."""
         return [self.weight] if self.sampled is None else [self.weight, self.sampled.param]
 
     def before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """With r < 1: moves the sampled centres' optimizer state onto the small parameter the optimizer steps."""
+        """With r < 1: moves the sampled centres' optimizer state onto their parameter."""
         if self.sampled is not None:
             self.sampled.before_step(self.weight, optimizer)
 
@@ -248,40 +207,32 @@ class PartialFC(Classifier):
             self.sampled.after_step(self.weight)
 
     def setup_distributed(self, rank: int, world_size: int) -> list[str]:
-        """Keeps this rank's shard of the centres; DDP must not sync them (each rank holds other classes).
-
-        The loss is the global-batch mean and DDP averages the backbone gradients over ranks, so the
-        gradient to this rank's embeddings is scaled by the world size.
-        """
+        """Shards the centres, sets ``embedding_grad_scale = world_size``; returns ``["weight"]`` (not synced)."""
         self.shard(rank, world_size)
         self.embedding_grad_scale = float(world_size)
         return ["weight"]
 
     def clip_grad_norm_(self, parameters: Sequence[Tensor], max_norm: float) -> bool:
-        """With sharded centres, clips by the whole gradient's norm (:func:`clip_grad_norm_sharded_`)."""
+        """If sharded, clips by the whole gradient's norm (:func:`clip_grad_norm_sharded_`); returns whether it did."""
         if self.world_size == 1:
             return False
         clip_grad_norm_sharded_(parameters, self.trained_centres, max_norm)
         return True
 
     def on_save_checkpoint(self, prefix: str, checkpoint: dict, optimizers: Sequence[torch.optim.Optimizer]) -> None:
-        """Stores the centres (and their optimizer state) whole, for any world size to resume (collective)."""
+        """Stores centres and their optimizer state unsharded, resumable at any world size (collective)."""
         consolidate_checkpoint(self, prefix, checkpoint, list(optimizers))
 
     def on_load_checkpoint(self, prefix: str, checkpoint: dict) -> None:
-        """Slices this rank's centres (and their optimizer state) out of a consolidated checkpoint."""
+        """Slices this rank's centres and optimizer state out of a consolidated checkpoint."""
         shard_checkpoint(self, prefix, checkpoint)
 
     def full_rows(self, shard: Tensor) -> Tensor:
-        """All ranks' (rows, ...) slices of a per-row tensor (the centres, their optimizer state) in class order."""
+        """All ranks' slices of a per-row tensor, concatenated in class order (collective)."""
         return gather_rows(shard)
 
     def local_rows(self, full: Tensor) -> Tensor:
-        """This rank's slice of a full (C·K, ...) per-row tensor.
-
-        Raises:
-            ValueError: If ``full`` does not have ``num_classes · rows_per_class`` rows.
-        """
+        """This rank's slice of a full (C·K, ...) per-row tensor; ValueError if it has not C·K rows."""
         expected = self.num_classes * self.rows_per_class
         if full.shape[0] != expected:
             raise ValueError(
@@ -292,21 +243,9 @@ class PartialFC(Classifier):
 
 
 def clip_grad_norm_sharded_(parameters: Iterable[Tensor], shard: Tensor, max_norm: float) -> Tensor:
-    """:func:`torch.nn.utils.clip_grad_norm_` (2-norm) when one parameter is sharded across ranks.
+    """:func:`torch.nn.utils.clip_grad_norm_` (2-norm) with ``shard`` sharded across ranks (collective).
 
-    The norm is that of the whole gradient, ``√(Σ_other ‖g‖² + Σ_ranks ‖g_shard‖²)``: the other
-    parameters' gradients are the same on every rank (DDP has averaged them), the shards' squared
-    norms are all-reduced. Every rank then scales its gradients by the same coefficient,
-    ``min(1, max_norm / (norm + 1e-6))``, as one process holding all centres would. Collective:
-    every rank must call it.
-
-    Args:
-        parameters: Every optimised parameter, ``shard`` included; those without gradient are skipped.
-        shard: This rank's slice of the sharded parameter (the Partial FC centres).
-        max_norm: The largest norm kept.
-
-    Returns:
-        The whole gradient's norm before clipping (scalar).
+    Norm ``√(Σ_other ‖g‖² + Σ_ranks ‖g_shard‖²)``; returns it (scalar, before clipping).
     """
     parameters = [p for p in parameters if p.grad is not None]
     others = get_total_norm([p.grad for p in parameters if p is not shard]).to(shard.device)
@@ -317,7 +256,7 @@ def clip_grad_norm_sharded_(parameters: Iterable[Tensor], shard: Tensor, max_nor
 
 
 def _optimizer_slot(optimizers: list[torch.optim.Optimizer], parameter: Tensor) -> tuple[int, int] | None:
-    """(optimizer index, parameter index in its state dict) of ``parameter``, None if not optimised."""
+    """(optimizer index, index in its state dict) of ``parameter``; None if not optimised."""
     for opt_index, optimizer in enumerate(optimizers):
         params = [p for group in optimizer.param_groups for p in group["params"]]
         for param_index, param in enumerate(params):
@@ -327,22 +266,21 @@ def _optimizer_slot(optimizers: list[torch.optim.Optimizer], parameter: Tensor) 
 
 
 def _per_row_state(state: Mapping, rows: int) -> list[str]:
-    """Keys of an optimizer state entry that hold one row per centre row (momentum, Adam moments)."""
+    """Keys of an optimizer state entry with one row per centre row (momentum, Adam moments)."""
     return [key for key, value in state.items() if is_per_row(value, rows)]
 
 
 def consolidate_checkpoint(
     classifier: PartialFC, prefix: str, checkpoint: dict, optimizers: list[torch.optim.Optimizer]
 ) -> None:
-    """Replaces this rank's centre shard and its optimizer state in ``checkpoint`` by the full ones.
+    """Replaces the centre shard and its optimizer state in ``checkpoint`` by the full (C·K, E) ones.
 
-    Collective: every rank must call it (Lightning dumps checkpoints on all ranks and writes rank 0's).
-    The checkpoint then holds world-size-independent (C·rows_per_class, E) centres.
+    Collective (Lightning dumps on all ranks, writes rank 0's).
 
     Args:
-        classifier: The partial FC classifier.
+        classifier: The Partial FC classifier.
         prefix: Its state-dict prefix, e.g. ``"head.classifier."``.
-        checkpoint: Lightning checkpoint dict (``state_dict``, ``optimizer_states``), edited in place.
+        checkpoint: Lightning checkpoint dict, edited in place.
         optimizers: The trainer's optimizers, in ``optimizer_states`` order.
     """
     key = f"{prefix}weight"
@@ -358,14 +296,11 @@ def consolidate_checkpoint(
 
 
 def shard_checkpoint(classifier: PartialFC, prefix: str, checkpoint: dict) -> None:
-    """Slices a consolidated checkpoint's centres and their optimizer state for this rank, in place.
-
-    Any world size can resume any other's checkpoint: the centres are stored whole.
+    """Slices a consolidated checkpoint's centres and optimizer state for this rank, in place.
 
     Raises:
-        ValueError: If the checkpoint's centres do not match the classifier's class count, or it has
-            optimizer state for them but was not written by a partial FC classifier of the same kind
-            (sampled rows for r < 1, the shard itself for r = 1).
+        ValueError: Centre count differs from the classifier's, or the checkpoint has optimizer state
+            but was not written by Partial FC with the same kind of sample rate (r < 1 vs r = 1).
     """
     key = f"{prefix}weight"
     full = checkpoint["state_dict"][key]

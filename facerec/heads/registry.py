@@ -1,4 +1,4 @@
-"""Name → head class registry: what :func:`~facerec.heads.build.create_head` builds by name."""
+"""Name → head class registry used by :func:`~facerec.heads.build.create_head`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ _HEADS: dict[str, type[Head]] = {}
 
 
 def register_head(name: str) -> Callable[[type[Head]], type[Head]]:
-    """Class decorator that makes a head available to :func:`~facerec.heads.build.create_head` as ``name``."""
+    """Class decorator registering a :class:`Head` subclass as ``name``.
+
+    Raises:
+        TypeError: The class is not a :class:`Head`.
+        ValueError: ``name`` is already registered.
+    """
 
     def wrap(cls: type[Head]) -> type[Head]:
         if not issubclass(cls, Head):
@@ -29,10 +34,10 @@ def list_heads() -> list[str]:
 
 
 def registered_name(target: str | type) -> str:
-    """The name a head class (or its import path, a config's ``_target_``) is registered as.
+    """Registered name of a head class or its import path (a config's ``_target_``).
 
     Raises:
-        ValueError: If it is not a registered head class (the message lists the valid ones).
+        ValueError: Not a registered head class (the message lists the valid ones).
     """
     path = target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}"
     for name, cls in _HEADS.items():
@@ -43,11 +48,7 @@ def registered_name(target: str | type) -> str:
 
 
 def head_class(name: str) -> type[Head]:
-    """The head class registered as ``name``.
-
-    Raises:
-        ValueError: If ``name`` is not registered (the message lists the valid names).
-    """
+    """Head class registered as ``name``; ValueError (listing valid names) if there is none."""
     if name not in _HEADS:
         raise ValueError(f"unknown head {name!r}; valid heads: {', '.join(list_heads())}")
     return _HEADS[name]

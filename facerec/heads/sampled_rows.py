@@ -1,20 +1,6 @@
-"""Training a few rows of a large parameter as a small one, with their optimizer state.
+"""Optimizer steps on sampled rows of a large parameter (Partial FC), with per-row optimizer state.
 
-Partial FC samples a share of the class centres each step. Indexing the (C, E) centres would give
-them a dense (C, E) gradient and the optimizer would touch every row; instead the sampled rows are
-copied into a small parameter, the optimizer steps that parameter with the rows' own state
-(momentum, Adam moments) swapped in, and rows and state are written back after the step. Rows
-not sampled in a step keep their values and state: no weight decay, no momentum drift (the rule of
-insightface's first Partial FC). State that is not per row (Adam's ``step``) is shared by all rows.
-
-One step::
-
-    rows = sampled.take(weight, index)      # forward: (n, E) parameter holding weight[index]
-    loss.backward()
-    sampled.before_step(weight, optimizer)  # the rows' optimizer state, moved onto that parameter
-    optimizer.step()
-    sampled.after_step(weight)              # rows and state written back into weight's
-"""
+Unsampled rows keep values and state (no decay or momentum drift, as insightface's first Partial FC)."""
 
 from __future__ import annotations
 
@@ -23,20 +9,26 @@ from torch import Tensor, nn
 
 
 def is_per_row(value: object, rows: int) -> bool:
-    """Whether an optimizer state value holds one entry per row (momentum, moments), not a shared scalar."""
+    """Whether an optimizer state value has one entry per row (momentum, moments)."""
     return isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == rows
 
 
 class SampledRows:
     """A small parameter standing in for some rows of a large one during one optimizer step.
 
-    The small parameter, :attr:`param`, must be among the optimizer's parameters (in the large
-    parameter's group); the large one gets no gradient. Several forwards before one step
-    (gradient accumulation) add their rows to the same small parameter.
+    :attr:`param` must be in the optimizer (in the large parameter's group); the large one gets no
+    gradient. Forwards before one step (gradient accumulation) share :attr:`param`. State that is not
+    per row (Adam's ``step``) is shared by all rows. One step::
+
+        rows = sampled.take(weight, index)      # (n, E) view of weight[index], grad to param
+        loss.backward()
+        sampled.before_step(weight, optimizer)  # rows' optimizer state moved onto param
+        optimizer.step()
+        sampled.after_step(weight)              # rows and state written back
 
     Attributes:
-        param: (n, ...) the rows being trained, empty between steps.
-        rows: (n,) their indices in the large parameter, None between steps.
+        param: (n, ...) the rows being trained; empty between steps.
+        rows: (n,) their indices in the large parameter; None between steps.
     """
 
     def __init__(self, like: Tensor) -> None:
@@ -45,11 +37,7 @@ class SampledRows:
         self._optimizer: torch.optim.Optimizer | None = None
 
     def take(self, weight: Tensor, rows: Tensor) -> Tensor:
-        """The rows ``rows`` (n,) of ``weight`` (N, ...) as a tensor whose gradient reaches :attr:`param`.
-
-        Returns:
-            (n, ...) ``weight[rows]``, with autograd to :attr:`param`.
-        """
+        """``weight[rows]`` (n, ...) for ``weight`` (N, ...), ``rows`` (n,); its gradient reaches :attr:`param`."""
         if self.rows is None:
             self.rows = rows
             self.param.data = weight.detach().index_select(0, rows)
@@ -65,10 +53,10 @@ class SampledRows:
         return self.param[positions]
 
     def before_step(self, weight: Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """Moves the taken rows' optimizer state from ``weight``'s entry onto :attr:`param`'s.
+        """Moves the taken rows' optimizer state from ``weight``'s entry to :attr:`param`'s.
 
         Raises:
-            ValueError: If :attr:`param` is not one of ``optimizer``'s parameters.
+            ValueError: :attr:`param` is not in ``optimizer``.
         """
         if self.rows is None:
             return
@@ -85,7 +73,7 @@ class SampledRows:
         }
 
     def after_step(self, weight: Tensor) -> None:
-        """Writes the stepped rows and their optimizer state back into ``weight``'s; empties :attr:`param`."""
+        """Writes the stepped rows and their optimizer state back into ``weight``; empties :attr:`param`."""
         if self.rows is None:
             return
         rows, n = self.rows, len(self.rows)

@@ -1,4 +1,4 @@
-"""Plain softmax head: a linear classifier and cross-entropy."""
+"""Plain softmax head: linear classifier + cross-entropy."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from facerec.heads.registry import register_head
 
 @register_head("softmax")
 class SoftmaxHead(Head):
-    """Linear classifier ``x @ W.T + b`` followed by cross-entropy.
+    """Linear classifier ``x @ W.T + b``, then cross-entropy.
 
     Args:
         embedding_size: E.
@@ -31,7 +31,7 @@ class SoftmaxHead(Head):
         return self.classifier.weight
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> HeadOutput:
-        """Returns CE over ``(B, C)`` logits for ``(B, E)`` embeddings and ``(B,)`` labels."""
+        """CE of logits (B, C) for embeddings (B, E) and labels (B,), in full precision."""
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             x = full_precision(embeddings)
             bias = None if self.classifier.bias is None else self.classifier.bias.to(x.dtype)

@@ -14,9 +14,8 @@ from facerec.heads.registry import register_head
 class SubCenterArcFaceHead(ArcFaceHead):
     """ArcFace on ``cos θ_{i,j} = max_k cos(x_i, w_{j,k})`` over K sub-centres per class.
 
-    The classifier holds K centres per class: ``weight`` has shape ``(C·K, E)``, row ``j·K + k`` is
-    sub-centre k of class j (``weight.view(C, K, E)`` groups them). The paper's optional second stage (dropping
-    non-dominant sub-centres and noisy samples) is not part of the head.
+    ``weight`` is (C·K, E), row ``j·K + k`` sub-centre k of class j (``weight.view(C, K, E)``). The
+    paper's second stage (dropping non-dominant sub-centres and noisy samples) is not implemented.
 
     Args:
         embedding_size: E.

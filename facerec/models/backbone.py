@@ -13,22 +13,18 @@ from facerec.models.pretrained import cached_weights
 
 
 def similar_names(name: str, known: set[str], limit: int = 5) -> list[str]:
-    """Up to ``limit`` names of ``known`` close to ``name``: the shortest that extend it, then difflib's closest."""
+    """Up to ``limit`` names from ``known``: shortest extensions of ``name``, then difflib's closest."""
     extensions = sorted((n for n in known if n.startswith(name)), key=lambda n: (len(n), n))
     close = difflib.get_close_matches(name, sorted(known), n=limit)
     return list(dict.fromkeys([*extensions[:limit], *close]))[:limit]
 
 
 WEIGHT_SOURCES = {"checkpoint_path": None, "pretrained": False}
-"""Backbone options that load weights at build, and their values in a checkpoint's hyperparameters."""
+"""Backbone options that load weights at build, and the (off) values a checkpoint must hold."""
 
 
 def check_backbone_name(name: str) -> None:
-    """Refuses a name that is not a timm model (architecture or pretrained tag), suggesting close ones.
-
-    Raises:
-        ValueError: If ``name`` is not in timm's registry (facerec's face nets included).
-    """
+    """Raises ValueError, suggesting close names, unless ``name`` is a timm model or pretrained tag."""
     architectures, tagged = set(timm.list_models()), set(timm.list_models(pretrained=True))
     if name not in architectures | tagged:
         close = similar_names(name, tagged if "." in name else architectures)
@@ -52,19 +48,21 @@ def create_backbone(
 
     Args:
         name: Any name ``timm.list_models()`` knows, including facerec's face nets.
-        pretrained: Load timm's pretrained weights. They must already be in the local cache (see
-            :func:`facerec.models.pretrained.cached_weights`); the network is never tried.
+        pretrained: Load timm's pretrained weights from the local cache only
+            (:func:`facerec.models.pretrained.cached_weights`); no network access.
         drop_path_rate: Stochastic-depth rate, passed only when non-zero (not every model takes it).
-        grad_checkpointing: Trade compute for memory in the backbone.
-        channels_last: Store the weights in channels-last memory format.
-        checkpoint_path: Backbone weights to load (insightface ``backbone.pth``, facerec or timm state
-            dict); output-layer keys are skipped. :func:`facerec.models.build_embedding_net` instead
-            loads it into backbone and neck together.
+        grad_checkpointing, channels_last: Gradient checkpointing; channels-last memory format.
+        checkpoint_path: Backbone weights (insightface ``backbone.pth``, facerec or timm state dict);
+            output-layer keys skipped. (:func:`facerec.models.build_embedding_net` loads backbone + neck.)
         **kwargs: Passed to ``timm.create_model`` (e.g. ``img_size=112`` for ViTs).
 
     Returns:
-        A timm model: ``forward_features(x)`` gives the feature map, ``forward_head(f,
-        pre_logits=True)`` the pooled features of width ``num_features``.
+        A timm model: ``forward_features(x)`` gives the feature map, ``forward_head(f, pre_logits=True)``
+        the pooled (B, num_features) features.
+
+    Raises:
+        ValueError: ``name`` is not a timm model.
+        RuntimeError: Pretrained weights not cached, or ``checkpoint_path`` keys do not match.
     """
     check_backbone_name(name)
     if drop_path_rate:

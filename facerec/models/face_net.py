@@ -1,4 +1,4 @@
-"""timm's model contract for insightface's face nets, written once: :class:`FaceNet`."""
+""":class:`FaceNet`: timm's model contract shared by insightface's face nets."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["FaceNet", "face_net_cfg"]
 
 
 def face_net_cfg(first_conv: str, classifier: str, paper_ids: str) -> dict:
-    """timm pretrained config of a face net: 112×112 inputs in [-1, 1], 512-d output layer, insightface's origin."""
+    """timm pretrained config of a face net: 112×112 inputs in [-1, 1], 512-d output, insightface origin."""
     return dict(
         url="",
         num_classes=512,
@@ -34,7 +34,7 @@ def face_net_cfg(first_conv: str, classifier: str, paper_ids: str) -> dict:
 
 
 def _insightface_head_keys(module: FaceNet, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    """``state_dict`` post-hook: the output layer's ``head.<name>`` keys become insightface's."""
+    """``state_dict`` post-hook: renames output-layer keys ``head.<name>`` to insightface's."""
     to_insightface = {f"{prefix}head.{name}": f"{prefix}{key}" for key, name in module.head_keys().items()}
     for key in [key for key in state_dict if key.startswith(f"{prefix}head.")]:
         source = next(p for p in to_insightface if key.startswith(p))
@@ -42,7 +42,7 @@ def _insightface_head_keys(module: FaceNet, state_dict: dict, prefix: str, local
 
 
 def _facerec_head_keys(module: FaceNet, state_dict: dict, prefix: str, *_) -> None:
-    """``load_state_dict`` pre-hook: insightface's output-layer keys become ``head.<name>``."""
+    """``load_state_dict`` pre-hook: renames insightface's output-layer keys to ``head.<name>``."""
     from_insightface = {f"{prefix}{key}": f"{prefix}head.{name}" for key, name in module.head_keys().items()}
     for key in list(state_dict):
         source = next((p for p in from_insightface if key.startswith(p)), None)
@@ -51,23 +51,21 @@ def _facerec_head_keys(module: FaceNet, state_dict: dict, prefix: str, *_) -> No
 
 
 class FaceNet(nn.Module):
-    """Base of the face nets: ``forward_features`` / ``forward_intermediates`` over the stages, insightface's
-    output layer as ``head``, and the rest of timm's model contract.
+    """Base face net: timm's model contract over ``stage_modules``, insightface's output layer as ``head``.
 
-    A subclass names in ``stage_modules`` the modules each ``feature_info`` entry runs through (the stem
-    first; the last name of a stage is where the feature is taken), builds them and ``feature_info``, and
-    calls :meth:`reset_classifier`. The output layer is ``head_layer`` (:class:`OutputLayer` or :class:`GDC`);
-    in the state dict its keys are insightface's (the layer's ``insightface_keys``), so insightface's
-    ``backbone.pth`` loads with ``strict=True``.
+    Subclasses set ``stage_modules`` (module names per ``feature_info`` entry, stem first; a stage's
+    feature is taken at its last name) and ``head_layer`` (:class:`OutputLayer` or :class:`GDC`), build
+    the modules and ``feature_info``, and call :meth:`reset_classifier`. State-dict keys of the output
+    layer are insightface's, so its ``backbone.pth`` loads with ``strict=True``.
 
     Args:
         num_features: Channels of the final feature map.
         num_classes: Width of the output layer (the embedding); 0 removes it.
         in_chans: Input channels.
-        img_size: Input size; sets the output layer's input size (size / 16).
+        img_size: Input size; the output layer sees size / 16.
         drop_rate: Dropout before the output layer's FC.
-        drop_path_rate: Stochastic depth, increasing linearly over the residual units up to this rate.
-        global_pool: Only ``"avg"``: the pooling used without the output layer.
+        drop_path_rate: Stochastic depth, rising linearly over the residual units to this rate.
+        global_pool: Only ``"avg"`` (pooling without the output layer); else ValueError.
     """
 
     stage_modules: ClassVar[tuple[tuple[str, ...], ...]]
@@ -104,26 +102,26 @@ class FaceNet(nn.Module):
             raise ValueError(f"{type(self).__name__} supports only global_pool='avg', got {global_pool!r}")
 
     def _drop_path_rates(self, units: int) -> list[float]:
-        """Stochastic-depth rate of each of ``units`` residual units: 0 up to ``drop_path_rate``, linearly."""
+        """Per-unit stochastic-depth rates, linear from 0 to ``drop_path_rate``."""
         return [self.drop_path_rate * i / max(units - 1, 1) for i in range(units)]
 
     def _feature_info(self, channels: list[int], reductions: list[int]) -> list[dict]:
-        """``feature_info``: one entry per stage, taken at the stage's last module."""
+        """One ``feature_info`` entry per stage, at the stage's last module."""
         return [
             dict(num_chs=c, reduction=r, module=names[-1])
             for c, r, names in zip(channels, reductions, self.stage_modules, strict=True)
         ]
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Initialises ``module``'s weights (the whole net, or a new output layer)."""
+        """Initialises ``module``'s weights (whole net or new output layer); no-op here."""
 
     def head_keys(self) -> dict[str, str]:
-        """insightface's key prefix → ``head`` key prefix, for the output layer; empty without it."""
+        """insightface key prefix → ``head`` key prefix for the output layer; empty without one."""
         return getattr(self.head, "insightface_keys", {})
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them (not the stem's)."""
+        """Enables gradient checkpointing per block (not the stem)."""
         self.grad_checkpointing = enable
 
     @torch.jit.ignore
@@ -132,11 +130,9 @@ class FaceNet(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replaces the output layer with a fresh one of width ``num_classes``.
+        """Replaces the output layer by a fresh one of width ``num_classes`` (0: none, ``forward`` average-pools).
 
-        Args:
-            num_classes: Output width; 0 removes the layer (``forward`` then average-pools).
-            global_pool: Only ``None`` or ``"avg"``.
+        ``global_pool``: only ``None`` or ``"avg"``.
         """
         self._check_pool(global_pool)
         self.num_classes = num_classes
@@ -147,7 +143,7 @@ class FaceNet(nn.Module):
         self._init_weights(self.head)
 
     def _stages(self) -> list[list[nn.Module]]:
-        """The modules of each stage; a ``Sequential`` is expanded so that checkpointing goes per block."""
+        """Modules of each stage, ``Sequential``s expanded (checkpointing per block)."""
         stages = []
         for names in self.stage_modules:
             modules = []
@@ -179,19 +175,17 @@ class FaceNet(nn.Module):
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
     ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
-        """The final feature map and the stage outputs of ``feature_info`` (timm's convention).
+        """Final feature map and stage outputs, timm's convention (``norm`` ignored: no final norm).
 
         Args:
-            x: (B, 3, H, W) images.
-            indices: Stages to return: the last n if an int, all if ``None``, else these (negative from the end).
-            norm: Ignored: the face nets have no final norm layer.
-            stop_early: Stop after the last stage asked for (the final map is then that stage's output).
-            output_fmt: Only ``"NCHW"``.
+            x: (B, 3, H, W).
+            indices: Last n stages if int, all if ``None``, else these (negative from the end).
+            stop_early: Stop after the last requested stage (which then is the final map).
+            output_fmt: Only ``"NCHW"``; else ValueError.
             intermediates_only: Return only the intermediates.
 
         Returns:
-            ``(features, intermediates)``, or ``intermediates`` alone: (B, C_i, H / r_i, W / r_i) maps in
-            stage order, ``features`` as :meth:`forward_features` gives them.
+            ``(features, intermediates)`` or ``intermediates``: (B, C_i, H / r_i, W / r_i) in stage order.
         """
         if output_fmt != "NCHW":
             raise ValueError(f"{type(self).__name__} supports only output_fmt='NCHW', got {output_fmt!r}")
@@ -209,15 +203,9 @@ class FaceNet(nn.Module):
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
-        """Drops the stages after the last of ``indices`` (timm's convention), and the output layer.
+        """Drops stages after the last of ``indices`` and, if ``prune_head`` or stages dropped, the output layer.
 
-        Args:
-            indices: Stages to keep, as in :meth:`forward_intermediates`.
-            prune_norm: Ignored: the face nets have no final norm layer.
-            prune_head: Remove the output layer (it always goes when stages are dropped).
-
-        Returns:
-            The absolute indices of the stages kept for :meth:`forward_intermediates`.
+        ``prune_norm`` is ignored (no final norm). Returns the kept absolute stage indices.
         """
         take_indices, max_index = feature_take_indices(len(self.stage_modules), indices)
         for names in self.stage_modules[max_index + 1 :]:
@@ -232,10 +220,7 @@ class FaceNet(nn.Module):
         return take_indices
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """(B, C, h, w) → (B, num_classes) through the output layer, or (B, C) average-pooled.
-
-        The pooled features are returned when ``pre_logits`` is set or there is no output layer.
-        """
+        """(B, C, h, w) → (B, num_classes) via the output layer, or (B, C) average-pooled if ``pre_logits``/none."""
         if pre_logits or not self.num_classes:
             return x.mean((2, 3))
         return self.head(x)

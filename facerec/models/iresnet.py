@@ -1,11 +1,6 @@
-"""insightface's ArcFace IResNet (IR-18/34/50/100/200) as timm models.
+"""insightface's IResNet (IR-18/34/50/100/200) as timm models; names match ``arcface_torch/backbones/iresnet.py``.
 
-Module and parameter names follow insightface's ``recognition/arcface_torch/backbones/iresnet.py``, so
-``timm.create_model("iresnet50", checkpoint_path="backbone.pth")`` loads its released weights. The
-classifier is insightface's output layer (:class:`facerec.models.layers.OutputLayer`: BN → dropout → FC →
-BN1d, under insightface's keys ``bn2``, ``fc``, ``features``); its default width is the 512-d embedding.
-insightface's ``fp16`` flag is left out: use the trainer's precision.
-"""
+So ``timm.create_model("iresnet50", checkpoint_path="backbone.pth")`` loads its weights. No ``fp16`` flag."""
 
 from __future__ import annotations
 
@@ -63,16 +58,13 @@ class IBasicBlock(nn.Module):
 
 
 class IResNet(FaceNet):
-    """ArcFace IResNet: 3×3 stem (stride 1), four stages of :class:`IBasicBlock` each halving the size.
+    """ArcFace IResNet: 3×3 stem (stride 1), four :class:`IBasicBlock` stages each halving the size.
 
-    A 112×112 input gives a (512, 7, 7) feature map. The output layer is :class:`OutputLayer`, stored
-    under insightface's keys ``bn2``, ``fc``, ``features``.
+    112×112 input → (512, 7, 7) map; output layer :class:`OutputLayer` (keys ``bn2``, ``fc``, ``features``).
 
     Args:
         layers: Blocks per stage, e.g. (3, 4, 14, 3) for IR-50.
-        **kwargs: ``num_classes`` (the output layer's width, 512), ``in_chans``, ``img_size`` (sets the output
-            layer's FC input, 512 · (size / 16)²), ``drop_rate``, ``drop_path_rate``, ``global_pool``: see
-            :class:`FaceNet`.
+        **kwargs: :class:`FaceNet`'s (``num_classes`` 512; ``img_size`` sets the FC input 512·(size / 16)²).
     """
 
     stage_modules = (("conv1", "bn1", "prelu"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))

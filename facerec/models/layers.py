@@ -1,11 +1,6 @@
-"""Embedding layers shared by the face nets and the necks, as ``timm.layers`` holds timm's.
+"""Embedding layers shared by face nets and necks: :class:`OutputLayer` (IResNet), :class:`GDC` (MobileFaceNet).
 
-:class:`OutputLayer` is IResNet's output layer and :class:`LinearNeck`'s, :class:`GDC` MobileFaceNet's and
-:class:`GDCNeck`'s (:mod:`facerec.models.necks`). Their parameters have short names (``conv``, ``bn``, ``fc``,
-``features``); ``insightface_keys`` maps where insightface's net keeps each one (key prefix in its
-``backbone.pth``) to that name. The face nets (:class:`facerec.models.face_net.FaceNet`) use it to keep
-insightface's state-dict keys, :func:`facerec.models.checkpoint.to_facerec_layout` to fill a neck.
-"""
+Each ``insightface_keys`` maps insightface ``backbone.pth`` key prefixes to the layer's parameter names."""
 
 from __future__ import annotations
 
@@ -18,10 +13,7 @@ __all__ = ["GDC", "OutputLayer"]
 
 
 class OutputLayer(nn.Module):
-    """insightface's output layer: BN → Dropout → flatten → FC → BN1d.
-
-    Works on the un-pooled feature map, so it keeps spatial information. A (C, H, W) map and a (N, C) token
-    sequence are both normalised per channel. The final BN1d has its scale frozen at 1, as in insightface.
+    """insightface's output layer on the un-pooled map: BN → Dropout → flatten → FC → BN1d (scale frozen at 1).
 
     Args:
         feature_shape: Per-sample input shape, (C, H, W) or (N, C).
@@ -44,16 +36,14 @@ class OutputLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) or (B, N, C) → (B, E)."""
-        x = x.transpose(1, 2) if self.tokens else x  # channels first, as BN normalises dim 1
+        x = x.transpose(1, 2) if self.tokens else x  # BN normalises dim 1: channels first
         x = self.dropout(self.bn(x))
         x = x.transpose(1, 2) if self.tokens else x
         return self.features(self.fc(x.flatten(1)))
 
 
 class GDC(nn.Module):
-    """Global depthwise conv: full-size depthwise conv → BN → Dropout → FC (no bias) → BN1d.
-
-    The depthwise kernel covers the whole (H, W) map, so each channel learns its own spatial pooling.
+    """Global depthwise conv: (H, W)-kernel depthwise conv → BN → Dropout → FC (no bias) → BN1d.
 
     Args:
         feature_shape: Per-sample input shape, (C, H, W).

@@ -1,11 +1,6 @@
-"""insightface's MobileFaceNet as timm models (``mobilefacenet``, ``mobilefacenet_large``).
+"""insightface's MobileFaceNet as timm models ``mobilefacenet`` (``get_mbf``) and ``mobilefacenet_large``.
 
-Module and parameter names follow insightface's ``recognition/arcface_torch/backbones/mobilefacenet.py``
-(``get_mbf``: blocks 1-4-6-2, scale 2; ``get_mbf_large``: blocks 2-8-12-4, scale 4). The classifier is
-insightface's GDC output layer (:class:`facerec.models.layers.GDC`: 7×7 depthwise conv → BN → FC → BN1d, under
-insightface's keys ``features.layers.*``); its default width is the 512-d embedding. In facerec, the same layer
-is the neck :class:`facerec.models.GDCNeck` (``neck=gdc``).
-"""
+Names match ``arcface_torch/backbones/mobilefacenet.py``; the GDC output layer is also the neck ``neck=gdc``."""
 
 from __future__ import annotations
 
@@ -98,15 +93,12 @@ class Residual(nn.Module):
 class MobileFaceNet(FaceNet):
     """MobileFaceNet: stride-2 stem, depthwise bottlenecks, 1×1 ``conv_sep`` to 512 channels.
 
-    A 112×112 input gives a (512, 7, 7) feature map. The output layer is :class:`GDC`, stored under
-    insightface's keys ``features.layers.*``.
+    112×112 input → (512, 7, 7) map; output layer :class:`GDC` (keys ``features.layers.*``).
 
     Args:
-        blocks: Residual units in the four groups (the first group is a plain depthwise conv when 1).
+        blocks: Residual units per group (a first group of 1 is a plain depthwise conv).
         scale: Width multiplier of the 64/128 base widths.
-        **kwargs: ``num_classes`` (the GDC's width, 512), ``in_chans``, ``img_size`` (sets the GDC kernel,
-            size / 16), ``drop_rate``, ``drop_path_rate`` (of the residual units), ``global_pool``: see
-            :class:`FaceNet`.
+        **kwargs: :class:`FaceNet`'s (``num_classes`` 512; ``img_size`` sets the GDC kernel, size / 16).
     """
 
     stage_modules = (
@@ -162,7 +154,7 @@ class MobileFaceNet(FaceNet):
 _cfg = partial(face_net_cfg, first_conv="layers.0.layers.0", classifier="features", paper_ids="arXiv:1804.07573")
 
 default_cfgs = generate_default_cfgs({"mobilefacenet": _cfg(), "mobilefacenet_large": _cfg()})
-# features_only=True: the stages live in a ModuleList, so features are taken with forward hooks.
+# features_only=True: stages are in a ModuleList, so features are taken with forward hooks.
 HOOK_FEATURES = dict(feature_cls="hook")
 
 

@@ -14,17 +14,7 @@ from facerec.models.layers import GDC, OutputLayer
 
 
 class LinearNeck(OutputLayer):
-    """insightface's output layer (IResNet's): BN → Dropout → flatten → FC → BN1d.
-
-    Works on the un-pooled feature map, so it keeps spatial information. A (C, H, W) map and a
-    (N, C) token sequence are both normalised per channel. The final BN1d has its scale frozen at
-    1, as in insightface. ``insightface_keys`` says where IResNet's ``backbone.pth`` keeps its weights.
-
-    Args:
-        feature_shape: Per-sample shape of :meth:`EmbeddingNet.features`, (C, H, W) or (N, C).
-        embedding_size: E.
-        dropout: Dropout probability before the FC layer.
-    """
+    """IResNet's output layer on the un-pooled map (:class:`OutputLayer`; ``feature_shape`` (C, H, W) or (N, C))."""
 
     uses_pooled_features = False
 
@@ -53,37 +43,29 @@ class PoolFCNeck(nn.Module):
 
 
 class GDCNeck(GDC):
-    """MobileFaceNet's GDC output layer: full-size depthwise conv → BN → Dropout → FC → BN1d.
-
-    The depthwise kernel covers the whole (H, W) map, so each channel learns its own spatial pooling.
-    ``insightface_keys`` says where MobileFaceNet's ``backbone.pth`` keeps its weights.
-
-    Args:
-        feature_shape: Per-sample shape of :meth:`EmbeddingNet.features`, (C, H, W).
-        embedding_size: E.
-        dropout: Dropout probability before the FC layer.
-    """
+    """MobileFaceNet's GDC output layer on the un-pooled map (:class:`GDC`; ``feature_shape`` (C, H, W))."""
 
     uses_pooled_features = False
 
 
 NECKS = (LinearNeck, PoolFCNeck, GDCNeck)
-"""The neck classes: what a ``conf/neck`` config, and a checkpoint's ``neck``, may name."""
+"""Neck classes a ``conf/neck`` config or a checkpoint's ``neck`` may name."""
 
 
 class EmbeddingNet(nn.Module):
-    """Backbone + neck: images (B, 3, H, W) → embeddings (B, E). What eval and export use.
+    """Backbone + neck: images (B, 3, H, W) → embeddings (B, E); used by eval and export.
 
-    The neck always gets channels-first maps (B, C, h, w): the features of a channels-last timm
-    backbone (``output_fmt == "NHWC"``, e.g. swin, mambaout) are permuted from (B, h, w, C).
+    NHWC backbone features (``output_fmt == "NHWC"``, e.g. swin) are permuted to (B, C, h, w) for the neck.
 
     Args:
         backbone: A timm model built with ``num_classes=0``.
         neck: Neck factory taking ``feature_shape`` and ``embedding_size``.
         embedding_size: E.
-        input_size: (H, W) of the input images; used once to probe the feature shape.
-        channels_last: Convert input images to channels-last memory format, to match a backbone
-            built with ``channels_last=True``.
+        input_size: (H, W) of the input images; probed once for the feature shape.
+        channels_last: Convert inputs to channels-last (for a backbone built with ``channels_last=True``).
+
+    Raises:
+        ValueError: The backbone cannot take ``input_size`` images.
     """
 
     def __init__(
@@ -136,17 +118,10 @@ def embed_with_mirror(net: Callable[[Tensor], Tensor], images: Tensor, flip: boo
 
 
 def build_embedding_net(backbone: dict, neck: dict, embedding_size: int, input_size: tuple[int, int]) -> EmbeddingNet:
-    """Builds backbone + neck from their config dicts (``conf/backbone``, ``conf/neck``).
+    """Builds backbone + neck from ``conf/backbone`` and ``conf/neck`` dicts.
 
-    A ``checkpoint_path`` in the backbone config is loaded into the whole network, so an insightface
-    ``backbone.pth`` fills the backbone and its output layer fills the neck (see
-    :func:`facerec.models.checkpoint.load_embedding_net_weights`).
-
-    Args:
-        backbone: Config with ``_target_`` (e.g. :func:`facerec.models.create_backbone`).
-        neck: Config with ``_target_`` naming a neck class; built with ``_partial_``.
-        embedding_size: E.
-        input_size: (H, W) of the input images.
+    The backbone's ``checkpoint_path`` is loaded into the whole net (insightface's output layer fills the
+    neck; :func:`facerec.models.checkpoint.load_embedding_net_weights`). ``input_size`` is (H, W).
     """
     backbone = dict(backbone)
     checkpoint_path = backbone.pop("checkpoint_path", None)

@@ -13,11 +13,10 @@ HF_FILENAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_mod
 
 
 def cached_weights(name: str) -> str:
-    """Path of the locally cached pretrained weights of timm model ``name`` (``arch`` or ``arch.tag``).
+    """Path of the cached pretrained weights of timm model ``name`` (``arch`` or ``arch.tag``); no network.
 
-    Looks in the Hugging Face hub cache (huggingface_hub's ``constants.HF_HUB_CACHE``: ``$HF_HUB_CACHE``,
-    else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``) and in torch hub's
-    ``$TORCH_HOME/hub/checkpoints``; never touches the network.
+    Looks in the HF hub cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``)
+    and in ``$TORCH_HOME/hub/checkpoints``.
 
     Raises:
         RuntimeError: timm has no weights for ``name``, or they are not in the cache (names the folders).

@@ -1,15 +1,6 @@
-"""What a checkpoint may build: its hyper-parameters name only facerec's own parts, checked before any is built.
+"""Checks, as strings and before anything is built, that a checkpoint's hyper-parameters name only facerec's parts.
 
-:meth:`FaceRecognitionModule.load_from_checkpoint <facerec.module.FaceRecognitionModule.load_from_checkpoint>`
-builds the model from the checkpoint's hyper-parameters, whose parts are Hydra configs. A crafted
-``_target_`` (``torch.load``, ``os.system``, ...) would run when the part is built, so every part's
-``_target_`` is compared, as a string and without importing anything, with the parts facerec builds: the
-backbone factory (with a timm model name), the neck classes, the registered heads, torch's optimizers and
-the LR schedule. Any other key starting with ``_`` (Hydra's ``_target_``, ``_partial_``, ``_args_``,
-``_recursive_``, ``_convert_``; Lightning's ``_instantiator``), at any depth, any ``${...}``
-interpolation in a part, backbone weight sources (a checkpoint holds its own weights) and Lightning's
-``hparams_name`` are refused.
-"""
+Blocks crafted ``_target_``s (e.g. ``os.system``) that ``load_from_checkpoint`` would otherwise call."""
 
 from __future__ import annotations
 
@@ -30,9 +21,9 @@ from facerec.models.necks import NECKS
 from facerec.module.schedule import LEGACY_SCHEDULE, WarmupDecay
 
 ARGUMENT_KEYS = (*CHECKPOINT_PAST_HPARAMS_KEYS, LightningModule.CHECKPOINT_HYPER_PARAMS_KEY)
-"""The checkpoint entries Lightning's ``load_from_checkpoint`` reads the model's arguments from."""
+"""Checkpoint entries Lightning's ``load_from_checkpoint`` reads the model's arguments from."""
 ARGUMENTS_NAME = LightningModule.CHECKPOINT_HYPER_PARAMS_NAME
-"""The entry that, if set, makes Lightning pass all the arguments as the one of that name."""
+"""Entry that, if set, makes Lightning pass all arguments as one argument of that name."""
 
 INSTRUCTION = "a key starting with '_' tells Hydra or Lightning what to build or call; facerec's checkpoints hold none"
 INTERPOLATION = "an interpolation (${...}) is resolved when the part is built; facerec's checkpoints hold none"
@@ -48,24 +39,21 @@ def shown(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Part:
-    """The ``_target_`` strings one part of the model may hold, and how a message names them."""
+    """Allowed ``_target_`` strings of one model part, and their description for messages."""
 
     targets: frozenset[str]
     described: str
 
 
 def part(objects: Sequence[Any], package: str, *legacy: str, described: str | None = None) -> Part:
-    """The part built by one of ``objects``, named from ``package`` (its re-export) or its defining module."""
+    """:class:`Part` allowing ``objects`` by ``package``'s re-export path or defining module, plus ``legacy``."""
     public = sorted(f"{package}.{obj.__qualname__}" for obj in objects)
     defined = {f"{obj.__module__}.{obj.__qualname__}" for obj in objects}
     return Part(frozenset({*public, *defined, *legacy}), described or ", ".join([*public, *legacy]))
 
 
 def allowed_parts() -> dict[str, Part]:
-    """The parts of :class:`~facerec.module.FaceRecognitionModule`'s arguments and what each may be.
-
-    Read from the registries at each call, so a head registered by the user's code is allowed.
-    """
+    """Allowed targets per module argument; read from the registries per call (user-registered heads pass)."""
     optimizers = [
         obj
         for obj in vars(torch.optim).values()
@@ -81,7 +69,7 @@ def allowed_parts() -> dict[str, Part]:
 
 
 def refusals(value: Any, path: str, in_part: bool) -> Iterator[tuple[str, Any, str]]:
-    """Every key or value at or below ``path`` that a checkpoint may not hold: (key path, value, why)."""
+    """Yields (key path, value, reason) for ``_``-keys at any depth and, in a part, ``${...}`` strings."""
     if isinstance(value, Mapping):
         for key, item in value.items():
             if isinstance(key, str) and key.startswith("_"):
@@ -96,7 +84,7 @@ def refusals(value: Any, path: str, in_part: bool) -> Iterator[tuple[str, Any, s
 
 
 def backbone_refusals(config: Mapping, path: str) -> Iterator[tuple[str, Any, str]]:
-    """A backbone config's weight sources (each must be off) and its ``name`` (a timm model)."""
+    """Yields refusals for enabled weight sources and a ``name`` that is not a timm model."""
     for key, saved in WEIGHT_SOURCES.items():
         if config.get(key, saved) is not saved:
             yield f"{path}.{key}", config[key], f"a checkpoint holds its own weights and facerec saves {key}={saved}"
@@ -111,7 +99,7 @@ def backbone_refusals(config: Mapping, path: str) -> Iterator[tuple[str, Any, st
 
 
 def argument_refusals(arguments: Any, key: str) -> Iterator[tuple[str, Any, str]]:
-    """What the model's arguments ``arguments`` (the checkpoint's entry ``key``) may not hold."""
+    """Yields refusals in the model's ``arguments`` (checkpoint entry ``key``): targets, ``_``-keys, backbone."""
     if not isinstance(arguments, Mapping):
         yield key, arguments, "the model's arguments must be a mapping"
         return
@@ -130,7 +118,7 @@ def argument_refusals(arguments: Any, key: str) -> Iterator[tuple[str, Any, str]
 
 
 def checkpoint_refusals(checkpoint: Mapping) -> Iterator[tuple[str, Any, str]]:
-    """What a checkpoint may not hold in the entries Lightning builds the model from."""
+    """Yields refusals in every entry Lightning builds the model from, and a set ``hparams_name``."""
     name = checkpoint.get(ARGUMENTS_NAME)
     if name is not None:  # Lightning would pass all the arguments as this one
         yield ARGUMENTS_NAME, name, "facerec's checkpoints pass the model's arguments by their own names (None)"
@@ -140,16 +128,11 @@ def checkpoint_refusals(checkpoint: Mapping) -> Iterator[tuple[str, Any, str]]:
 
 
 def check_hyperparameters(checkpoint: Mapping, source: str | Path) -> None:
-    """Refuses a checkpoint whose hyper-parameters would build anything but facerec's own parts.
-
-    Nothing is imported, resolved or built.
-
-    Args:
-        checkpoint: The loaded checkpoint (``torch.load(..., weights_only=True)``).
-        source: Its path, for the message.
+    """Refuses hyper-parameters that would build anything but facerec's parts; imports and builds nothing.
 
     Raises:
-        CheckpointError: Naming the first refused key (e.g. ``hyper_parameters.backbone._target_``) and its value.
+        CheckpointError: Naming ``source``, the first refused key (e.g. ``hyper_parameters.backbone._target_``)
+            and its value.
     """
     refused = next(checkpoint_refusals(checkpoint), None)
     if refused is not None:
