@@ -11,7 +11,6 @@ RUN_CONFIG_KEY = "facerec_run_config"
 RUN_ID_KEY = "facerec_run_id"
 
 
-
 class RunConfigRecord(Callback):
     """Stores the resolved ``config`` (plain values) and ``run_id`` (unless None) in every checkpoint."""
 

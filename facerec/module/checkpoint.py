@@ -14,17 +14,13 @@ from facerec.errors import CheckpointError
 
 
 def read_training_checkpoint(path: str | Path) -> dict:
-    """Reads a facerec (Lightning) training checkpoint safely, memory-mapped, to check what it is.
-
-    Never unpickles code (``weights_only=True``) and never suggests doing so; the hyper-parameters the
-    model is rebuilt from must name only facerec's own parts (:mod:`facerec.module.allowlist`).
+    """Reads a facerec training checkpoint memory-mapped with ``weights_only=True`` (never unpickles code).
 
     Raises:
-        FileNotFoundError: If ``path`` is not a file.
-        CheckpointError: If the file is not a zip archive (a text file, a legacy ``torch.save``), is
-            truncated, holds objects other than tensors and plain values, is a bare state dict
-            (the message says to pass those weights as ``backbone.checkpoint_path``), or its
-            hyper-parameters name anything else than facerec's parts (the message names the key).
+        FileNotFoundError: ``path`` is not a file.
+        CheckpointError: Not a zip archive, truncated, holds non-tensor objects, a bare state dict (the
+            message suggests ``backbone.checkpoint_path``), or hyper-parameters naming anything but
+            facerec's parts (:mod:`facerec.module.allowlist`).
     """
     path = Path(path)
     if not path.is_file():
