@@ -16,6 +16,7 @@ from tests.helpers import REPO, compose_config
 
 GROUPS = ["backbone", "neck", "head", "data", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment"]
 HEADS = sorted(path.stem for path in (REPO / "conf" / "head").glob("*.yaml"))
+# Not recursive: conf/experiment/_base/ holds the bases the published recipes list in their defaults, not presets.
 PRESETS = sorted(path.stem for path in (REPO / "conf" / "experiment").glob("*.yaml"))
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((REPO / "conf" / group).glob("*.yaml"))]
 

@@ -17,7 +17,7 @@ from facerec.data.verification.bin import write_verification_bin
 from facerec.heads import registered_name
 from facerec.run.resolvers import device_count, global_batch, lr_for_batch, steps_for_batch
 from facerec.run.training import train
-from tests.helpers import compose_config
+from tests.helpers import REPO, compose_config
 
 VAL_SETS = ("lfw", "cfp_fp", "agedb_30")
 
@@ -53,6 +53,7 @@ RECIPES = {
     },
 }  # fmt: skip
 PRESETS = sorted(RECIPES)
+EXPERIMENTS = REPO / "conf" / "experiment"
 
 
 def compose_preset(name: str, *overrides: str):
@@ -92,6 +93,70 @@ def test_preset_carries_the_published_recipe(name, presets):
     trainer = {key: cfg.trainer.get(key) for key in (*facts["length"], "precision", "strategy")}
     assert trainer == {**facts["length"], "precision": facts["precision"], "strategy": "ddp"}
     assert (cfg.trainer.accelerator, cfg.trainer.sync_batchnorm) == ("gpu", False)
+
+
+def own_settings(path: Path) -> tuple[list[Path], dict[str, str], dict]:
+    """A config file's bases (the configs its defaults list names), its group overrides, and its own keys."""
+    content = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    bases, overrides = [], {}
+    for entry in content.pop("defaults", []):
+        if isinstance(entry, str):
+            if entry != "_self_":
+                bases.append(
+                    REPO / "conf" / f"{entry[1:]}.yaml" if entry.startswith("/") else path.parent / f"{entry}.yaml"
+                )
+        else:
+            ((key, option),) = entry.items()
+            overrides[key.removeprefix("override").strip().lstrip("/")] = option
+    return bases, overrides, content
+
+
+def leaves(node: dict, prefix: str = "") -> dict:
+    """``{"a.b": value}`` for every value in a nested dict that is not itself a non-empty dict."""
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            flat.update(leaves(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def inherited(path: Path) -> tuple[dict, dict, list[str]]:
+    """What the bases of ``path`` set (group overrides, flattened keys; the nearer base wins), and their names."""
+    overrides, settings, names = {}, {}, []
+    for base in own_settings(path)[0]:
+        assert base.is_file(), f"{path} lists {base}, which does not exist"
+        base_overrides, base_settings, base_names = inherited(base)
+        _, own_overrides, own = own_settings(base)
+        overrides |= base_overrides | own_overrides
+        settings |= base_settings | leaves(own)
+        names += [*base_names, base.relative_to(EXPERIMENTS).with_suffix("").as_posix()]
+    return overrides, settings, names
+
+
+DERIVED = sorted(path for path in EXPERIMENTS.rglob("*.yaml") if own_settings(path)[0])  # files that list a base
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_builds_on_the_shared_base(name):
+    # A recipe copied out in full again (no base) fails here; one that keeps its base and repeats it, below.
+    names = inherited(EXPERIMENTS / f"{name}.yaml")[2]
+    assert "_base/published" in names
+    assert ("_base/arcface_torch" in names) == (name != "casia_iresnet50")  # insightface's arcface_torch configs
+
+
+@pytest.mark.parametrize("path", DERIVED, ids=[path.relative_to(EXPERIMENTS).as_posix() for path in DERIVED])
+def test_a_recipe_holds_only_what_differs_from_its_base(path):
+    base_overrides, base_settings, _ = inherited(path)
+    _, overrides, own = own_settings(path)
+    repeated = [
+        f"override /{group}: {option}" for group, option in overrides.items() if base_overrides.get(group) == option
+    ]
+    repeated += [
+        f"{key}: {value}" for key, value in leaves(own).items() if key in base_settings and base_settings[key] == value
+    ]
+    assert not repeated, f"{path.relative_to(REPO)} repeats its base's values; drop them: {repeated}"
 
 
 def check_scaling(name: str, cfg, global_batch_size: int) -> None:
