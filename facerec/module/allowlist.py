@@ -1,14 +1,5 @@
-"""What a checkpoint may build: its hyper-parameters name only facerec's own parts, checked before any is built.
-
-:meth:`FaceRecognitionModule.load_from_checkpoint <facerec.module.FaceRecognitionModule.load_from_checkpoint>`
-builds the model from the checkpoint's hyper-parameters, whose parts are Hydra configs. A crafted
-``_target_`` (``torch.load``, ``os.system``, ...) would run when the part is built, so every part's
-``_target_`` is compared, as a string and without importing anything, with the parts facerec builds: the
-backbone factory (with a timm model name), the neck classes, the registered heads, torch's optimizers and
-the LR schedule. Any other key starting with ``_`` (Hydra's ``_target_``, ``_partial_``, ``_args_``,
-``_recursive_``, ``_convert_``; Lightning's ``_instantiator``), at any depth, any ``${...}``
-interpolation in a part, backbone weight sources (a checkpoint holds its own weights) and Lightning's
-``hparams_name`` are refused.
+"""Checkpoint hyper-parameter allowlist: each part's ``_target_`` must name a facerec part (compared as a string,
+nothing imported); other ``_`` keys, ``${...}`` in parts, backbone weight sources and ``hparams_name`` are refused.
 """
 
 from __future__ import annotations
@@ -30,9 +21,9 @@ from facerec.models.necks import NECKS
 from facerec.module.schedule import LEGACY_SCHEDULE, WarmupDecay
 
 ARGUMENT_KEYS = (*CHECKPOINT_PAST_HPARAMS_KEYS, LightningModule.CHECKPOINT_HYPER_PARAMS_KEY)
-"""The checkpoint entries Lightning's ``load_from_checkpoint`` reads the model's arguments from."""
+"""Checkpoint entries Lightning's ``load_from_checkpoint`` reads the model's arguments from."""
 ARGUMENTS_NAME = LightningModule.CHECKPOINT_HYPER_PARAMS_NAME
-"""The entry that, if set, makes Lightning pass all the arguments as the one of that name."""
+"""Entry that, if set, makes Lightning pass all arguments as the one of that name."""
 
 INSTRUCTION = "a key starting with '_' tells Hydra or Lightning what to build or call; facerec's checkpoints hold none"
 INTERPOLATION = "an interpolation (${...}) is resolved when the part is built; facerec's checkpoints hold none"
@@ -48,24 +39,21 @@ def shown(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Part:
-    """The ``_target_`` strings one part of the model may hold, and how a message names them."""
+    """``_target_`` strings one model part may hold, and how messages name them."""
 
     targets: frozenset[str]
     described: str
 
 
 def part(objects: Sequence[Any], package: str, *legacy: str, described: str | None = None) -> Part:
-    """The part built by one of ``objects``, named from ``package`` (its re-export) or its defining module."""
+    """Part built by one of ``objects``, named from ``package`` (re-export) or the defining module."""
     public = sorted(f"{package}.{obj.__qualname__}" for obj in objects)
     defined = {f"{obj.__module__}.{obj.__qualname__}" for obj in objects}
     return Part(frozenset({*public, *defined, *legacy}), described or ", ".join([*public, *legacy]))
 
 
 def allowed_parts() -> dict[str, Part]:
-    """The parts of :class:`~facerec.module.FaceRecognitionModule`'s arguments and what each may be.
-
-    Read from the registries at each call, so a head registered by the user's code is allowed.
-    """
+    """Part name -> :class:`Part` for the module's arguments; read from the registries per call (user heads allowed)."""
     optimizers = [
         obj
         for obj in vars(torch.optim).values()
@@ -81,7 +69,7 @@ def allowed_parts() -> dict[str, Part]:
 
 
 def refusals(value: Any, path: str, in_part: bool) -> Iterator[tuple[str, Any, str]]:
-    """Every key or value at or below ``path`` that a checkpoint may not hold: (key path, value, why)."""
+    """(key path, value, why) for every ``_`` key at or below ``path``, and ``${...}`` strings in a part."""
     if isinstance(value, Mapping):
         for key, item in value.items():
             if isinstance(key, str) and key.startswith("_"):
@@ -96,7 +84,7 @@ def refusals(value: Any, path: str, in_part: bool) -> Iterator[tuple[str, Any, s
 
 
 def backbone_refusals(config: Mapping, path: str) -> Iterator[tuple[str, Any, str]]:
-    """A backbone config's weight sources (each must be off) and its ``name`` (a timm model)."""
+    """Refusals for a backbone config: any weight source on, or a ``name`` that is not a timm model."""
     for key, saved in WEIGHT_SOURCES.items():
         if config.get(key, saved) is not saved:
             yield f"{path}.{key}", config[key], f"a checkpoint holds its own weights and facerec saves {key}={saved}"
@@ -111,7 +99,7 @@ def backbone_refusals(config: Mapping, path: str) -> Iterator[tuple[str, Any, st
 
 
 def argument_refusals(arguments: Any, key: str) -> Iterator[tuple[str, Any, str]]:
-    """What the model's arguments ``arguments`` (the checkpoint's entry ``key``) may not hold."""
+    """Refusals in the model arguments stored under checkpoint entry ``key``."""
     if not isinstance(arguments, Mapping):
         yield key, arguments, "the model's arguments must be a mapping"
         return
@@ -130,7 +118,7 @@ def argument_refusals(arguments: Any, key: str) -> Iterator[tuple[str, Any, str]
 
 
 def checkpoint_refusals(checkpoint: Mapping) -> Iterator[tuple[str, Any, str]]:
-    """What a checkpoint may not hold in the entries Lightning builds the model from."""
+    """Refusals in the entries Lightning builds the model from."""
     name = checkpoint.get(ARGUMENTS_NAME)
     if name is not None:  # Lightning would pass all the arguments as this one
         yield ARGUMENTS_NAME, name, "facerec's checkpoints pass the model's arguments by their own names (None)"
@@ -140,16 +128,10 @@ def checkpoint_refusals(checkpoint: Mapping) -> Iterator[tuple[str, Any, str]]:
 
 
 def check_hyperparameters(checkpoint: Mapping, source: str | Path) -> None:
-    """Refuses a checkpoint whose hyper-parameters would build anything but facerec's own parts.
+    """Refuses a checkpoint (loaded ``weights_only``) whose hyper-parameters would build more than facerec's parts.
 
-    Nothing is imported, resolved or built.
-
-    Args:
-        checkpoint: The loaded checkpoint (``torch.load(..., weights_only=True)``).
-        source: Its path, for the message.
-
-    Raises:
-        CheckpointError: Naming the first refused key (e.g. ``hyper_parameters.backbone._target_``) and its value.
+    Builds nothing. Raises CheckpointError naming ``source``, the first refused key (e.g.
+    ``hyper_parameters.backbone._target_``) and its value.
     """
     refused = next(checkpoint_refusals(checkpoint), None)
     if refused is not None:

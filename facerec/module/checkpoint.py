@@ -14,17 +14,12 @@ from facerec.errors import CheckpointError
 
 
 def read_training_checkpoint(path: str | Path) -> dict:
-    """Reads a facerec (Lightning) training checkpoint safely, memory-mapped, to check what it is.
-
-    Never unpickles code (``weights_only=True``) and never suggests doing so; the hyper-parameters the
-    model is rebuilt from must name only facerec's own parts (:mod:`facerec.module.allowlist`).
+    """Loads a facerec training checkpoint safely (``weights_only=True``, memory-mapped) and checks it.
 
     Raises:
-        FileNotFoundError: If ``path`` is not a file.
-        CheckpointError: If the file is not a zip archive (a text file, a legacy ``torch.save``), is
-            truncated, holds objects other than tensors and plain values, is a bare state dict
-            (the message says to pass those weights as ``backbone.checkpoint_path``), or its
-            hyper-parameters name anything else than facerec's parts (the message names the key).
+        FileNotFoundError: ``path`` is not a file.
+        CheckpointError: Not a zip archive, truncated, holds non-tensor objects, a bare state dict (message:
+            use ``backbone.checkpoint_path``), or hyper-parameters outside :mod:`facerec.module.allowlist`.
     """
     path = Path(path)
     if not path.is_file():
