@@ -1,8 +1,5 @@
-"""Collectives for model-parallel heads; every function is the identity without a process group.
-
-Partial FC gathers the embeddings and labels of all ranks and reduces softmax statistics across
-its class shards. These helpers work with any backend (gloo included) and with batches of
-different sizes on different ranks.
+"""Collectives for model-parallel heads (Partial FC); identity without a process group. Any backend (gloo
+included), batches of different sizes per rank.
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ from torch.autograd.function import FunctionCtx
 
 
 def is_distributed() -> bool:
-    """True inside an initialised process group with more than one rank."""
+    """Whether in an initialised process group with more than one rank."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
@@ -41,13 +38,9 @@ def _row_counts(tensor: Tensor) -> list[int]:
 
 
 def gather_rows(tensor: Tensor, counts: list[int] | None = None) -> Tensor:
-    """Concatenates every rank's ``tensor`` (N_r, ...) along dim 0, in rank order (no gradient).
+    """Every rank's (N_r, ...) ``tensor`` concatenated along dim 0 in rank order (no gradient).
 
-    Ranks may hold different N_r; rows are padded to the largest for the collective.
-
-    Args:
-        tensor: (N_r, ...) this rank's rows.
-        counts: Every rank's N_r when already known (saves one collective).
+    Rows are padded to max N_r for the collective; ``counts`` (every N_r) saves one collective if known.
     """
     if not is_distributed():
         return tensor
@@ -60,10 +53,8 @@ def gather_rows(tensor: Tensor, counts: list[int] | None = None) -> Tensor:
 
 
 class _GatherWithGrad(torch.autograd.Function):
-    """:func:`gather_rows` whose backward returns each rank its rows of the all-reduced gradient.
-
-    Every rank's loss depends on every rank's rows, so the gradient of rank r's rows is the sum
-    over ranks of their local gradients for those rows.
+    """:func:`gather_rows` whose backward gives each rank its rows of the all-reduced gradient (every rank's loss
+    depends on every rank's rows).
     """
 
     @staticmethod
@@ -86,7 +77,7 @@ def gather_rows_with_grad(tensor: Tensor) -> Tensor:
 
 
 class _ScaleGrad(torch.autograd.Function):
-    """Identity forward, gradient multiplied by a constant."""
+    """Identity forward, gradient times a constant."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, tensor: Tensor, factor: float) -> Tensor:

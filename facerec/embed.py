@@ -1,10 +1,6 @@
 """``python -m facerec.embed MODEL SRC --out FILE``: L2-normalised embeddings of a folder or a list of images.
 
-MODEL is a training checkpoint (``.ckpt``) or an ONNX export (``.onnx``); images are prepared and
-embedded as at evaluation (the model's crop and input size, image + mirror image unless ``--no-flip``).
-FILE is ``.npz`` (arrays ``embeddings`` (N, E) float32 and ``paths`` (N,) str) or ``.parquet``
-(columns ``path`` and ``embedding``, a fixed-size list of float32); it is checked before the embedding,
-and an existing FILE is replaced only with ``--overwrite``.
+FILE: ``.npz`` (``embeddings`` (N, E) float32, ``paths`` (N,) str) or ``.parquet`` (``path``, ``embedding``).
 """
 
 from __future__ import annotations
@@ -28,19 +24,15 @@ OUTPUT_FORMATS = (".npz", ".parquet")
 
 
 def list_images(src: str | Path) -> tuple[list[Path], list[str]]:
-    """The images to embed and the names to store for them.
+    """Images to embed and their stored names.
 
     Args:
-        src: A folder (every image below it, at any depth, hidden entries skipped; names relative to it) or a
-            text file with one image path per line (relative paths are relative to the file's folder; names as
-            written; blank lines and lines starting with ``#`` skipped).
-
-    Returns:
-        (files, names), sorted by name for a folder, in file order for a list.
+        src: A folder (images at any depth, hidden skipped, names relative, sorted) or a text file of image
+            paths (relative to its folder; names as written; blank and ``#`` lines skipped; file order).
 
     Raises:
-        FileNotFoundError: If ``src`` or a listed image does not exist (all missing ones are named).
-        ValueError: If there is no image.
+        FileNotFoundError: ``src`` or listed images missing (all named).
+        ValueError: No image.
     """
     src = Path(src)
     if src.is_dir():
@@ -61,11 +53,7 @@ def list_images(src: str | Path) -> tuple[list[Path], list[str]]:
 
 
 def check_output(path: str | Path) -> Path:
-    """``path`` if it names a format :func:`write_embeddings` writes.
-
-    Raises:
-        ValueError: Naming the formats, if it does not.
-    """
+    """``path`` if its suffix is one :func:`write_embeddings` writes, else ValueError."""
     path = Path(path)
     if path.suffix not in OUTPUT_FORMATS:
         raise ValueError(f"--out {path}: choose a file ending in {' or '.join(OUTPUT_FORMATS)}")
@@ -73,7 +61,9 @@ def check_output(path: str | Path) -> Path:
 
 
 def write_embeddings(path: str | Path, names: list[str], embeddings: np.ndarray) -> Path:
-    """Writes names and (N, E) embeddings as ``.npz`` or ``.parquet`` (chosen by the suffix); returns the path."""
+    """Writes names and (N, E) float32 embeddings as ``.npz`` (``embeddings``, ``paths``) or ``.parquet`` (``path``,
+    ``embedding`` fixed-size float32 list), by suffix; returns the path.
+    """
     path = check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     embeddings = np.asarray(embeddings, dtype=np.float32)
@@ -86,7 +76,7 @@ def write_embeddings(path: str | Path, names: list[str], embeddings: np.ndarray)
 
 
 def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Reads what :func:`write_embeddings` wrote: (names, (N, E) float32 embeddings)."""
+    """Reads :func:`write_embeddings`'s file: (names, (N, E) float32)."""
     path = Path(path)
     if path.suffix == ".parquet":
         table = pq.read_table(path)
@@ -111,7 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Embeds the images; returns the exit code (2 with a message on stderr for bad input)."""
+    """Embeds MODEL's (``.ckpt`` or ``.onnx``) embeddings of SRC's images into FILE; returns the exit code.
+
+    Images are prepared as at evaluation (model's crop and input size; image + mirror unless ``--no-flip``).
+    FILE is checked before embedding; an existing one is replaced only with ``--overwrite``. Bad input: exit 2
+    with a message on stderr.
+    """
     args = build_parser().parse_args(argv)
     try:
         check_output_file(check_output(args.out), args.overwrite, "--out", "--overwrite")  # before the embedding

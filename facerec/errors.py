@@ -4,19 +4,17 @@ from __future__ import annotations
 
 
 class DataFileError(ValueError):
-    """A data file that is malformed or refused as unsafe (pairs list, ``.bin``, ``.rec``/``.idx``, image, ...).
-
-    Every file facerec reads is untrusted: whatever bytes it holds, its reader raises this (or a subclass)
-    with a message naming the file, where in it (line, byte offset, item) and what was expected.
+    """A malformed or unsafe data file (pairs list, ``.bin``, ``.rec``/``.idx``, image, ...); every reader raises
+    it (or a subclass) naming the file, the place in it and what was expected.
     """
 
 
 class CheckpointError(DataFileError):
-    """A file given as a checkpoint that is not one facerec can read; the message says what it is."""
+    """A file given as a checkpoint that facerec cannot read; the message says what it is."""
 
 
 def class_count_error(head_classes: int, data_classes: int) -> ValueError:
-    """The error for a checkpoint's head and training data with different numbers of identities."""
+    """Error for a checkpoint's head and training data with different identity counts."""
     return ValueError(
         f"the head has {head_classes} classes but the training data has {data_classes} identities. "
         "A checkpoint resumes only on its own identities; to fine-tune on new ones with a new head, export "

@@ -1,9 +1,5 @@
-"""Inference-ready embedding models: a checkpoint or an ONNX export behind one interface, and the batched loop.
-
-:func:`load_model` turns a training checkpoint (``.ckpt``) or an ONNX export (``.onnx``, with the
-``.json`` that ``eval.py export.onnx=…`` writes beside it) into an embedder: images (B, 3, H, W) in
-[-1, 1] → raw embeddings (B, E), the image's plus its mirror image's when ``flip`` is on (the
-evaluation protocol). :func:`embed_dataset` runs one over a dataset of ``(image, index)`` samples.
+"""Inference: a checkpoint or ONNX export behind one embedder interface (:func:`load_model`), and the batched
+loop (:func:`embed_dataset`).
 """
 
 from __future__ import annotations
@@ -43,26 +39,26 @@ ONNX_ERRORS = (
     onnxruntime_errors.NotImplemented,
     onnxruntime_errors.RuntimeException,
 )
-"""What onnxruntime raises for a file it cannot load (none is a Python ``ValueError``)."""
+"""What onnxruntime raises for a file it cannot load (none is a ``ValueError``)."""
 
 
 class OnnxModelError(DataFileError):
-    """An ONNX export or its sidecar JSON that cannot be used; the message names the file (and key)."""
+    """An unusable ONNX export or sidecar JSON; the message names the file (and key)."""
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:
-    """The JSON beside an ONNX export that holds what the graph does not: input crop, flip, decision threshold."""
+    """``<export>.json`` beside an ONNX export: input size, crop, flip, threshold (what the graph lacks)."""
     return Path(onnx_path).with_suffix(".json")
 
 
 class FaceEmbedder(nn.Module):
-    """A trained embedding network ready for inference.
+    """A trained embedding network ready for inference (eval mode).
 
     Args:
-        net: Images (B, 3, H, W) in [-1, 1] → embeddings (B, E).
-        input_size: (H, W) the network was trained on.
-        crop: The face crop its training images had before resizing (``data.crop``), or None.
-        flip: Add the mirror image's embedding to the image's.
+        net: (B, 3, H, W) in [-1, 1] -> (B, E).
+        input_size: Training (H, W).
+        crop: Training ``data.crop``, or None.
+        flip: Add the mirror image's embedding.
     """
 
     def __init__(self, net: nn.Module, input_size: Sequence[int], crop: Crop = None, flip: bool = True) -> None:
@@ -75,7 +71,7 @@ class FaceEmbedder(nn.Module):
 
     @property
     def transform(self) -> Callable[..., dict[str, Any]]:
-        """The preprocessing of RGB uint8 images (albumentations style): crop, resize to ``input_size``, normalise."""
+        """Preprocessing of RGB uint8 images (albumentations style): crop, resize, normalise."""
         return eval_transform(self.input_size, self.crop)
 
     @property
@@ -84,27 +80,25 @@ class FaceEmbedder(nn.Module):
         return next(self.net.parameters()).device
 
     def forward(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) images in [-1, 1] → (B, E) raw embeddings (image + mirror image with ``flip``)."""
+        """(B, 3, H, W) in [-1, 1] -> (B, E) raw embeddings (+ mirror's with ``flip``)."""
         return embed_with_mirror(self.net, images, self.flip)
 
     def embed_images(self, images: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
-        """RGB uint8 (H, W, 3) images of any size → (N, E) L2-normalised float32 embeddings."""
+        """RGB uint8 (H, W, 3) images of any size -> (N, E) L2-normalised float32."""
         raw = embed_dataset(self, VerificationImages(images, self.transform), batch_size=batch_size)
         return l2_normalize(raw).astype(np.float32)
 
 
 class OnnxFaceEmbedder(FaceEmbedder):
-    """An ONNX export (``eval.py export.onnx=…``) run by onnxruntime, with :class:`FaceEmbedder`'s interface.
+    """An ONNX export run by onnxruntime, as a :class:`FaceEmbedder`.
 
     Args:
-        path: The ``.onnx`` file. Its sidecar (:func:`sidecar_path`, :func:`read_sidecar`) must be beside it:
-            it supplies the input size, crop, flip setting and decision threshold that the graph lacks.
-        flip: Overrides the sidecar's flip setting.
-        providers: onnxruntime execution providers; default CUDA when available, then CPU.
+        path: The ``.onnx``; its sidecar (:func:`read_sidecar`) must be beside it.
+        flip: Overrides the sidecar's.
+        providers: onnxruntime providers; default CUDA if available, then CPU.
 
     Raises:
-        OnnxModelError: If the file is not a facerec ONNX export, or the sidecar is missing or malformed (naming
-            the file, the key and what is expected).
+        OnnxModelError: Not a facerec export, or sidecar missing, malformed or contradicting the graph.
     """
 
     def __init__(self, path: str | Path, flip: bool | None = None, providers: Sequence[str] | None = None) -> None:
@@ -122,11 +116,11 @@ class OnnxFaceEmbedder(FaceEmbedder):
 
     @property
     def device(self) -> torch.device:
-        """onnxruntime takes and returns host arrays."""
+        """CPU: onnxruntime takes and returns host arrays."""
         return torch.device("cpu")
 
     def forward(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) images in [-1, 1] → (B, E) raw embeddings (image + mirror image with ``flip``)."""
+        """(B, 3, H, W) in [-1, 1] -> (B, E) raw embeddings (+ mirror's with ``flip``)."""
         batch = images.detach().cpu().float().numpy()
         embeddings = self._run(batch)
         if self.flip:
@@ -138,11 +132,9 @@ class OnnxFaceEmbedder(FaceEmbedder):
 
 
 def onnx_session(path: str | Path, providers: Sequence[str]) -> onnxruntime.InferenceSession:
-    """An onnxruntime session of a facerec ONNX export (input ``images``, output ``embeddings``).
+    """onnxruntime session of a facerec export (input ``images`` (B, 3, H, W), output ``embeddings``).
 
-    Raises:
-        OnnxModelError: Naming the file, for a zip archive or pickle (a PyTorch checkpoint?), a file onnxruntime
-            cannot load, or a graph without facerec's input and output.
+    Raises OnnxModelError for a zip/pickle (a checkpoint?), an unloadable file, or other inputs/outputs.
     """
     with open(path, "rb") as file:
         head = file.read(4)
@@ -167,7 +159,7 @@ def onnx_session(path: str | Path, providers: Sequence[str]) -> onnxruntime.Infe
 
 
 def _check_graph_agrees(path: str | Path, session: onnxruntime.InferenceSession, metadata: dict[str, Any]) -> None:
-    """Refuses a sidecar whose input size or embedding size contradicts the graph's fixed dimensions."""
+    """Refuses a sidecar whose input or embedding size contradicts the graph's fixed dimensions."""
     graph_size = session.get_inputs()[0].shape[2:]
     if all(isinstance(side, int) for side in graph_size) and list(graph_size) != metadata["input_size"]:
         raise OnnxModelError(
@@ -187,7 +179,7 @@ def _positive_int(value: Any) -> bool:
 
 
 def _shown(value: Any) -> str:
-    """``repr(value)``, cut to 80 characters (a sidecar value can be anything)."""
+    """``repr(value)`` cut to 80 characters."""
     text = repr(value)
     return text if len(text) <= 80 else f"{text[:77]}..."
 
@@ -197,22 +189,15 @@ def _finite_number(value: Any) -> bool:
 
 
 def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
-    """The sidecar JSON of an ONNX export, checked key by key.
+    """The checked sidecar JSON of an ONNX export; ``crop``, ``embedding_size``, ``threshold`` default to None.
 
-    A JSON object with ``input_size`` (two positive integers, required), ``flip`` (``true``/``false``, required),
-    ``crop`` (``null``, a centre fraction in (0, 1] or a box ``[top, left, height, width]``; default ``null``),
-    ``embedding_size`` (a positive integer or ``null``) and ``threshold`` (``null`` or the decision rule of
-    ``+threshold_at_far``: an object whose ``distance`` is a finite number). Unknown keys are kept, with a
-    warning. A missing sidecar is an error, not a default: the graph does not say which crop and flip its
-    embeddings need, nor the threshold they were validated with, so guessing would give other embeddings and
-    decisions silently.
-
-    Returns:
-        The sidecar's keys, ``crop``, ``embedding_size`` and ``threshold`` filled with ``None`` when absent.
+    Keys: ``input_size`` (two positive ints, required), ``flip`` (bool, required), ``crop`` (null, fraction in
+    (0, 1] or ``[top, left, height, width]``), ``embedding_size`` (positive int or null), ``threshold`` (null or
+    an object with a finite ``distance``). Unknown keys are kept with a warning. No defaults for a missing
+    sidecar: crop, flip and threshold cannot be guessed.
 
     Raises:
-        OnnxModelError: If the sidecar is missing or not a file, is not valid JSON, or a key has a wrong value;
-            the message names the file, the key and what is expected.
+        OnnxModelError: Missing, not a file, invalid JSON, or a bad key (names file, key, expectation).
     """
     path = sidecar_path(onnx_path)
     if path.exists() and not path.is_file():
@@ -264,22 +249,25 @@ def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path, flip: bool | None = None, device: str | torch.device | None = None) -> FaceEmbedder:
-    """An inference-ready embedder from a training checkpoint (``.ckpt``) or an ONNX export (``.onnx``).
+    """An inference-ready embedder from a training checkpoint (``.ckpt``) or an ONNX export (``.onnx`` + sidecar
+    ``.json`` from ``eval.py export.onnx=…``).
+
+    The embedder maps (B, 3, H, W) in [-1, 1] to raw (B, E) embeddings, plus the mirror image's with ``flip``
+    (the evaluation protocol); ``.transform`` prepares RGB uint8 images.
 
     Args:
         path: The checkpoint or ONNX file.
-        flip: Add the mirror image's embedding; default the checkpoint's ``flip_test`` (the ONNX sidecar's).
-        device: Where a checkpoint's network runs; default CUDA when available, else the CPU.
+        flip: Default: the checkpoint's ``flip_test`` (the sidecar's ``flip``).
+        device: Where a checkpoint's network runs; default CUDA if available, else CPU.
 
     Returns:
-        A :class:`FaceEmbedder` in eval mode (an :class:`OnnxFaceEmbedder` for ``.onnx``).
+        A :class:`FaceEmbedder` in eval mode (:class:`OnnxFaceEmbedder` for ``.onnx``).
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        ValueError: If it is neither a checkpoint nor an ONNX file; a
-            :class:`~facerec.models.checkpoint.CheckpointError` if the checkpoint is not one facerec loads
-            (e.g. its hyper-parameters name anything but facerec's own parts).
-        OnnxModelError: For an ``.onnx`` that is not a facerec export, or whose sidecar is missing or malformed.
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: Neither ``.ckpt`` nor ``.onnx``; :class:`~facerec.errors.CheckpointError` for a checkpoint
+            facerec does not load (e.g. hyper-parameters naming foreign parts).
+        OnnxModelError: Not a facerec export, or a missing or malformed sidecar.
     """
     path = Path(path)
     if not path.is_file():
@@ -305,17 +293,20 @@ def embed_dataset(
     num_workers: int = 0,
     description: str | None = None,
 ) -> np.ndarray:
-    """Embeds every sample of a dataset of ``(image tensor, index)`` in batches, under ``torch.inference_mode``.
+    """Embeds a dataset of ``(image, i)`` samples in batches under ``inference_mode``.
 
     Args:
-        embedder: (B, 3, H, W) → (B, E), e.g. a :class:`FaceEmbedder`; batches go to its ``device`` if it has one.
-        dataset: Samples ``(image, i)``, ``i`` in ``[0, len(dataset))``.
+        embedder: (B, 3, H, W) -> (B, E); batches go to its ``device`` if it has one.
+        dataset: ``i`` in [0, len(dataset)).
         batch_size: Images per forward pass.
-        num_workers: DataLoader worker processes.
-        description: If given, a progress bar with this label is shown (and removed when done).
+        num_workers: DataLoader workers.
+        description: Label of a transient progress bar; None: no bar.
 
     Returns:
-        (N, E) raw embeddings, row ``i`` = sample ``i``'s.
+        (N, E) float32 raw embeddings, row ``i`` = sample ``i``.
+
+    Raises:
+        RuntimeError: Some index was never returned.
     """
     device = getattr(embedder, "device", torch.device("cpu"))
     loader = DataLoader(

@@ -1,12 +1,4 @@
-"""Pictures of embeddings: PCA projection and per-identity scatter plots, for any checkpoint.
-
-``python -m facerec.viz CKPT DATA_ROOT [--heldout DIR] [--out embeddings.png] [--max-identities 10]``
-embeds the images of the first identities of an identity folder (and optionally a held-out one)
-and writes a scatter plot, one colour per identity. Embeddings with more than two dimensions are
-L2-normalised (verification compares their directions) and projected onto the first two principal
-components of the unit vectors; every panel's axes keep to robust limits, so a few outliers cannot
-squash the clusters into a line.
-"""
+"""Pictures of embeddings: PCA projection and per-identity scatter plots, for any checkpoint."""
 
 from __future__ import annotations
 
@@ -28,35 +20,25 @@ Panel = tuple[str, np.ndarray, np.ndarray]
 
 
 def pca(points: np.ndarray, dim: int = 2) -> np.ndarray:
-    """Projects (N, E) points onto their first ``dim`` principal components → (N, dim)."""
+    """(N, E) points -> (N, dim) on their first ``dim`` principal components."""
     centred = points - points.mean(axis=0, keepdims=True)
     _, _, components = np.linalg.svd(centred, full_matrices=False)
     return centred @ components[:dim].T
 
 
 def project_embeddings(embeddings: np.ndarray, dim: int = 2) -> np.ndarray:
-    """L2-normalises (N, E) embeddings and projects them onto their first ``dim`` principal components → (N, dim).
-
-    Verification compares embeddings by the cosine of their angle, so the picture shows what it compares:
-    their directions. The PCA is fit on the unit vectors, where a few embeddings of large norm weigh no
-    more than any other (on the raw embeddings they take the principal axes and squash the rest into a
-    line). Zero vectors (which have no direction) enter the PCA as zeros.
-    """
+    """(N, E) -> (N, dim) PCA of the L2-normalised embeddings (large norms can't take the axes; zeros stay 0)."""
     points = np.asarray(embeddings, dtype=np.float64)
     norms = np.linalg.norm(points, axis=1, keepdims=True)
     return pca(points / np.maximum(norms, np.finfo(np.float64).tiny), dim)
 
 
 def robust_limits(points: np.ndarray, fence: float = 3.0, percentile: float = 1.0, margin: float = 0.05) -> np.ndarray:
-    """Axis limits for (N, D) points that a few outliers cannot stretch → (D, 2) rows of ``[low, high]``.
+    """(D, 2) ``[low, high]`` axis limits for (N, D) points that few outliers cannot stretch.
 
-    Per coordinate, the limits span the points inside Tukey's far-out fences (the quartiles widened by
-    ``fence`` interquartile ranges), and at least the ``percentile``-th to ``(100 - percentile)``-th
-    percentiles, so at least 98 % of the points (by default) lie within them in each coordinate; outliers
-    beyond the fences stretch nothing while they are under ``percentile`` % of the points on their side. The span
-    is padded by ``margin`` of itself on each side (by 1 where it is empty). Points outside are not
-    dropped here; :func:`feature_figure` draws them clipped to the edge of the axes. Non-finite values are
-    ignored; a coordinate without any gets ``[-1, 1]``.
+    Per coordinate: the points within Tukey's fences (quartiles ± ``fence`` IQR), widened to at least the
+    ``percentile``..``100 - percentile`` percentiles, padded by ``margin`` (1 if empty span). Non-finite
+    values are ignored; a coordinate without finite values gets [-1, 1].
     """
     limits = []
     for values in np.asarray(points, dtype=np.float64).T:
@@ -82,19 +64,16 @@ def embed_identity_folder(
     batch_size: int = 256,
     crop: Crop = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Embeds every image of the first ``max_identities`` identities of a training-set layout.
+    """(N, E) float32 features and (N,) labels of the first ``max_identities`` identities of a training set.
 
     Args:
-        net: Images (B, 3, H, W) in [-1, 1] → (B, E) features (e.g. ``module.net``).
+        net: (B, 3, H, W) in [-1, 1] -> (B, E), e.g. ``module.net``.
         root: Identity folder (``format=folder``) or folder with ``train.rec`` (``format=rec``).
-        image_size: (H, W) the network expects.
+        image_size: Network input (H, W).
         format: ``folder`` or ``rec``.
-        max_identities: Identities (labels ``0 .. max_identities-1``) to embed.
+        max_identities: Labels 0 .. max_identities-1 are embedded.
         batch_size: Images per forward pass.
-        crop: ``data.crop`` the network was trained with, applied before resizing.
-
-    Returns:
-        (N, E) float32 features and (N,) int labels.
+        crop: Training ``data.crop``.
     """
     dataset = open_training_set(root, format, eval_transform(tuple(image_size), crop))
     keep = [i for i, label in enumerate(dataset.labels) if label < max_identities]
@@ -110,15 +89,10 @@ def embed_identity_folder(
 
 
 def feature_figure(panels: Sequence[Panel], title: str) -> Figure:
-    """Side-by-side scatter plots, one colour per label, each within :func:`robust_limits`.
+    """Side-by-side scatter plots of ``(title, (N, E) points, (N,) labels)`` panels, one colour per label.
 
-    2-d points are drawn as they are (Wen et al.'s pictures); larger embeddings by
-    :func:`project_embeddings` (PCA of the L2-normalised embeddings). Points beyond the limits are drawn
-    on the edge of the axes, crossed out, and counted in the panel title.
-
-    Args:
-        panels: ``(panel title, (N, E) points, (N,) labels)`` per panel.
-        title: Figure title.
+    2-d points as they are; larger by :func:`project_embeddings`. Axes within :func:`robust_limits`; points
+    beyond are drawn crossed on the edge and counted in the panel title.
     """
     figure = Figure(figsize=(5 * len(panels), 5.4))
     axes = figure.subplots(1, len(panels), squeeze=False)
@@ -146,7 +120,7 @@ def feature_figure(panels: Sequence[Panel], title: str) -> Figure:
 
 
 def plot_panels(panels: Sequence[Panel], path: str | Path, title: str) -> Path:
-    """Writes :func:`feature_figure` of the panels to the PNG ``path`` (parent folders are created)."""
+    """Writes :func:`feature_figure` to PNG ``path`` (parents created); returns it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     feature_figure(panels, title).savefig(path, dpi=100)
@@ -154,7 +128,11 @@ def plot_panels(panels: Sequence[Panel], path: str | Path, title: str) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    """The command line: plots a checkpoint's embeddings of an identity folder (and a held-out one)."""
+    """``python -m facerec.viz CKPT ROOT [--format rec] [--heldout DIR] [--out embeddings.png] [--max-identities 10]``.
+
+    Plots the checkpoint's embeddings of the first identities of an identity folder (and of a held-out one
+    beside it), one colour per identity; returns the PNG path.
+    """
     from facerec.module.face_module import FaceRecognitionModule
 
     parser = argparse.ArgumentParser(prog="python -m facerec.viz", description=__doc__.splitlines()[0])

@@ -1,14 +1,6 @@
-"""Face alignment by 5 landmarks: a similarity warp onto the ArcFace template.
+"""Face alignment: a similarity warp of 5 landmarks onto the ArcFace template (as insightface's ``norm_crop``).
 
-The 5 landmarks are, in this order and as seen in the image: left eye, right eye, nose tip, left mouth
-corner, right mouth corner, in (x, y) pixel coordinates (OpenCV's convention: integer values are pixel
-centres). :func:`align_face` finds the least-squares similarity (rotation, uniform scale, translation, no
-reflection) that maps them onto :func:`template` and warps the image with it, which is what insightface's
-``norm_crop`` does: crops match those the public ArcFace models were trained and evaluated on.
-
-Landmark files hold one image per line, ``path x1 y1 ... x5 y5 [score]`` (IJB's
-``ijbc_name_5pts_score.txt`` is one); :func:`align_folder` aligns every image they list. They are untrusted:
-every line is checked (:func:`landmark_problem`) before anything is written or embedded.
+Landmarks, in order: left eye, right eye, nose tip, left/right mouth corner; (x, y) pixels, integers at pixel centres.
 """
 
 from __future__ import annotations
@@ -36,40 +28,34 @@ ARCFACE_TEMPLATE = np.array(
     ],
     dtype=np.float64,
 )
-"""(5, 2) landmark positions (x, y) in a 112x112 crop, as insightface's ArcFace models expect them."""
+"""(5, 2) landmark positions (x, y) in a 112x112 ArcFace crop."""
 ARCFACE_TEMPLATE.flags.writeable = False
 
 TEMPLATE_SIZE = 112
-"""The side of the square crop :data:`ARCFACE_TEMPLATE` is defined for."""
+"""Side of the square crop :data:`ARCFACE_TEMPLATE` is defined for."""
 
 OUTPUT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-"""File extensions :func:`align_folder` can write (colour formats OpenCV encodes)."""
+"""Extensions :func:`align_folder` can write."""
 
 JPEG_QUALITY = 95
 
 LANDMARK_LAYOUT = "lines 'path x1 y1 x2 y2 x3 y3 x4 y4 x5 y5 [score]'"
 
 MAX_COORDINATE = 1e6
-"""Landmark coordinates beyond +-this many pixels are refused (no image is that large)."""
+"""Landmark coordinates beyond +-this many pixels are refused."""
 
 MIN_SPREAD = 1.0
-"""The 5 landmarks must spread at least this many pixels (RMS distance to their centre)."""
+"""Minimum RMS distance (pixels) of the 5 landmarks to their centre."""
 
 MIN_FLATNESS = 1e-3
-"""The 5 landmarks' smaller principal spread must be at least this fraction of the larger (not on one line)."""
+"""Minimum ratio of the landmarks' smaller to larger principal spread (not on one line)."""
 
 MIN_FIT = 1e-6
-"""The similarity's scale, relative to the spreads' ratio (1 for a face of the template's layout), must reach this."""
+"""Minimum similarity scale onto the template, relative to the spreads' ratio (1 for a template-like face)."""
 
 
 class LandmarkRow(NamedTuple):
-    """One line of a landmark file.
-
-    Attributes:
-        path: The image path as written in the file (relative to the image folder).
-        landmarks: (5, 2) float64 landmarks (x, y), in the order of :data:`ARCFACE_TEMPLATE`.
-        score: The detector score, or None if the line has none.
-    """
+    """A landmark-file line: ``path`` (relative), ``landmarks`` (5, 2) float64 (x, y), ``score`` or None."""
 
     path: str
     landmarks: np.ndarray
@@ -87,21 +73,9 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
 
 
 def template(size: tuple[int, int] = (TEMPLATE_SIZE, TEMPLATE_SIZE)) -> np.ndarray:
-    """The 5 landmark positions for an aligned crop of ``size``.
+    """Template (5, 2) float64 (x, y) for crop ``size`` (H, W): ARCFACE_TEMPLATE * H/112, x + (W-H)/2.
 
-    One rule for every size: :data:`ARCFACE_TEMPLATE` is scaled by ``H / 112``, then shifted along x by
-    ``(W - H) / 2`` so the face stays horizontally centred. 112x112 gives the template itself; 112x96
-    gives x - 8 (insightface's 112x96 crops: the 112x112 crop with 8 columns cut on each side); 128x128
-    scales it by 128/112.
-
-    Args:
-        size: The crop's (H, W) in pixels.
-
-    Returns:
-        A new (5, 2) float64 array of (x, y) positions.
-
-    Raises:
-        ValueError: If ``size`` is not two positive integers.
+    Raises ValueError if ``size`` is not two positive integers.
     """
     height, width = _check_size(size)
     points = ARCFACE_TEMPLATE * (height / TEMPLATE_SIZE)
@@ -119,25 +93,17 @@ def _check_points(points: np.ndarray, name: str) -> np.ndarray:
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The least-squares similarity mapping ``src`` points onto ``dst`` points (Umeyama, 1991).
-
-    Minimises ``sum |s R src_i + t - dst_i|^2`` over scale ``s``, rotation ``R`` (a proper rotation:
-    no reflection) and translation ``t``, in closed form: with the centred point sets and their
-    covariance ``C = dst_c^T src_c / N = U S V^T``, ``R = U D V^T`` where ``D = diag(1, det(U) det(V))``,
-    ``s = trace(S D) / var(src)`` and ``t = mean(dst) - s R mean(src)``. This is the estimate of
-    scikit-image's ``SimilarityTransform`` that insightface's ``norm_crop`` uses.
+    """Least-squares similarity (scale, proper rotation, translation) mapping ``src`` onto ``dst`` (Umeyama).
 
     Args:
-        src: (N, 2) source points (x, y), N >= 2, not all equal.
-        dst: (N, 2) destination points (x, y).
+        src: (N, 2) points (x, y), N >= 2, not all equal.
+        dst: (N, 2) points (x, y).
 
     Returns:
-        The (2, 3) float64 matrix ``[[a, -b, tx], [b, a, ty]]`` (``s R | t``) mapping ``(x, y, 1)`` from
-        ``src`` to ``dst``, the layout ``cv2.warpAffine`` takes.
+        (2, 3) float64 ``[s R | t]``, as ``cv2.warpAffine`` takes.
 
     Raises:
-        ValueError: If the shapes differ or are not (N, 2) with N >= 2, a value is not finite, or all
-            ``src`` points are equal (no scale or rotation can be estimated).
+        ValueError: On mismatched or non-(N, 2) shapes, N < 2, non-finite values or all-equal ``src``.
     """
     src, dst = _check_points(src, "src"), _check_points(dst, "dst")
     if src.shape != dst.shape:
@@ -160,21 +126,12 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def align_face(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int] = (112, 112)) -> np.ndarray:
-    """Warps a face onto the template so its 5 landmarks land on :func:`template` ``(size)``.
+    """Warps ``image`` (H, W, 3) uint8 so ``landmarks`` (5, 2) land on :func:`template` ``(size)``.
 
-    Bilinear interpolation; pixels from outside the image are black (as insightface's ``norm_crop``).
-
-    Args:
-        image: (H, W, 3) uint8 image (channel order is kept).
-        landmarks: (5, 2) landmarks (x, y) in ``image``, in the order of :data:`ARCFACE_TEMPLATE`.
-        size: The crop's (H, W).
-
-    Returns:
-        The (size[0], size[1], 3) uint8 aligned crop.
+    Bilinear, black outside; returns the (size[0], size[1], 3) uint8 crop, channel order kept.
 
     Raises:
-        ValueError: For an image that is not (H, W, 3) uint8, landmarks that are not (5, 2) finite
-            values or are all equal, or a bad ``size``.
+        ValueError: For a bad image, non-finite/degenerate/non-(5, 2) landmarks, or a bad ``size``.
     """
     height, width = _check_size(size)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
@@ -187,18 +144,14 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int] =
 
 
 def parse_landmark_line(line: str, where: str) -> LandmarkRow:
-    """Parses one landmark-file line ``path x1 y1 x2 y2 x3 y3 x4 y4 x5 y5 [score]``.
+    """Parses ``path x1 y1 ... x5 y5 [score]`` (whitespace-separated).
 
     Args:
-        line: The line; fields are separated by spaces and/or tabs.
-        where: Where the line is, for error messages (``landmarks.txt:7``).
-
-    Returns:
-        The parsed row.
+        line: The line.
+        where: Location for messages, e.g. ``landmarks.txt:7``.
 
     Raises:
-        TextFileError: If the line does not have 11 or 12 fields, or a number is not a finite float;
-            the message starts with ``where``.
+        TextFileError: Unless 11 or 12 fields with finite numbers.
     """
     fields = line.split()
     if len(fields) not in (11, 12):
@@ -228,22 +181,18 @@ def _numbered_rows(path: Path) -> list[tuple[int, LandmarkRow]]:
 
 
 def landmark_problem(landmarks: np.ndarray, image_sizes: np.ndarray | None = None) -> tuple[int, str] | None:
-    """The first set of 5 landmarks that cannot be aligned, and why (vectorised over all sets).
+    """First landmark set that cannot be aligned, and why (vectorised).
 
-    A set is refused when a coordinate is not finite or beyond +-:data:`MAX_COORDINATE`; when, given the
-    image size, a point lies off the image by more than half the image's side (a face partly out of the
-    frame is fine, a point farther out means the wrong file or image); when the points are coincident
-    (RMS spread under :data:`MIN_SPREAD` pixel) or on one line (smaller principal spread under
-    :data:`MIN_FLATNESS` of the larger); or when the similarity onto :data:`ARCFACE_TEMPLATE` has no
-    positive scale (relative to the ratio of the spreads, under :data:`MIN_FIT`: points uncorrelated with a
-    face's layout).
+    Refused: non-finite or beyond +-:data:`MAX_COORDINATE`; a point off the image by more than half its side
+    (if sizes given); spread under :data:`MIN_SPREAD`; collinear (:data:`MIN_FLATNESS`); template fit under
+    :data:`MIN_FIT`.
 
     Args:
-        landmarks: (N, 5, 2) landmarks (x, y).
-        image_sizes: (N, 2) the (H, W) of each set's image, or None to skip the on-image check.
+        landmarks: (N, 5, 2) (x, y).
+        image_sizes: (N, 2) image (H, W), or None to skip the on-image check.
 
     Returns:
-        ``(index, reason)`` of the first refused set, or None if every set can be aligned.
+        ``(index, reason)``, or None if all can be aligned.
     """
     points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
     with np.errstate(all="ignore"):
@@ -279,11 +228,7 @@ def landmark_problem(landmarks: np.ndarray, image_sizes: np.ndarray | None = Non
 
 
 def check_landmark_rows(rows: list[tuple[int, LandmarkRow]], path: Path, image_sizes: np.ndarray | None = None) -> None:
-    """Refuses the first row whose landmarks cannot be aligned (:func:`landmark_problem`), naming ``path:line``.
-
-    Raises:
-        TextFileError: For such a row, with what is expected.
-    """
+    """Raises TextFileError naming ``path:line`` for the first row :func:`landmark_problem` refuses."""
     problem = landmark_problem(np.stack([row.landmarks for _, row in rows]), image_sizes) if rows else None
     if problem is not None:
         index, reason = problem
@@ -294,28 +239,12 @@ def check_landmark_rows(rows: list[tuple[int, LandmarkRow]], path: Path, image_s
 
 
 def read_landmarks(path: str | Path) -> list[LandmarkRow]:
-    """Reads a landmark file: one ``path x1 y1 x2 y2 x3 y3 x4 y4 x5 y5 [score]`` line per image.
-
-    Fields are separated by spaces and/or tabs, so image paths cannot contain spaces; blank lines are
-    skipped. Coordinates are in the order of :data:`ARCFACE_TEMPLATE`. IJB's ``ijbc_name_5pts_score.txt``
-    has this format. Every row's landmarks are checked (:func:`landmark_problem`, without the image size).
-
-    Args:
-        path: The landmark file (UTF-8 text, a leading byte-order mark allowed).
-
-    Returns:
-        The rows in file order.
-
-    Raises:
-        FileNotFoundError: If the file does not exist.
-        TextFileError: If it is a folder, empty or not UTF-8, or for a bad line or landmarks that cannot be
-            aligned; the message names the file and the 1-based line number.
-    """
+    """Reads (UTF-8, :data:`LANDMARK_LAYOUT`) and checks a landmark file; TextFileError names the bad line."""
     return [row for _, row in read_landmark_lines(path)]
 
 
 def read_landmark_lines(path: str | Path) -> list[tuple[int, LandmarkRow]]:
-    """:func:`read_landmarks`, each row with its 1-based line number (for messages naming the line)."""
+    """:func:`read_landmarks` with each row's 1-based line number."""
     path = Path(path)
     rows = _numbered_rows(path)
     check_landmark_rows(rows, path)
@@ -338,10 +267,9 @@ def _encode(image: np.ndarray, suffix: str) -> bytes:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """The (H, W) of an image as :func:`facerec.data.decode.read_image` returns it, from its header if PIL reads it.
+    """(H, W) as :func:`~facerec.data.decode.read_image` returns it (EXIF-rotated), from the header if PIL reads it.
 
-    Raises:
-        CorruptImageError: If neither PIL's header reader nor the full decode can read it.
+    Raises CorruptImageError if unreadable.
     """
     try:
         with Image.open(path) as image:
@@ -369,7 +297,7 @@ def _check_folders(src: Path, dst: Path) -> None:
 
 
 def _check_link(image: Path, target: Path, src: Path, dst: Path, where: str) -> None:
-    """Refuses an image that a symbolic link puts under ``dst``, or a crop that one puts under ``src``."""
+    """Refuses an image linked into ``dst`` or a crop linked into ``src``."""
     if image.resolve().is_relative_to(dst.resolve()):
         raise ValueError(
             f"{where}: image {image} is {image.resolve()}, inside the output folder {dst}: a crop could replace it; "
@@ -385,33 +313,26 @@ def _check_link(image: Path, target: Path, src: Path, dst: Path, where: str) -> 
 def align_folder(
     src: str | Path, dst: str | Path, landmarks_file: str | Path, size: tuple[int, int] = (112, 112)
 ) -> int:
-    """Aligns every image a landmark file lists: ``src/PATH`` -> ``dst/PATH``.
+    """Aligns every image a landmark file lists: ``src/PATH`` -> ``dst/PATH``, same format (JPEG quality 95).
 
-    Everything is checked before any crop is written: ``dst`` must be neither ``src`` nor inside it, nor
-    contain it, and no listed image may resolve into ``dst`` nor any crop into ``src`` (symbolic links
-    resolved); the landmark file must not be empty and every line must parse;
-    every path is relative (no absolute path, no ``..``), listed once, has an extension in
-    :data:`OUTPUT_EXTENSIONS` and names an existing file under ``src``; every row's landmarks can be aligned
-    and lie on its image (:func:`landmark_problem`, image sizes read from the headers). Crops keep the
-    relative path and format (JPEG at quality 95); parent folders are created and existing files replaced.
-    Each file is written to a temporary name and renamed, so an interrupted run leaves no half-written crop;
-    an image whose header reads but whose pixels cannot be decoded stops the run with the crops before it
-    written.
+    All checked before writing: ``dst`` neither is, contains nor is inside ``src`` (links resolved); each path
+    relative without ``..``, unique, with an extension in :data:`OUTPUT_EXTENSIONS`, an existing file; landmarks
+    alignable and on the image. Crops are written atomically (temp + rename); an undecodable image stops the run.
 
     Args:
-        src: The folder the landmark file's paths are relative to.
-        dst: The output folder; must not be ``src``, inside it or around it.
+        src: Folder the listed paths are relative to.
+        dst: Output folder.
         landmarks_file: See :func:`read_landmarks`.
-        size: The crops' (H, W).
+        size: Crop (H, W).
 
     Returns:
-        The number of crops written.
+        Number of crops written.
 
     Raises:
-        FileNotFoundError: If the landmark file or a listed image does not exist (names its line).
-        ValueError: For ``dst`` equal to, inside or around ``src`` (or linked so), or a bad ``size``.
-        TextFileError: For an empty landmark file, a bad line, path or landmarks (names the line).
-        CorruptImageError: If a listed image cannot be decoded.
+        FileNotFoundError: Missing landmark file, folder or image.
+        ValueError: ``dst`` overlapping ``src`` (or linked so), or a bad ``size``.
+        TextFileError: Empty file, bad line, path or landmarks (names the line).
+        CorruptImageError: An image cannot be decoded.
     """
     src, dst, landmarks_file = Path(src), Path(dst), Path(landmarks_file)
     size = _check_size(size)

@@ -23,38 +23,36 @@ from facerec.data.verification.sets import VerificationImages, VerificationSet, 
 class FaceDataModule(L.LightningDataModule):
     """Training identities (identity folder or ``.rec``) and verification sets.
 
-    Every image is decoded to RGB uint8 (H, W, 3) and reaches the model as a float tensor
-    (3, H, W) in [-1, 1], H, W = ``image_size``.
+    Images are decoded to RGB uint8 (H, W, 3) and reach the model as float (3, H, W) in [-1, 1],
+    (H, W) = ``image_size``.
 
     Args:
-        root: Training data: a folder with one sub-folder per identity (``format=folder``) or a
-            folder holding ``train.rec`` + ``train.idx`` (``format=rec``). ``None`` for
-            evaluation-only use.
-        val_sets: ``{name: {"pairs": pairs.txt, "images": image root[, "drop_missing": bool]}}`` or
+        root: Training data: one sub-folder per identity (``format=folder``) or a folder with ``train.rec``
+            + ``train.idx`` (``format=rec``); None for evaluation only.
+        val_sets: ``{name: {"pairs": pairs.txt, "images": root[, "drop_missing": bool]}}`` or
             ``{name: {"bin": insightface .bin}}``.
-        format: Training data format, ``folder`` or ``rec``.
+        format: ``folder`` or ``rec``.
         image_size: (H, W) the network sees.
-        crop: Face crop applied to every training and verification image before resizing: a centre
-            fraction in (0, 1] or a pixel box ``[top, left, height, width]`` (for loose crops);
-            None keeps whole images.
-        min_images_per_identity: Training identities with fewer images are dropped.
-        max_images_per_identity: Training identities with more images keep a random subset of
-            this many (drawn from ``seed``); None keeps all.
-        strict_size: Reject images not of size ``image_size`` (the error names the file and both
-            sizes) instead of resizing them.
+        crop: Applied to every image before resizing: centre fraction in (0, 1], pixel box
+            ``[top, left, height, width]``, or None.
+        min_images_per_identity: Identities with fewer images are dropped.
+        max_images_per_identity: Identities with more keep a random subset (from ``seed``); None keeps all.
+        strict_size: Reject images not of ``image_size`` instead of resizing them.
         batch_size: Training batch size per process.
-        eval_batch_size: Batch size for embedding verification images.
-        num_workers: DataLoader worker processes.
+        eval_batch_size: Batch size for verification images.
+        num_workers: DataLoader workers.
         persistent_workers: Keep workers alive between epochs.
         prefetch_factor: Batches each worker loads ahead.
-        pin_memory: Pin host memory; ``None`` pins when CUDA is available.
-        augment: Training augmentation: ``none``, ``default`` or ``strong``.
+        pin_memory: None pins when CUDA is available.
+        augment: ``none``, ``default`` or ``strong``.
         skip_corrupt: Replace undecodable training images instead of stopping.
-        synthetic: If given, the built-in synthetic data is generated with these
-            :class:`~facerec.data.synthetic.SyntheticSpec` fields into ``synthetic_dir``.
-        synthetic_dir: Where the synthetic data is cached.
-        seed: Seed of the training order and augmentation, drawn anew from ``seed + epoch`` every
-            epoch (see :class:`~facerec.data.training.sampling.EpochSeededSampler`), so resumed runs repeat them.
+        synthetic: :class:`~facerec.data.synthetic.SyntheticSpec` fields: generate synthetic data into
+            ``synthetic_dir``.
+        synthetic_dir: Synthetic data cache.
+        seed: Training order and augmentation come from ``seed + epoch``, so resumed runs repeat them.
+
+    Raises:
+        ValueError: ``synthetic`` without ``synthetic_dir``.
     """
 
     def __init__(
@@ -107,7 +105,7 @@ class FaceDataModule(L.LightningDataModule):
         self.val_sets: list[VerificationSet] = []
 
     def prepare_data(self) -> None:
-        """Generates the synthetic data if configured (cached; safe to call from every process)."""
+        """Generates the synthetic data if configured (cached; safe on every process)."""
         if self.synthetic:
             generate(self.synthetic_dir, self.synthetic)
 
@@ -140,7 +138,7 @@ class FaceDataModule(L.LightningDataModule):
 
     @property
     def class_names(self) -> list[str]:
-        """Identity names in label order; reads only the index of the training data, no image."""
+        """Identity names in label order (reads the index only)."""
         return self._training_set().class_names
 
     @property
@@ -158,7 +156,10 @@ class FaceDataModule(L.LightningDataModule):
             ]
 
     def train_dataloader(self) -> DataLoader:
-        """Training batches in an order (and with augmentations) fixed by ``seed``, epoch and rank."""
+        """Training batches (drop_last), order and augmentation fixed by ``seed``, epoch and rank.
+
+        Raises ValueError if a process gets less than one full batch.
+        """
         trainer = self.trainer
         world_size = trainer.world_size if trainer is not None else 1
         per_process = math.ceil(len(self.train_set) / world_size)

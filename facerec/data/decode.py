@@ -1,8 +1,6 @@
-"""The one image decode path: every source (folders, .rec, .bin) goes through here.
+"""The one image decode path (folders, .rec, .bin): RGB uint8 (H, W, 3), EXIF orientation applied.
 
-RGB everywhere: images are returned as RGB ``uint8`` arrays of shape (H, W, 3) (OpenCV's BGR is
-converted here, once); grayscale becomes 3 channels and an alpha channel is dropped; EXIF orientation
-(phones store rotated JPEGs) is applied.
+Grayscale becomes 3 channels, alpha is dropped, 16-bit is scaled to 0..255.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ class CorruptImageError(DataFileError):
 
 
 def corrupt_image_fix(root: str | Path) -> str:
-    """How to fix undecodable training images under ``root``, for error messages."""
+    """Error-message hint for undecodable training images under ``root``."""
     return (
         f"run `python -m facerec.data check {shlex.quote(str(root))}` to list every unreadable image, or set "
         "data.skip_corrupt=true to replace them by another image of the same identity (logged)"
@@ -35,7 +33,7 @@ def corrupt_image_fix(root: str | Path) -> str:
 
 
 class ImageSizeError(ValueError):
-    """An image whose size is not the one required (``data.strict_size``); the message names its source."""
+    """An image not of the size ``data.strict_size`` requires; the message names its source."""
 
 
 ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
@@ -48,11 +46,11 @@ ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
     7: lambda image: np.rot90(image, 2).swapaxes(0, 1),  # transversed
     8: lambda image: np.rot90(image, 1),  # shown after a 90° counter-clockwise turn
 }
-"""EXIF orientation → what makes the stored pixels upright (OpenCV's ``IMREAD_UNCHANGED`` ignores the tag)."""
+"""EXIF orientation -> function making the stored pixels upright (OpenCV's ``IMREAD_UNCHANGED`` ignores it)."""
 
 
 def exif_orientation(buffer: np.ndarray) -> int:
-    """The EXIF orientation (1–8, 1 = upright) of encoded image bytes; 1 without EXIF or an unknown value."""
+    """EXIF orientation (1–8, 1 = upright) of encoded bytes; 1 without EXIF or for unknown values."""
     head = buffer[:65536].tobytes()
     if b"Exif\x00\x00" not in head:
         return 1
@@ -67,16 +65,16 @@ def exif_orientation(buffer: np.ndarray) -> int:
 def decode_image(
     data: bytes | np.ndarray, source: str = "<bytes>", expected_size: tuple[int, int] | None = None
 ) -> np.ndarray:
-    """Decodes an encoded image (JPEG, PNG, ...) to RGB uint8 (H, W, 3).
+    """Decodes encoded image bytes (JPEG, PNG, ...) to RGB uint8 (H, W, 3).
 
     Args:
-        data: The encoded file contents.
-        source: Where the bytes came from, for the error message (a path, ``file.rec@offset``).
-        expected_size: If given, the (H, W) the image must have.
+        data: Encoded file contents.
+        source: Origin for error messages (path, ``file.rec@offset``).
+        expected_size: (H, W) the image must have, or None.
 
     Raises:
-        CorruptImageError: If the bytes are not a decodable image.
-        ImageSizeError: If ``expected_size`` is given and the image has another size.
+        CorruptImageError: Not a decodable image.
+        ImageSizeError: Size differs from ``expected_size``.
     """
     buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data.reshape(-1)
     try:
@@ -105,16 +103,9 @@ def decode_image(
 
 
 def read_image(path: str | Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Reads and decodes an image file to RGB uint8 (H, W, 3).
+    """Reads an image file to RGB uint8 (H, W, 3); see :func:`decode_image`.
 
-    Args:
-        path: The image file.
-        expected_size: If given, the (H, W) the image must have.
-
-    Raises:
-        FileNotFoundError: If the file does not exist.
-        CorruptImageError: If it cannot be decoded.
-        ImageSizeError: If ``expected_size`` is given and the image has another size.
+    Raises FileNotFoundError, CorruptImageError, or ImageSizeError (size is not ``expected_size``).
     """
     path = Path(path)
     if not path.is_file():

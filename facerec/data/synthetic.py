@@ -1,19 +1,5 @@
-"""Built-in data: procedurally drawn synthetic faces.
-
-Each identity has stable traits (face shape, skin and hair colour, eye spacing and colour,
-eyebrows, nose, mouth, glasses, beard, moles). Each image adds nuisance variation: pose (rotation,
-shift, scale), lighting (brightness, contrast, a directional gradient, colour cast), background,
-expression, sensor noise, blur and partial occlusion. Raw pixels therefore verify poorly while a
-trained network learns the identity traits.
-
-The generator writes the same layout users bring:
-
-- ``train/<identity>/<identity>_%04d.jpg``: a CASIA-WebFace-style folder of training identities;
-- ``heldout/images/<identity>/<identity>_%04d.jpg`` + ``heldout/pairs.txt``: *unseen* identities
-  with an LFW-style 10-fold pairs file.
-
-Output is deterministic for a given :class:`SyntheticSpec` and cached on disk (``spec.json`` holds
-the spec a folder was made from; a different spec regenerates it).
+"""Procedurally drawn synthetic faces: stable per-identity traits plus per-image nuisance (pose, light, occlusion,
+noise), so raw pixels verify poorly while a trained network learns identity. Deterministic and cached.
 """
 
 from __future__ import annotations
@@ -38,17 +24,8 @@ _TRAIN, _HELDOUT, _PAIRS = 1, 2, 3
 
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """What to generate.
-
-    Attributes:
-        num_identities: Training identities.
-        images_per_identity: Images per training identity.
-        heldout_identities: Unseen identities for verification.
-        heldout_images_per_identity: Images per held-out identity.
-        folds: Folds in ``pairs.txt``.
-        pairs_per_fold: Same pairs per fold (and as many different pairs).
-        image_size: Side of the square images, in pixels.
-        seed: Seed of everything.
+    """What :func:`generate` writes; ``pairs_per_fold`` same pairs per fold (and as many different), square
+    ``image_size`` pixels, everything drawn from ``seed``.
     """
 
     num_identities: int = 300
@@ -63,7 +40,7 @@ class SyntheticSpec:
 
 @dataclass(frozen=True)
 class Identity:
-    """Stable traits of one synthetic person, in a 112-pixel reference frame."""
+    """Stable traits of one synthetic person, in a 112-pixel frame."""
 
     face_axes: tuple[float, float]
     skin: tuple[int, int, int]
@@ -127,11 +104,7 @@ def _axes(a: float, b: float) -> tuple[int, int]:
 
 
 def render(identity: Identity, rng: np.random.Generator, size: int = 112) -> np.ndarray:
-    """Draws one image of ``identity`` with fresh nuisance variation.
-
-    Returns:
-        RGB uint8 array (size, size, 3).
-    """
+    """One RGB uint8 (size, size, 3) image of ``identity`` with fresh nuisance variation."""
     aa, sh = cv2.LINE_AA, 4
     canvas = np.empty((112, 112, 3), np.uint8)
     canvas[:] = _colour(rng, 0, 256)
@@ -221,7 +194,7 @@ def render(identity: Identity, rng: np.random.Generator, size: int = 112) -> np.
 
 
 def _nuisance(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Pose, lighting, occlusion, blur and noise; float32 (112, 112, 3) in → uint8 out."""
+    """Occlusion, pose, lighting, blur, noise: float32 (112, 112, 3) -> uint8."""
     if rng.random() < 0.35:
         x0, y0 = rng.integers(0, 90, size=2)
         w, h = rng.integers(15, 45, size=2)
@@ -280,13 +253,14 @@ def _pair_folds(spec: SyntheticSpec) -> list:
 
 
 def generate(root: str | Path, spec: SyntheticSpec) -> Path:
-    """Writes the synthetic dataset under ``root`` unless an identical one is already there.
+    """Writes the synthetic dataset under ``root`` unless ``root/spec.json`` matches ``spec``.
 
-    Writing goes to a temporary folder that is renamed into place, so concurrent callers (e.g.
-    DDP processes) and interrupted runs never leave a half-written dataset.
+    Layout: ``train/<id>/<id>_%04d.jpg`` (training identities), ``heldout/images/<id>/...`` and LFW-style
+    10-fold ``heldout/pairs.txt`` (unseen identities), ``spec.json``. Built in a temporary folder renamed into
+    place, so concurrent (DDP) or interrupted runs never leave a partial dataset.
 
     Returns:
-        ``root``, holding ``train/``, ``heldout/images/``, ``heldout/pairs.txt``, ``spec.json``.
+        ``root``.
     """
     root = Path(root)
     stamp = {"version": GENERATOR_VERSION, **asdict(spec)}

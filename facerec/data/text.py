@@ -1,4 +1,4 @@
-"""Reading untrusted text input files (landmark lists, IJB meta files): UTF-8 checked, errors naming file:line."""
+"""Reading untrusted UTF-8 text input files, with errors naming file:line."""
 
 from __future__ import annotations
 
@@ -10,23 +10,19 @@ UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class TextFileError(DataFileError):
-    """A text input file breaks its format; the message names the file (and line) and says what is expected."""
+    """A text input file breaks its format; the message names file (and line) and what is expected."""
 
 
 def read_utf8(path: str | Path, expected: str) -> bytes:
-    """The bytes of a UTF-8 text file, without a leading byte-order mark; each line checked to be valid UTF-8.
+    """Bytes of a UTF-8 text file, leading BOM removed.
 
     Args:
         path: The file.
-        expected: What it should hold, for error messages (``"lines 'path x1 y1 ... x5 y5 [score]'"``).
-
-    Returns:
-        The file's bytes (a leading UTF-8 BOM removed).
+        expected: What it should hold, for messages (``"lines 'path x1 y1 ...'"``).
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        TextFileError: If it is not a regular file, is empty (no non-blank line) or holds bytes that are not
-            UTF-8 (naming the first such line).
+        FileNotFoundError: ``path`` does not exist.
+        TextFileError: Not a regular file, blank, or not UTF-8 (names the line).
     """
     path = Path(path)
     if not path.exists():

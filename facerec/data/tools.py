@@ -1,8 +1,6 @@
 """Dataset tools behind ``python -m facerec.data``: check, folder2rec, rec2folder, make-pairs, make-search.
 
-Identity folders are read with :func:`facerec.data.training.folder.scan_identity_folder`, the scan training
-uses: labels are the indices of the sorted identity folders that hold an image; empty identity
-folders are skipped (and reported by ``check``).
+Identity folders are scanned as in training (:func:`~facerec.data.training.folder.scan_identity_folder`).
 """
 
 from __future__ import annotations
@@ -34,16 +32,15 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @dataclass
 class CheckReport:
-    """What ``check`` found in a dataset.
+    """What ``check`` found.
 
     Attributes:
-        path: The checked folder.
         kind: ``"identity folder"`` or ``"train.rec"``.
-        images_per_identity: Image count of every labelled identity.
-        empty: Identities without images (skipped folders, or classes of a ``.rec`` without records).
-        non_images: Files that are not images (identity folders only).
-        corrupt: One message (with the file or ``file.rec@offset``) per unreadable image.
-        sizes: Histogram of decoded image sizes ``(height, width)``.
+        images_per_identity: Image count per labelled identity.
+        empty: Identities without images.
+        non_images: Non-image files (identity folders only).
+        corrupt: One message per unreadable image (file or ``file.rec@offset``).
+        sizes: Histogram of decoded (H, W).
     """
 
     path: Path
@@ -74,10 +71,9 @@ class CheckReport:
 
 
 def check(path: str | Path) -> CheckReport:
-    """Decodes every image of an identity folder, or of ``path/train.rec`` when it exists.
+    """Decodes every image of ``path/train.rec`` if it exists, else of identity folder ``path``.
 
-    Raises:
-        FileNotFoundError: If ``path`` is neither.
+    Raises FileNotFoundError if ``path`` is neither.
     """
     path = Path(path)
     if (path / "train.rec").is_file():
@@ -123,23 +119,15 @@ def _jpeg_bytes(path: Path) -> bytes:
 
 
 def folder_to_rec(src: str | Path, dst: str | Path) -> tuple[int, int]:
-    """Packs an identity folder into an insightface ``dst/train.rec`` + ``dst/train.idx``.
+    """Packs an identity folder into insightface ``dst/train.rec`` + ``train.idx``; returns (images, identities).
 
-    Labels are those the folder datamodule assigns (empty identity folders are skipped, with a
-    warning). Layout: record 0 is the header ``IRHeader(flag=2, label=[N+1, N+1+C])``; keys ``1..N`` are the
-    images (label = class index, JPEG bytes as-is for JPEG files, re-encoded otherwise); keys
-    ``N+1..N+C`` are identity records with label ``[first image key, end image key)``. Every image is
-    decoded once to make sure the file is valid.
-
-    Both files are written to hidden temporary files in ``dst`` and renamed over ``train.rec`` and
-    ``train.idx`` only once every image was read and written: on any error the temporaries are removed
-    and existing files in ``dst`` are left as they were (a reader that has them open keeps reading them).
-
-    Returns:
-        The number of images and of identities written.
+    Labels as in training (empty folders skipped with a warning). Record 0: ``IRHeader(flag=2,
+    label=[N+1, N+1+C])``; keys 1..N: images (JPEG kept, others re-encoded); keys N+1..N+C: identities with
+    label ``[first key, end key)``. Every image is decoded to validate it. Both files are written to temporaries
+    renamed into place at the end; on error ``dst`` is left as it was.
 
     Raises:
-        CorruptImageError: If a source image cannot be decoded (names it; ``check`` lists them all).
+        CorruptImageError: A source image cannot be decoded.
     """
     folder = scan_identity_folder(src)
     dst = Path(dst)
@@ -188,18 +176,13 @@ def folder_to_rec(src: str | Path, dst: str | Path) -> tuple[int, int]:
 
 
 def rec_to_folder(src: str | Path, dst: str | Path) -> tuple[int, int]:
-    """Unpacks ``src/train.rec`` into an identity folder ``dst/CLASS/KEY.jpg``.
+    """Unpacks ``src/train.rec`` into ``dst/CLASS/KEY.jpg``; returns (images, identity folders).
 
-    Folder and file names are zero-padded class indices and record keys, so sorting them keeps the
-    label and record order. Classes without images get no folder, so ``folder2rec`` on the result
-    gives the same labels when every class has an image. JPEG and PNG payloads are written as-is,
-    other formats re-encoded as JPEG.
-
-    Returns:
-        The number of images and of identity folders written.
+    Zero-padded names keep label and record order; empty classes get no folder. JPEG and PNG payloads are
+    copied, others re-encoded as JPEG.
 
     Raises:
-        CorruptImageError: If a record does not hold a decodable image.
+        CorruptImageError: A record is not a decodable image.
     """
     dataset = RecordDataset(src)
     dst = Path(dst)
@@ -253,18 +236,14 @@ def _draw_unique(rng: random.Random, count: int, capacity: int, draw: Callable[[
 
 
 def make_pairs(root: str | Path, out: str | Path, folds: int = 10, pairs_per_fold: int = 300, seed: int = 0) -> None:
-    """Writes a balanced LFW-style ``pairs.txt`` for the held-out identities in ``root``.
+    """Writes a balanced LFW-style ``pairs.txt`` (tab-separated UTF-8) for the identities in ``root``.
 
-    Identities are shuffled and dealt to folds, largest first, each to the fold with the fewest
-    possible same-identity pairs so far (folds are identity-disjoint, as in LFW); every fold gets
-    ``pairs_per_fold`` distinct same-identity pairs, then as many different-identity pairs.
-
-    The file is tab-separated UTF-8, so identity names with spaces read back unchanged.
+    Identities (largest first) go to the fold with fewest possible same pairs, so folds are identity-disjoint;
+    each fold gets ``pairs_per_fold`` distinct same and as many different pairs.
 
     Raises:
-        ValueError: If a file does not follow ``NAME/NAME_%04d.jpg``, an identity name cannot be
-            stored in ``pairs.txt`` (a tab or line break, leading or trailing whitespace), or a fold
-            has too few identities or images for the requested number of distinct pairs.
+        ValueError: Non-positive counts, a file not named ``NAME/NAME_%04d.jpg``, a name unstorable in
+            ``pairs.txt`` (tab, line break, outer whitespace), or too few distinct pairs in a fold.
     """
     if folds < 1 or pairs_per_fold < 1:
         raise ValueError(f"folds and pairs per fold must be positive, got {folds} and {pairs_per_fold}")
@@ -313,19 +292,17 @@ def make_pairs(root: str | Path, out: str | Path, folds: int = 10, pairs_per_fol
 def make_search(
     root: str | Path, out: str | Path, gallery_images: int = 1, unenrolled: float = 0.25, seed: int = 0
 ) -> tuple[int, int, int]:
-    """Splits an identity folder into a 1:N search set: ``OUT/gallery`` and ``OUT/probe``, both identity folders.
+    """Splits an identity folder into identity folders ``out/gallery`` and ``out/probe`` (files copied).
 
-    A random ``unenrolled`` fraction of the identities (at least one) is left out of the gallery: all their
-    images become non-mated probes. Every other identity with more than ``gallery_images`` images enrols
-    ``gallery_images`` random ones in the gallery and becomes a probe with the rest; an identity with fewer
-    images is left out. Files are copied under their identity folder with their own names.
+    An ``unenrolled`` fraction of identities (at least one) goes to probes only; every other identity with
+    more than ``gallery_images`` images enrols that many random ones, the rest are probes; smaller ones are dropped.
 
     Returns:
         (gallery images, probe images, unenrolled identities).
 
     Raises:
-        FileExistsError: If ``OUT`` exists and is not empty.
-        ValueError: If the options are out of range, or no identity can be enrolled.
+        FileExistsError: ``out`` exists and is not empty.
+        ValueError: Options out of range, or no identity can be enrolled.
     """
     if gallery_images < 1 or not 0 < unenrolled < 1:
         raise ValueError(f"need gallery images >= 1 and 0 < unenrolled < 1, got {gallery_images} and {unenrolled}")

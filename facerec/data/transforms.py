@@ -18,10 +18,9 @@ Crop = float | Sequence[int] | None
 
 
 def check_crop(crop: Crop) -> Crop:
-    """Validates a ``data.crop`` value and returns it as a float or a 4-tuple of ints (None stays None).
+    """Validated ``data.crop``: float fraction, 4-tuple of ints, or None.
 
-    Raises:
-        ValueError: If it is neither a fraction in (0, 1] nor a box of four integers with a positive size.
+    Raises ValueError unless a fraction in (0, 1] or a box of four integers with positive size.
     """
     if crop is None:
         return None
@@ -41,15 +40,11 @@ def check_crop(crop: Crop) -> Crop:
 
 
 def crop_face(image: np.ndarray, crop: Crop, **_: Any) -> np.ndarray:
-    """Cuts the face out of a loose crop, before any resizing.
-
-    Args:
-        image: (H, W, C) image.
-        crop: A fraction ``f`` keeps the central ``round(f·H) × round(f·W)`` pixels; a box
-            ``(top, left, height, width)`` keeps those pixels; None keeps the image.
+    """Cuts the face out of a loose (H, W, C) crop: fraction ``f`` keeps the central ``round(f·H) × round(f·W)``,
+    a box ``(top, left, height, width)`` those pixels, None all.
 
     Raises:
-        ValueError: If the box does not fit inside the image.
+        ValueError: The box does not fit the image.
     """
     if crop is None:
         return image
@@ -82,13 +77,10 @@ def _normalise() -> list[A.BasicTransform]:
 
 
 def train_transform(image_size: tuple[int, int], augment: str = "default", crop: Crop = None) -> A.Compose:
-    """The training pipeline.
+    """Training pipeline: crop (:func:`crop_face`), resize to ``image_size`` (H, W), augment, normalise.
 
-    Args:
-        image_size: (H, W) the network expects; other sizes are resized.
-        augment: ``none`` (crop, resize, normalise), ``default`` (+ horizontal flip, as insightface),
-            or ``strong`` (+ small affine jitter, colour jitter, blur and a random erased box).
-        crop: ``data.crop``, applied before resizing (see :func:`crop_face`).
+    ``augment``: ``none``; ``default`` (+ horizontal flip, as insightface); ``strong`` (+ affine and colour jitter,
+    blur, erased box). Raises ValueError for another value.
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
@@ -106,5 +98,5 @@ def train_transform(image_size: tuple[int, int], augment: str = "default", crop:
 
 
 def eval_transform(image_size: tuple[int, int], crop: Crop = None) -> A.Compose:
-    """The evaluation pipeline: crop (``data.crop``), resize and normalise; flip TTA is the model's job."""
+    """Evaluation pipeline: crop, resize, normalise (flip TTA is the model's job)."""
     return A.Compose(_crop_and_resize(image_size, crop) + _normalise())

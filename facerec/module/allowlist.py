@@ -1,6 +1,6 @@
-"""Checks, as strings and before anything is built, that a checkpoint's hyper-parameters name only facerec's parts.
-
-Blocks crafted ``_target_``s (e.g. ``os.system``) that ``load_from_checkpoint`` would otherwise call."""
+"""Checkpoint hyper-parameter allowlist: each part's ``_target_`` must name a facerec part (compared as a string,
+nothing imported); other ``_`` keys, ``${...}`` in parts, backbone weight sources and ``hparams_name`` are refused.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from facerec.module.schedule import LEGACY_SCHEDULE, WarmupDecay
 ARGUMENT_KEYS = (*CHECKPOINT_PAST_HPARAMS_KEYS, LightningModule.CHECKPOINT_HYPER_PARAMS_KEY)
 """Checkpoint entries Lightning's ``load_from_checkpoint`` reads the model's arguments from."""
 ARGUMENTS_NAME = LightningModule.CHECKPOINT_HYPER_PARAMS_NAME
-"""Entry that, if set, makes Lightning pass all arguments as one argument of that name."""
+"""Entry that, if set, makes Lightning pass all arguments as the one of that name."""
 
 INSTRUCTION = "a key starting with '_' tells Hydra or Lightning what to build or call; facerec's checkpoints hold none"
 INTERPOLATION = "an interpolation (${...}) is resolved when the part is built; facerec's checkpoints hold none"
@@ -39,21 +39,21 @@ def shown(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Part:
-    """Allowed ``_target_`` strings of one model part, and their description for messages."""
+    """``_target_`` strings one model part may hold, and how messages name them."""
 
     targets: frozenset[str]
     described: str
 
 
 def part(objects: Sequence[Any], package: str, *legacy: str, described: str | None = None) -> Part:
-    """:class:`Part` allowing ``objects`` by ``package``'s re-export path or defining module, plus ``legacy``."""
+    """Part built by one of ``objects``, named from ``package`` (re-export) or the defining module."""
     public = sorted(f"{package}.{obj.__qualname__}" for obj in objects)
     defined = {f"{obj.__module__}.{obj.__qualname__}" for obj in objects}
     return Part(frozenset({*public, *defined, *legacy}), described or ", ".join([*public, *legacy]))
 
 
 def allowed_parts() -> dict[str, Part]:
-    """Allowed targets per module argument; read from the registries per call (user-registered heads pass)."""
+    """Part name -> :class:`Part` for the module's arguments; read from the registries per call (user heads allowed)."""
     optimizers = [
         obj
         for obj in vars(torch.optim).values()
@@ -69,7 +69,7 @@ def allowed_parts() -> dict[str, Part]:
 
 
 def refusals(value: Any, path: str, in_part: bool) -> Iterator[tuple[str, Any, str]]:
-    """Yields (key path, value, reason) for ``_``-keys at any depth and, in a part, ``${...}`` strings."""
+    """(key path, value, why) for every ``_`` key at or below ``path``, and ``${...}`` strings in a part."""
     if isinstance(value, Mapping):
         for key, item in value.items():
             if isinstance(key, str) and key.startswith("_"):
@@ -84,7 +84,7 @@ def refusals(value: Any, path: str, in_part: bool) -> Iterator[tuple[str, Any, s
 
 
 def backbone_refusals(config: Mapping, path: str) -> Iterator[tuple[str, Any, str]]:
-    """Yields refusals for enabled weight sources and a ``name`` that is not a timm model."""
+    """Refusals for a backbone config: any weight source on, or a ``name`` that is not a timm model."""
     for key, saved in WEIGHT_SOURCES.items():
         if config.get(key, saved) is not saved:
             yield f"{path}.{key}", config[key], f"a checkpoint holds its own weights and facerec saves {key}={saved}"
@@ -99,7 +99,7 @@ def backbone_refusals(config: Mapping, path: str) -> Iterator[tuple[str, Any, st
 
 
 def argument_refusals(arguments: Any, key: str) -> Iterator[tuple[str, Any, str]]:
-    """Yields refusals in the model's ``arguments`` (checkpoint entry ``key``): targets, ``_``-keys, backbone."""
+    """Refusals in the model arguments stored under checkpoint entry ``key``."""
     if not isinstance(arguments, Mapping):
         yield key, arguments, "the model's arguments must be a mapping"
         return
@@ -118,7 +118,7 @@ def argument_refusals(arguments: Any, key: str) -> Iterator[tuple[str, Any, str]
 
 
 def checkpoint_refusals(checkpoint: Mapping) -> Iterator[tuple[str, Any, str]]:
-    """Yields refusals in every entry Lightning builds the model from, and a set ``hparams_name``."""
+    """Refusals in the entries Lightning builds the model from."""
     name = checkpoint.get(ARGUMENTS_NAME)
     if name is not None:  # Lightning would pass all the arguments as this one
         yield ARGUMENTS_NAME, name, "facerec's checkpoints pass the model's arguments by their own names (None)"
@@ -128,11 +128,10 @@ def checkpoint_refusals(checkpoint: Mapping) -> Iterator[tuple[str, Any, str]]:
 
 
 def check_hyperparameters(checkpoint: Mapping, source: str | Path) -> None:
-    """Refuses hyper-parameters that would build anything but facerec's parts; imports and builds nothing.
+    """Refuses a checkpoint (loaded ``weights_only``) whose hyper-parameters would build more than facerec's parts.
 
-    Raises:
-        CheckpointError: Naming ``source``, the first refused key (e.g. ``hyper_parameters.backbone._target_``)
-            and its value.
+    Builds nothing. Raises CheckpointError naming ``source``, the first refused key (e.g.
+    ``hyper_parameters.backbone._target_``) and its value.
     """
     refused = next(checkpoint_refusals(checkpoint), None)
     if refused is not None:

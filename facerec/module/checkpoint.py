@@ -11,16 +11,16 @@ import torch
 from torch import Tensor
 
 from facerec.errors import CheckpointError
+from facerec.module.allowlist import check_hyperparameters
 
 
 def read_training_checkpoint(path: str | Path) -> dict:
-    """Reads a facerec training checkpoint memory-mapped with ``weights_only=True`` (never unpickles code).
+    """Loads a facerec training checkpoint safely (``weights_only=True``, memory-mapped) and checks it.
 
     Raises:
         FileNotFoundError: ``path`` is not a file.
-        CheckpointError: Not a zip archive, truncated, holds non-tensor objects, a bare state dict (the
-            message suggests ``backbone.checkpoint_path``), or hyper-parameters naming anything but
-            facerec's parts (:mod:`facerec.module.allowlist`).
+        CheckpointError: Not a zip archive, truncated, holds non-tensor objects, a bare state dict (message:
+            use ``backbone.checkpoint_path``), or hyper-parameters outside :mod:`facerec.module.allowlist`.
     """
     path = Path(path)
     if not path.is_file():
@@ -43,8 +43,6 @@ def read_training_checkpoint(path: str | Path) -> dict:
     except RuntimeError as error:
         raise CheckpointError(f"{path} cannot be read as a checkpoint: {str(error).splitlines()[0]}") from None
     if isinstance(checkpoint, Mapping) and "pytorch-lightning_version" in checkpoint:
-        from facerec.module.allowlist import check_hyperparameters  # not at the top: it imports this module
-
         check_hyperparameters(checkpoint, path)
         return dict(checkpoint)
     if isinstance(checkpoint, Mapping) and checkpoint and all(isinstance(v, Tensor) for v in checkpoint.values()):

@@ -23,20 +23,20 @@ from facerec.module.schedule import current_schedule
 
 
 def _plain(config: Mapping | None) -> dict | None:
-    """A config as a plain dict, so checkpoints hold only primitive hyperparameters."""
+    """Config as a plain dict (checkpoints hold only primitive hyper-parameters)."""
     if isinstance(config, DictConfig):
         return OmegaConf.to_container(config, resolve=True)
     return None if config is None else dict(config)
 
 
 def _plain_crop(crop: Any) -> float | list[int] | None:
-    """``data.crop`` as a float, a list of ints or None, for the checkpoint's hyperparameters."""
+    """``data.crop`` as float, list of ints or None."""
     crop = check_crop(crop)
     return list(crop) if isinstance(crop, tuple) else crop
 
 
 def without_weight_sources(backbone: dict | None) -> dict | None:
-    """The backbone config with its weight-loading options off (the checkpoint's state dict holds the weights)."""
+    """Backbone config with weight-loading options off (the state dict holds the weights)."""
     if backbone is None:
         return None
     return {**backbone, **{key: value for key, value in WEIGHT_SOURCES.items() if key in backbone}}
@@ -48,28 +48,28 @@ def has_gradients(optimizer: torch.optim.Optimizer) -> bool:
 
 
 class FaceRecognitionModule(L.LightningModule):
-    """Images → embeddings, trained by a classification head over identities.
+    """Images -> embeddings, trained by a classification head over identities.
 
-    Every part is a config dict with ``_target_`` (the ``conf/`` groups of the same names), kept in
-    the checkpoint's hyperparameters, so :meth:`load_from_checkpoint` rebuilds the model from the
-    checkpoint alone: the backbone's ``checkpoint_path`` and ``pretrained`` weights are loaded when
-    the model is first built, and saved as ``None`` / ``False`` (the state dict holds the weights).
+    Each part is a ``_target_`` config (``conf/`` group of the same name) saved in the hyper-parameters, so
+    :meth:`load_from_checkpoint` rebuilds the model from the checkpoint alone; the backbone's
+    ``checkpoint_path``/``pretrained`` are used at first build and saved off.
 
     Args:
-        backbone: ``conf/backbone`` config.
-        neck: ``conf/neck`` config.
-        head: ``conf/head`` config; built by :func:`~facerec.heads.build_head` with ``embedding_size`` and
-            ``num_classes``.
-        optimizer: ``conf/optimizer`` config; instantiated with ``params``.
-        scheduler: ``conf/scheduler`` config (a :class:`~facerec.module.schedule.WarmupDecay`), or None.
-        num_classes: Number of training identities.
+        backbone: ``conf/backbone``.
+        neck: ``conf/neck``.
+        head: ``conf/head``; built by :func:`~facerec.heads.build_head` with ``embedding_size``, ``num_classes``.
+        optimizer: ``conf/optimizer``; instantiated with the parameter groups.
+        scheduler: ``conf/scheduler`` (:class:`~facerec.module.schedule.WarmupDecay`), or None.
+        num_classes: Training identities C.
         embedding_size: E.
-        input_size: (H, W) of the input images.
-        input_crop: The face crop (``data.crop``) images get before resizing to ``input_size``; kept
-            so that ``eval.py`` prepares verification images as in training.
-        class_names: Identity names in label order (saved with the model).
-        flip_test: At evaluation, sum the embeddings of the image and its mirror image.
-        compile: Wrap the backbone in ``torch.compile``.
+        input_size: Input (H, W).
+        input_crop: ``data.crop`` applied before resizing; kept so ``eval.py`` prepares images as in training.
+        class_names: Identity names in label order.
+        flip_test: Evaluation embedding = net(x) + net(mirror(x)).
+        compile: ``torch.compile`` the backbone.
+
+    Raises:
+        ValueError: ``class_names`` length differs from ``num_classes``.
     """
 
     def __init__(
@@ -116,15 +116,8 @@ class FaceRecognitionModule(L.LightningModule):
     def load_from_checkpoint(
         cls, checkpoint_path: str | Path, map_location: Any = None, strict: bool | None = None, **kwargs: Any
     ) -> FaceRecognitionModule:
-        """Lightning's ``load_from_checkpoint`` (``weights_only=True``), of a file checked before anything is built.
-
-        The checkpoint must pass :func:`~facerec.models.checkpoint.read_training_checkpoint`: tensors and
-        plain values only, and hyper-parameters that name only facerec's own parts
-        (:mod:`facerec.module.allowlist`). ``kwargs`` override its hyper-parameters (e.g. ``flip_test``).
-
-        Raises:
-            FileNotFoundError: If ``checkpoint_path`` is not a file.
-            CheckpointError: If the file is not a facerec checkpoint, or would build anything else.
+        """Lightning's ``load_from_checkpoint`` (``weights_only``), once ``read_training_checkpoint`` passes the file
+        (FileNotFoundError, CheckpointError); ``kwargs`` override hyper-parameters (e.g. ``flip_test``).
         """
         read_training_checkpoint(checkpoint_path)
         return super().load_from_checkpoint(
@@ -132,11 +125,11 @@ class FaceRecognitionModule(L.LightningModule):
         )
 
     def forward(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) images in [-1, 1] → (B, E) un-normalised embeddings."""
+        """(B, 3, H, W) in [-1, 1] -> (B, E) un-normalised embeddings."""
         return self.net(images)
 
     def embed(self, images: Tensor) -> Tensor:
-        """Evaluation embeddings: with ``flip_test``, ``net(x) + net(mirror(x))``. (B, E)."""
+        """(B, E) evaluation embeddings; with ``flip_test``, ``net(x) + net(mirror(x))``."""
         return embed_with_mirror(self.net, images, self.hparams.flip_test)
 
     def on_fit_start(self) -> None:
@@ -146,7 +139,7 @@ class FaceRecognitionModule(L.LightningModule):
             raise class_count_error(self.hparams.num_classes, datamodule.num_classes)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Refuses training labels outside ``[0, num_classes)`` while they are still on the host (no device sync)."""
+        """Refuses training labels outside [0, num_classes) while still on the host."""
         if self.trainer.training:
             labels = batch[1]
             low, high = int(labels.min()), int(labels.max())
@@ -161,22 +154,18 @@ class FaceRecognitionModule(L.LightningModule):
         return batch
 
     def setup(self, stage: str) -> None:
-        """Lets the head prepare for this rank (Partial FC keeps its shard) and keeps DDP off what it shards."""
+        """Lets the head set up this rank (Partial FC shard); DDP ignores sharded parameters."""
         sharded = self.head.setup_distributed(self.trainer.global_rank, self.trainer.world_size)
         if sharded:
             self._ddp_params_and_buffers_to_ignore = [f"head.{name}" for name in sharded]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Lets the head store world-size-independent state (Partial FC's centres, whole)."""
+        """Lets the head store world-size-independent state (Partial FC: all centres)."""
         optimizers = self._trainer.optimizers if self._trainer is not None else []  # saved without a Trainer
         self.head.on_save_checkpoint("head.", checkpoint, optimizers)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Checks the identity count, then lets the head slice its state (Partial FC: this rank's centres).
-
-        The model is built for the current data, so this runs before the weights are loaded: a
-        checkpoint whose head was trained on another number of identities is refused.
-        """
+        """Refuses a checkpoint trained on another identity count, then lets the head slice its state (Partial FC)."""
         saved = checkpoint.get("hyper_parameters", {}).get("num_classes", self.hparams.num_classes)
         if saved != self.hparams.num_classes:
             raise class_count_error(saved, self.hparams.num_classes)
@@ -198,14 +187,10 @@ class FaceRecognitionModule(L.LightningModule):
         optimizer: torch.optim.Optimizer,
         optimizer_closure: Callable[[], Any] | None = None,
     ) -> None:
-        """Steps, then lets heads with non-gradient state (center loss' paper rule) update.
+        """Steps, then lets heads with non-gradient state (center loss) update once per optimizer step.
 
-        Lightning calls this once per optimizer step, after the last micro-batch under gradient
-        accumulation, so the head's update covers all micro-batches of the step, as the gradients do.
-        A step that changed no weights drops the head's statistics too: its gradients were dropped
-        (:class:`~facerec.callbacks.NonFiniteLossGuard` with ``skip=True``), or fp16's gradient
-        scaler found inf/NaN gradients and skipped it (seen as a lower scale; with a scaler and such
-        a head only, this reads the scale twice per step).
+        The head's update is marked skipped when the step changed nothing: no gradients
+        (:class:`~facerec.callbacks.NonFiniteLossGuard` ``skip=True``) or the fp16 scaler lowered its scale.
         """
         updates = self.head.updates_after_step
         scaler = getattr(self.trainer.precision_plugin, "scaler", None) if updates else None
@@ -216,7 +201,7 @@ class FaceRecognitionModule(L.LightningModule):
             self.head.update_after_step(skipped=scaler_skipped or not has_gradients(optimizer))
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Lets the head prepare the step (Partial FC with r < 1: the sampled centres' optimizer state)."""
+        """Lets the head prepare the step (Partial FC r < 1: sampled centres' state)."""
         self.head.before_optimizer_step(optimizer)
 
     def configure_gradient_clipping(
@@ -225,11 +210,7 @@ class FaceRecognitionModule(L.LightningModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """Lightning's clipping; norm clipping with sharded Partial FC centres uses the whole gradient's norm.
-
-        Each rank holds only its shard of the centres' gradient, so a per-rank norm would scale the
-        (identical) backbone gradients differently on every rank.
-        """
+        """Lightning's clipping; with sharded Partial FC, norm clipping uses the global gradient norm so ranks agree."""
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
             params = [p for group in optimizer.param_groups for p in group["params"]]
             if self.head.clip_grad_norm_(params, gradient_clip_val):
@@ -237,12 +218,15 @@ class FaceRecognitionModule(L.LightningModule):
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict:
-        """Embeds a batch of verification images; the verification callback scores them."""
+        """Embeds verification images for the verification callback."""
         images, index = batch
         return {"embeddings": self.embed(images).float(), "index": index}
 
     def configure_optimizers(self) -> dict:
-        """The configured optimizer over net + head, with a per-step LR schedule."""
+        """Optimizer over net + head (trainable only), LR schedule stepped per optimizer step.
+
+        Raises ValueError for a schedule without finite max_epochs/max_steps.
+        """
         groups = [{"params": list(self.net.parameters())}, *self.head.param_groups()]
         groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
         optimizer = instantiate(self.hparams.optimizer, _partial_=True)([g for g in groups if g["params"]])

@@ -10,34 +10,29 @@ from collections.abc import Sequence
 DECAYS = ("cosine", "poly", "step")
 MILESTONE_UNITS = ("epoch", "step")
 LEGACY_SCHEDULE = "facerec.optim.WarmupDecay"
-"""The ``_target_`` older checkpoints hold for :class:`WarmupDecay`; loaded as this class."""
+"""Alternative ``_target_`` some checkpoints hold for :class:`WarmupDecay`; loaded as it."""
 
 
 class WarmupDecay:
-    """LR multiplier: linear warmup from 0, then cosine, polynomial or step decay.
+    """LR multiplier for ``LambdaLR``, called per optimizer step (0-based): linear warmup, then decay.
 
-    Used as ``torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupDecay(...))`` stepped every
-    optimizer step; ``step`` counts optimizer steps from 0.
-
-    - ``cosine`` and ``poly`` decay from 1 to ``min_lr_ratio`` over the steps after the warmup.
-    - ``step`` multiplies the LR by ``gamma`` at every milestone (``max(gamma**k, min_lr_ratio)``
-      from the k-th milestone on), e.g. the ArcFace paper's CASIA schedule: 0.1, divided by 10 at
-      20k and 28k iterations (``milestones=[20000, 28000], milestone_unit="step"``).
+    ``cosine``/``poly`` go from 1 to ``min_lr_ratio`` after warmup; ``step`` gives ``max(gamma**k, min_lr_ratio)``
+    after the k-th milestone (ArcFace CASIA: ``milestones=[20000, 28000], milestone_unit="step"``).
 
     Args:
-        total_steps: Optimizer steps of the whole run.
-        steps_per_epoch: Optimizer steps per epoch (converts ``warmup_epochs`` and epoch milestones).
-        warmup_epochs: Linear warmup length, in epochs (fractions allowed).
+        total_steps: Optimizer steps of the run.
+        steps_per_epoch: Converts epochs to steps.
+        warmup_epochs: Warmup length (fractions allowed).
         decay: ``cosine``, ``poly`` or ``step``.
-        power: Exponent of the polynomial decay (insightface uses 2).
-        min_lr_ratio: Final LR as a fraction of the base LR (``step``: a floor).
-        milestones: ``step`` decay only: where the LR drops, increasing, in ``milestone_unit``.
-        milestone_unit: ``epoch`` (fractions allowed) or ``step`` (optimizer steps).
-        gamma: ``step`` decay only: the factor applied at each milestone.
+        power: ``poly`` exponent (insightface: 2).
+        min_lr_ratio: Final LR fraction (``step``: floor).
+        milestones: ``step`` only: increasing, in ``milestone_unit`` (``epoch``, fractional, or ``step``).
+        milestone_unit: ``epoch`` or ``step``.
+        gamma: ``step`` only: factor per milestone, in (0, 1].
 
     Raises:
-        ValueError: For an unknown ``decay`` or ``milestone_unit``, milestones that are negative,
-            not increasing, or given without ``decay="step"``, or ``gamma`` outside (0, 1].
+        ValueError: Unknown ``decay``/``milestone_unit``, negative or non-increasing milestones, milestones
+            without ``step`` decay, or ``gamma`` outside (0, 1].
     """
 
     def __init__(
@@ -73,7 +68,7 @@ class WarmupDecay:
         self.gamma = gamma
 
     def __call__(self, step: int) -> float:
-        """The LR multiplier for optimizer step ``step`` (0-based)."""
+        """LR multiplier at optimizer step ``step`` (0-based)."""
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
         if self.decay == "step":
@@ -88,7 +83,7 @@ class WarmupDecay:
 
 
 def current_schedule(scheduler: dict | None) -> dict | None:
-    """``scheduler`` with :data:`LEGACY_SCHEDULE` as its ``_target_`` replaced by this module's :class:`WarmupDecay`."""
+    """``scheduler`` with a :data:`LEGACY_SCHEDULE` ``_target_`` pointed at :class:`WarmupDecay`."""
     if scheduler is None or scheduler.get("_target_") != LEGACY_SCHEDULE:
         return scheduler
     return {**scheduler, "_target_": f"{WarmupDecay.__module__}.{WarmupDecay.__qualname__}"}

@@ -13,11 +13,9 @@ from omegaconf import DictConfig, open_dict
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
-    """The checkpoint to resume: ``None``, a path, or ``"last"`` → ``<output_dir>/checkpoints/last.ckpt``.
+    """Checkpoint to resume: None, a path, or ``"last"`` -> ``<output_dir>/checkpoints/last.ckpt``.
 
-    Raises:
-        FileNotFoundError: If the checkpoint does not exist; the message says how to resume a run, or to start
-            afresh when the run in ``output_dir`` saved no checkpoint.
+    Raises FileNotFoundError if missing; the message says how to resume, or to restart a run that saved none.
     """
     if not ckpt_path:
         return None
@@ -38,11 +36,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
 
 
 def check_output_dir(output_dir: str | Path) -> None:
-    """Fails early, with the path in the message, if a folder the run writes cannot be written.
-
-    Raises:
-        PermissionError: If ``output_dir`` cannot be created or written.
-    """
+    """Raises PermissionError, naming the path, if ``output_dir`` cannot be created or written."""
     try:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=output_dir):
@@ -55,7 +49,7 @@ def check_output_dir(output_dir: str | Path) -> None:
 
 
 def output_dirs(cfg: DictConfig) -> list[str]:
-    """Every local folder a training run writes: the run dir, checkpoint and logger folders, the metrics' folder."""
+    """Local folders a training run writes: run dir, checkpoint and logger dirs, the metrics file's dir."""
     dirs = [str(cfg.paths.output_dir)]
     for group, key in (("callbacks", "dirpath"), ("logger", "save_dir")):
         dirs += [str(entry[key]) for entry in (cfg.get(group) or {}).values() if entry and entry.get(key)]
@@ -65,12 +59,7 @@ def output_dirs(cfg: DictConfig) -> list[str]:
 
 
 def check_monitor(monitor: str | None, val_sets: Mapping[str, object]) -> None:
-    """Refuses a ``monitor`` of a verification set that is not configured, before training.
-
-    Raises:
-        ValueError: If ``monitor`` is ``val/<set>/<metric>`` and ``<set>`` is not in ``val_sets``; the
-            message lists the configured sets.
-    """
+    """ValueError if ``monitor`` is ``val/<set>/<metric>`` for a ``<set>`` not in ``val_sets`` (lists them)."""
     parts = (monitor or "").split("/")
     if len(parts) == 3 and parts[0] == "val" and parts[1] not in val_sets:
         sets = ", ".join(val_sets) or "none"
@@ -82,11 +71,8 @@ def check_monitor(monitor: str | None, val_sets: Mapping[str, object]) -> None:
 
 
 def check_devices(trainer: DictConfig) -> None:
-    """Refuses ``trainer.devices`` larger than the GPUs this process can see, with the numbers.
-
-    Raises:
-        ValueError: If GPUs are requested (``accelerator`` gpu/cuda, or auto with GPUs present)
-            and ``devices`` exceeds ``torch.cuda.device_count()``.
+    """ValueError if GPUs are wanted (``accelerator`` gpu/cuda, or auto with GPUs) and ``trainer.devices`` exceeds
+    ``torch.cuda.device_count()``.
     """
     accelerator, devices = str(trainer.get("accelerator", "auto")), trainer.get("devices", 1)
     available = torch.cuda.device_count()
@@ -102,7 +88,7 @@ def check_devices(trainer: DictConfig) -> None:
 
 
 def set_sweep_group(cfg: DictConfig) -> None:
-    """In a Hydra multirun, groups the W&B runs of the sweep by its folder name (unless ``group`` is set)."""
+    """In a Hydra multirun, sets the W&B ``group`` to the sweep folder's name unless set."""
     wandb = (cfg.get("logger") or {}).get("wandb")
     if wandb is None or wandb.get("group") or not HydraConfig.initialized():
         return

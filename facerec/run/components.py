@@ -1,4 +1,4 @@
-"""Building a run's Lightning parts from config groups, and reading back what the verification callback logged."""
+"""Building a run's Lightning parts from config groups, and reading back the verification metrics."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from facerec.eval.metric import METRIC_KEYS
 
 
 def instantiate_all(group: DictConfig | None) -> list:
-    """Instantiates every entry of a ``name: {_target_: ...}`` config group (``None`` → [])."""
+    """Instantiates every entry of a ``name: {_target_: ...}`` group (None -> [])."""
     return [instantiate(entry) for entry in (group or {}).values() if entry is not None]
 
 
 def verification_callback(trainer: L.Trainer) -> VerificationCallback:
-    """The trainer's verification callback."""
+    """The trainer's VerificationCallback; ValueError if none."""
     for callback in trainer.callbacks:
         if isinstance(callback, VerificationCallback):
             return callback
@@ -29,14 +29,6 @@ def verification_callback(trainer: L.Trainer) -> VerificationCallback:
 def logged_results(
     logged: Mapping[str, Any] | Iterable[Mapping[str, Any]], names: Iterable[str]
 ) -> dict[str, dict[str, float]]:
-    """The verification metrics of sets ``names`` as the ``VerificationCallback`` logged them (``val/<set>/<key>``).
-
-    Args:
-        logged: What ``trainer.validate`` returns (one dict per dataloader) or ``trainer.callback_metrics``.
-        names: The sets' names.
-
-    Returns:
-        ``{set name: {key: value}}`` for every key of :data:`facerec.eval.metric.METRIC_KEYS`.
-    """
+    """``{set: {METRIC_KEYS key: value}}`` from ``val/<set>/<key>`` (``trainer.validate`` or callback_metrics)."""
     values = dict(logged) if isinstance(logged, Mapping) else {k: v for outputs in logged for k, v in outputs.items()}
     return {name: {key: float(values[f"val/{name}/{key}"]) for key in METRIC_KEYS} for name in names}

@@ -1,12 +1,5 @@
-"""One run per run directory: a lock held while training, the run's identity and its config records.
-
-Hydra's own ``.hydra/`` files are written before the task starts, so a second launch into a busy or
-finished run directory would overwrite the first run's records. Training runs therefore set
-``hydra.output_subdir: null``: :func:`hold_run_dir` takes the directory and refuses what does not belong
-in it, and :func:`write_records` writes the records once the run is accepted: ``.hydra/{config,hydra,
-overrides}.yaml`` and ``.hydra/run_id`` for a new run, ``.hydra/resume_<n>/`` for each resume (with
-``metrics_before.json``, the run's metrics before that resume rewrites ``metrics.json``). The run id is
-also stored in every checkpoint, so a checkpoint of another run is not resumed into this directory.
+"""One run per run directory: a lock while training, a run id (``.hydra/run_id``, also in checkpoints) and config
+records written only once the run is accepted (training sets ``hydra.output_subdir: null``).
 """
 
 from __future__ import annotations
@@ -44,7 +37,7 @@ def _holder() -> dict[str, str | int | None]:
 
 
 def _is_live(holder: dict) -> bool:
-    """Whether the process that wrote a lock may still run (unknowable on another host: assumed yes)."""
+    """Whether a lock's writer may still run (another host: assumed yes; this requeued SLURM job: no)."""
     if holder.get("slurm_job") and holder.get("slurm_job") == os.environ.get("SLURM_JOB_ID"):
         return False  # this SLURM job, requeued: the previous attempt is gone
     if holder.get("host") != socket.gethostname():
@@ -82,18 +75,18 @@ def _take_lock(lock: Path) -> None:
 
 
 def holds_run(output_dir: str | Path) -> bool:
-    """Whether ``output_dir`` holds a run's records (``.hydra/config.yaml``)."""
+    """Whether ``output_dir`` holds run records (``.hydra/config.yaml``)."""
     return (Path(output_dir) / RECORD_DIR / "config.yaml").is_file()
 
 
 def saved_nothing(output_dir: str | Path) -> bool:
-    """Whether ``output_dir`` holds no checkpoint (``*.ckpt`` at any depth) and no ``metrics.json``."""
+    """Whether ``output_dir`` has no ``*.ckpt`` (any depth) and no ``metrics.json``."""
     output_dir = Path(output_dir)
     return not (output_dir / "metrics.json").exists() and not any(output_dir.rglob("*.ckpt"))
 
 
 def run_id(output_dir: str | Path) -> str | None:
-    """The id of the run in ``output_dir`` (``.hydra/run_id``), None if it records none."""
+    """Run id in ``output_dir/.hydra/run_id``, or None."""
     path = Path(output_dir) / RECORD_DIR / RUN_ID_NAME
     if not path.is_file():
         return None
@@ -101,14 +94,15 @@ def run_id(output_dir: str | Path) -> str | None:
 
 
 def checkpoint_run_dir(checkpoint: Mapping) -> str | None:
-    """The run directory a training checkpoint was written in (its stored ``paths.output_dir``), if recorded."""
+    """A checkpoint's recorded ``paths.output_dir``, or None."""
     paths = (checkpoint.get(RUN_CONFIG_KEY) or {}).get("paths") or {}
     return paths.get("output_dir")
 
 
 def _same_run(output_dir: Path, checkpoint: Mapping, ckpt_path: Path) -> bool:
-    """Whether ``checkpoint`` was written by the run in ``output_dir``: by run id when both record one (checkpoints
-    and runs from before run ids do not), else if it lies in the directory or records it as its run directory."""
+    """Whether ``checkpoint`` is from the run in ``output_dir``: by run id if both have one, else if it lies in or
+    records that directory.
+    """
     ours, theirs = run_id(output_dir), checkpoint.get(RUN_ID_KEY)
     if ours and theirs:
         return ours == theirs
@@ -119,13 +113,9 @@ def _same_run(output_dir: Path, checkpoint: Mapping, ckpt_path: Path) -> bool:
 
 
 def check_resumed_run(output_dir: str | Path, checkpoint: Mapping, ckpt_path: str | Path) -> None:
-    """Refuses to resume a checkpoint of another run into a directory that holds a run.
+    """Refuses to resume another run's checkpoint into a directory holding a run (it would overwrite its files).
 
-    A checkpoint continues in its own run directory (``ckpt_path=last``) or in a new, empty one; resumed into
-    another run's directory it would overwrite that run's checkpoints and metrics.
-
-    Raises:
-        RunDirInUseError: Naming both runs and the two ways to resume the checkpoint.
+    Raises RunDirInUseError naming both runs and how to resume the checkpoint instead.
     """
     output_dir = Path(output_dir)
     if not holds_run(output_dir) or _same_run(output_dir, checkpoint, Path(ckpt_path)):
@@ -142,7 +132,7 @@ def check_resumed_run(output_dir: str | Path, checkpoint: Mapping, ckpt_path: st
 
 
 def _set_aside_unfinished(output_dir: Path) -> Path:
-    """Moves the records of a run that saved nothing to ``.hydra/unfinished_<n>/``; returns that folder."""
+    """Moves the records of a run that saved nothing to ``.hydra/unfinished_<n>/``; returns it."""
     records = output_dir / RECORD_DIR
     target = records / f"{UNFINISHED_PREFIX}{len(list(records.glob(f'{UNFINISHED_PREFIX}*'))) + 1}"
     target.mkdir()
@@ -154,13 +144,11 @@ def _set_aside_unfinished(output_dir: Path) -> Path:
 
 @rank_zero_only
 def write_records(output_dir: str | Path, cfg: DictConfig) -> str | None:
-    """Writes the run's config records (``.hydra/`` for a new run, ``.hydra/resume_<n>/`` for a resume).
-
-    Call it once the run is accepted, so that a refused run leaves no record.
+    """Writes config records: ``.hydra/{config,hydra,overrides}.yaml`` for a new run, ``.hydra/resume_<n>/`` (plus
+    ``metrics_before.json``) for a resume. Call once the run is accepted.
 
     Returns:
-        The run id: the one ``.hydra/run_id`` holds, or a new one written there (a new run, or a run that
-        predates run ids). Other processes than global zero write nothing and get None.
+        The run id from ``.hydra/run_id`` (written if absent); None on ranks other than global zero.
     """
     output_dir = Path(output_dir)
     records = output_dir / RECORD_DIR
@@ -186,24 +174,14 @@ def write_records(output_dir: str | Path, cfg: DictConfig) -> str | None:
 def hold_run_dir(
     output_dir: str | Path, resuming: bool, checkpoint: Mapping | None = None, ckpt_path: str | Path | None = None
 ) -> Iterator[None]:
-    """Holds ``<output_dir>/.run.lock`` (PID, host) while a training run lives, and refuses a run that does not
-    belong in the directory.
+    """Holds ``<output_dir>/.run.lock`` (PID, host) on global rank zero while the run lives; refuses foreign runs.
 
-    Only the global-zero process takes the lock (DDP ranks share their run directory). A lock whose
-    process is gone (killed run) is taken over. In the directory of a run that saved nothing (no
-    checkpoint, no metrics: killed before its first checkpoint) a run starts afresh; the earlier run's
-    records move to ``.hydra/unfinished_<n>/``.
-
-    Args:
-        output_dir: The run directory.
-        resuming: Whether this run continues a checkpoint; a new run refuses a directory that holds another
-            run's records and a checkpoint or metrics.
-        checkpoint: The checkpoint resumed, if any: refused if it belongs to another run than the directory's.
-        ckpt_path: Its path, for messages.
+    A dead holder's lock is taken over. The records of a run that saved nothing move to
+    ``.hydra/unfinished_<n>/`` and the run starts afresh. A new run (not ``resuming``, no SLURM ``hpc_ckpt_*``)
+    refuses a directory holding a run; a resumed ``checkpoint`` must be this directory's run.
 
     Raises:
-        RunDirInUseError: If a live run holds the directory, a new run would start in a used one, or the
-            checkpoint belongs to another run.
+        RunDirInUseError: Live holder, used directory, or another run's checkpoint.
     """
     output_dir = Path(output_dir)
     if rank_zero_only.rank != 0:

@@ -22,13 +22,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """What ``eval.py`` was asked for, checked.
-
-    Attributes:
-        far: ``threshold_at_far``, a false accept rate in (0, 1), or None.
-        threshold_set: The verification set to choose the threshold on (None: the first).
-        allow_few_impostors: Choose the threshold on fewer impostor pairs than ``far`` needs.
-        onnx: ``export.onnx``, or None.
+    """Checked ``eval.py`` options: ``far`` (``threshold_at_far`` in (0, 1) or None), ``threshold_set`` (None: the
+    first set), ``allow_few_impostors``, ``onnx`` (``export.onnx`` or None).
     """
 
     far: float | None
@@ -49,11 +44,7 @@ def _flag(cfg: DictConfig, key: str) -> bool:
 
 
 def parse_far(value: Any) -> float | None:
-    """``threshold_at_far`` as a float in (0, 1), or None when unset.
-
-    Raises:
-        ValueError: For a value that is not a number, not finite or not in (0, 1).
-    """
+    """``threshold_at_far`` as a float in (0, 1), None if unset; ValueError otherwise."""
     if value is None:
         return None
     try:
@@ -66,14 +57,14 @@ def parse_far(value: Any) -> float | None:
 
 
 def parse_eval_options(cfg: DictConfig) -> EvalOptions:
-    """Parses every ``eval.py`` option and checks every output file, before any evaluation.
+    """Parses every ``eval.py`` option and checks the outputs before any evaluation.
 
-    ``metrics_file``, ``export.onnx`` and its sidecar (``.json``) must be writable files, distinct, and new
-    unless ``overwrite=true``.
+    ``metrics_file``, ``export.onnx`` and its ``.json`` sidecar must be distinct writable files, new unless
+    ``overwrite=true``.
 
     Raises:
-        ValueError: For a malformed option (naming it and what is expected) or two outputs naming one file.
-        OSError: For an output that cannot be written, is a directory, or exists without ``overwrite=true``.
+        ValueError: A malformed option (named), or two outputs naming one file.
+        OSError: An output that cannot be written, is a directory, or exists without ``overwrite=true``.
     """
     for key in ("flip_test", "overwrite"):
         _flag(cfg, key)
@@ -96,24 +87,16 @@ def parse_eval_options(cfg: DictConfig) -> EvalOptions:
 
 
 def impostor_pairs(val_sets: Iterable[VerificationSet]) -> dict[str, int]:
-    """``{set name: its number of different-identity pairs}``."""
+    """``{set name: number of different-identity pairs}``."""
     return {val_set.name: int(np.count_nonzero(~np.asarray(val_set.issame, dtype=bool))) for val_set in val_sets}
 
 
 def check_threshold_set(options: EvalOptions, impostors: Mapping[str, int]) -> str:
-    """The verification set to choose the ``threshold_at_far`` threshold on, checked before any evaluation.
-
-    Args:
-        options: The parsed options (``far`` set).
-        impostors: :func:`impostor_pairs` of the configured verification sets.
-
-    Returns:
-        The set's name.
+    """Name of the set to choose the ``threshold_at_far`` threshold on (``threshold_set`` or the first).
 
     Raises:
-        ValueError: If no verification set is configured, ``threshold_set`` names none, or the set has fewer
-            than ``ceil(10 / far)`` impostor pairs (unless ``allow_few_impostors=true``; even then at least
-            ``1 / far``: a FAR below one false accept cannot be measured).
+        ValueError: No set, an unknown ``threshold_set``, or fewer than ``ceil(10 / far)`` impostor pairs
+            (with ``allow_few_impostors=true``: fewer than ``1 / far``).
     """
     if not impostors:
         raise ValueError("threshold_at_far needs a verification set (data.val_sets.<name>) to choose the threshold on")

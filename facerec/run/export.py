@@ -22,19 +22,10 @@ TOLERANCE = 1e-4
 
 
 def export_onnx(net: nn.Module, path: str | Path, input_size: tuple[int, int], opset: int = 17) -> Path:
-    """Exports ``net`` (images (B, 3, H, W) → embeddings (B, E)) in eval mode with a dynamic batch axis.
+    """Exports ``net`` in eval mode to ONNX: input ``images`` (B, 3, H, W), output ``embeddings`` (B, E), dynamic B.
 
-    Uses PyTorch's TorchScript-based exporter (``dynamo=False``), which needs the ``onnx`` package only
-    (the dynamo exporter would also need ``onnxscript``).
-
-    Args:
-        net: The embedding network (no flip TTA: one forward pass per image).
-        path: ONNX file to write (parents created).
-        input_size: (H, W) of the input images.
-        opset: ONNX opset version.
-
-    Returns:
-        The path written. The graph's input is ``images`` and its output ``embeddings``.
+    TorchScript exporter (``dynamo=False``: needs ``onnx`` only). ``input_size``: (H, W); parents of ``path``
+    are created; no flip TTA. Returns ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,22 +51,12 @@ def export_onnx(net: nn.Module, path: str | Path, input_size: tuple[int, int], o
 
 
 def check_onnx(path: str | Path, net: nn.Module, images: torch.Tensor, tolerance: float = TOLERANCE) -> float:
-    """Runs the ONNX file with onnxruntime (CPU) and ``net`` in eval mode on ``images``.
+    """Max abs difference of L2-normalised embeddings, onnxruntime (CPU) vs ``net`` (eval), on (B, 3, H, W) ``images``.
 
-    The embeddings are compared after L2 normalisation, as verification scores them: raw embedding
-    norms reach the thousands, where one float32 rounding step alone exceeds an absolute 1e-4.
-
-    Args:
-        path: ONNX file written by :func:`export_onnx`.
-        net: The PyTorch network it was exported from.
-        images: (B, 3, H, W) float images; B need not be the export batch size.
-        tolerance: Largest accepted absolute difference.
-
-    Returns:
-        The maximum absolute difference between the two L2-normalised embeddings.
+    Normalised because raw norms reach thousands, where float32 rounding alone exceeds 1e-4.
 
     Raises:
-        ValueError: If the difference is ``tolerance`` or more, or the output shapes differ.
+        ValueError: Shapes differ, or the difference is >= ``tolerance``.
     """
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     exported = session.run(["embeddings"], {"images": images.detach().cpu().float().numpy()})[0]
@@ -105,7 +86,7 @@ def export_checked_onnx(
     crop: Any,
     threshold: dict | None,
 ) -> Path:
-    """Exports ``model.net`` to ONNX, checks it against PyTorch and writes its sidecar JSON; returns the ONNX path."""
+    """Exports ``model.net`` to ONNX, checks it against PyTorch, writes the sidecar JSON; returns the path."""
     images = (
         next(iter(datamodule.val_dataloader()[0]))[0]
         if datamodule.val_set_paths

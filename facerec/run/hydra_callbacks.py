@@ -1,4 +1,4 @@
-"""Hydra callbacks: a clear error for a run directory that cannot be created, a summary table of a multirun sweep."""
+"""Hydra callbacks: a clear error for an uncreatable run directory, a summary table of a multirun sweep."""
 
 from __future__ import annotations
 
@@ -30,8 +30,7 @@ def _create(directory: str, kind: str, option: str) -> None:
 
 
 class RunDirCheck(Callback):
-    """Creates the run (or sweep) directory before Hydra does, exiting (status 1) with the path and the fix
-    instead of Hydra's traceback when it cannot (an unwritable folder or a file above it)."""
+    """Creates the run/sweep directory first; if it cannot, exits (status 1) naming the path and option."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _create(str(config.hydra.run.dir), "run", "hydra.run.dir")
@@ -41,7 +40,7 @@ class RunDirCheck(Callback):
 
 
 def callback_states(job_dir: Path) -> dict[str, Any]:
-    """The callback states saved in the job's ``last.ckpt`` (empty if it has none)."""
+    """Callback states in the job's ``last.ckpt`` ({} without one)."""
     path = job_dir / "checkpoints" / "last.ckpt"
     if not path.is_file():
         return {}
@@ -49,7 +48,7 @@ def callback_states(job_dir: Path) -> dict[str, Any]:
 
 
 def best_monitored(states: dict[str, Any]) -> float | None:
-    """The best ``monitor`` value a ``ModelCheckpoint`` recorded, if any."""
+    """Best ``monitor`` value a ``ModelCheckpoint`` recorded, or None."""
     for key, state in states.items():
         if key.startswith("ModelCheckpoint") and state.get("best_model_score") is not None:
             return float(state["best_model_score"])
@@ -57,7 +56,7 @@ def best_monitored(states: dict[str, Any]) -> float | None:
 
 
 def best_accuracy(states: dict[str, Any]) -> dict[str, float]:
-    """The best verification accuracy per set that the ``VerificationCallback`` recorded."""
+    """Best verification accuracy per set the ``VerificationCallback`` recorded."""
     for key, state in states.items():
         if key.startswith("VerificationCallback"):
             return {name: float(value) for name, value in state.get("best_accuracy", {}).items()}
@@ -65,7 +64,7 @@ def best_accuracy(states: dict[str, Any]) -> dict[str, float]:
 
 
 def job_row(job_dir: Path) -> dict[str, Any]:
-    """One job: its number, overrides, final and best verification accuracy per set, best monitored value."""
+    """One job: number, overrides, final and best accuracy per set, best monitored value, dir."""
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
     overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
     metrics_file = job_dir / "metrics.json"
@@ -82,7 +81,7 @@ def job_row(job_dir: Path) -> dict[str, Any]:
 
 
 def summary_cells(rows: list[dict[str, Any]], monitor: str | None) -> tuple[list[str], list[list[str]]]:
-    """The summary's header and cells: final and best accuracy columns per verification set ("–": none)."""
+    """Header and cells: final and best accuracy per set, best monitor ("–": none)."""
     sets = sorted({name for row in rows for name in row["accuracy"]})
     set_columns = [column for name in sets for column in (f"{name} accuracy", f"{name} best accuracy")]
     header = ["job", "overrides", *set_columns, f"best {monitor or 'monitor'}"]
@@ -119,12 +118,8 @@ def summary_table(rows: list[dict[str, Any]], monitor: str | None, title: str | 
 
 
 class MultirunSummary(Callback):
-    """At the end of a sweep, tabulates every job's verification accuracy.
-
-    Reads each job directory's ``metrics.json`` (final model, per set) and, from its ``last.ckpt``,
-    the best accuracy per set (``VerificationCallback``) and the best ``monitor`` value
-    (``ModelCheckpoint``); prints a table and writes ``<sweep dir>/multirun_summary.json``
-    and ``.md``. Jobs that wrote nothing (failed) show "–".
+    """At sweep end, tabulates each job's ``metrics.json`` accuracies and the best accuracy and ``monitor`` from
+    its ``last.ckpt``; prints it and writes ``<sweep dir>/multirun_summary.{json,md}``; failed jobs show "–".
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

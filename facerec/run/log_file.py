@@ -1,4 +1,4 @@
-"""The run's log file (``<run dir>/<task>.log``), failing with the run directory named when it cannot be written."""
+"""The run's log file (``<run dir>/<task>.log``), failing with the run directory named when unwritable."""
 
 from __future__ import annotations
 
@@ -7,11 +7,8 @@ from pathlib import Path
 
 
 class RunLogFileHandler(logging.FileHandler):
-    """``logging.FileHandler`` for Hydra's ``job_logging`` (``conf/hydra/default.yaml``).
-
-    Hydra opens the log before the task runs, and ``logging.config`` turns any error into
-    ``Unable to configure handler 'file'``; this handler exits instead (``SystemExit``, status 1) with the
-    file, the reason and the fix.
+    """``FileHandler`` for Hydra's ``job_logging``: if the file cannot be opened, exits (status 1) with file, reason
+    and fix, instead of ``logging.config``'s "Unable to configure handler 'file'".
     """
 
     def __init__(self, filename: str, mode: str = "a", encoding: str | None = None, delay: bool = False) -> None:

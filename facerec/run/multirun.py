@@ -1,12 +1,5 @@
-"""Hydra multirun jobs that train with Lightning's DDP (one process per device, re-executed script).
-
-Lightning's ``strategy=ddp`` starts ranks 1…N−1 by re-running the script with ``sys.argv`` plus
-``hydra.run.dir=<hydra.run.dir>``. Inside ``python train.py -m a=1,2`` that would re-run the whole
-sweep in every child, in the wrong directory. :func:`ddp_runs_this_job` makes the re-executed
-command exactly this job: ``train.py <this job's overrides> hydra.run.dir=<this job's dir>``, and
-afterwards tears the process group and the launcher's environment variables down, so the next job
-of the sweep starts a fresh set of processes. Jobs run one after another (basic launcher), each
-with all devices.
+"""Lightning DDP inside a Hydra multirun job: DDP re-executes ``sys.argv`` + ``hydra.run.dir``, which would
+rerun the whole sweep; :func:`ddp_runs_this_job` makes it re-run only this job. Jobs run one after another.
 """
 
 from __future__ import annotations
@@ -32,7 +25,9 @@ def in_multirun_job() -> bool:
 
 @contextmanager
 def ddp_runs_this_job() -> Iterator[None]:
-    """Within a multirun job, lets Lightning's DDP launcher re-execute only this job; else a no-op."""
+    """In a multirun job: ``sys.argv`` = this job's overrides, ``hydra.run.dir`` = its dir; afterwards restores them,
+    destroys the process group and clears the launcher's variables. Elsewhere a no-op.
+    """
     if not in_multirun_job():
         yield
         return

@@ -1,4 +1,4 @@
-"""Output files checked before the work: writable, not a directory, and not replaced without consent."""
+"""Output files checked before the work: writable, not a directory, not replaced without consent."""
 
 from __future__ import annotations
 
@@ -9,23 +9,21 @@ from pathlib import Path
 
 
 def check_output_file(path: str | Path, overwrite: bool, option: str, overwrite_option: str) -> Path:
-    """Checks, before any work, that ``path`` can be written as a new file (or replaced, with ``overwrite``).
-
-    Creates the file's missing folders, so that a folder that cannot be created is found now.
+    """Checks before any work that ``path`` can be written new (or replaced with ``overwrite``); creates its folders.
 
     Args:
-        path: The output file.
+        path: Output file.
         overwrite: Whether an existing file may be replaced.
-        option: How the user named the file, for messages (e.g. ``--out``, ``metrics_file``).
-        overwrite_option: How the user allows replacing it (e.g. ``--overwrite``, ``overwrite=true``).
+        option: The user's name for it, for messages (``--out``, ``metrics_file``).
+        overwrite_option: How the user allows replacing (``--overwrite``, ``overwrite=true``).
 
     Returns:
-        ``path`` as a ``Path``.
+        ``path`` as a Path.
 
     Raises:
-        IsADirectoryError: If ``path`` is a directory.
-        FileExistsError: If ``path`` exists and ``overwrite`` is false.
-        PermissionError: If its folder cannot be created or written, or the file cannot be replaced.
+        IsADirectoryError: ``path`` is a directory.
+        FileExistsError: It exists and not ``overwrite``.
+        PermissionError: Its folder cannot be created or written, or the file is read-only.
     """
     path = Path(path)
     if path.is_dir():
@@ -47,14 +45,7 @@ def check_output_file(path: str | Path, overwrite: bool, option: str, overwrite_
 
 
 def check_distinct(outputs: Iterable[tuple[str, Path]]) -> None:
-    """Refuses two outputs that name the same file.
-
-    Args:
-        outputs: ``(option, path)`` of each output.
-
-    Raises:
-        ValueError: Naming both options and the file.
-    """
+    """ValueError, naming both options, if two ``(option, path)`` outputs resolve to one file."""
     seen: dict[Path, str] = {}
     for option, path in outputs:
         resolved = path.resolve()

@@ -1,16 +1,5 @@
-"""OmegaConf resolvers used by ``conf/``; registered when :mod:`facerec` is imported.
-
-``${first_set_accuracy:${data.val_sets}}`` is the accuracy on the first verification set (what presets
-monitor). Besides it and ``${wandb_offline:}``, three resolvers let a published recipe (``conf/experiment/``) keep
-its learning rate and schedule when it runs on another global batch (the linear scaling rule):
-
-- ``${global_batch:BATCH,DEVICES,NODES,ACCUMULATE}``: per-process batch × devices × nodes ×
-  gradient-accumulation steps, e.g. ``${global_batch:${data.batch_size},${trainer.devices},
-  ${trainer.num_nodes},${trainer.accumulate_grad_batches}}``;
-- ``${lr_for_batch:REFERENCE_LR,REFERENCE_BATCH,GLOBAL_BATCH}``: the LR scaled linearly with the
-  global batch;
-- ``${steps_for_batch:STEPS,REFERENCE_BATCH,GLOBAL_BATCH}``: a step count of the reference run scaled
-  inversely, so the run sees the same number of samples.
+"""OmegaConf resolvers for ``conf/`` (registered on ``import facerec``): W&B mode, the monitored metric, and the
+linear scaling rule that keeps a recipe's LR and schedule on another global batch.
 """
 
 from __future__ import annotations
@@ -24,23 +13,14 @@ OFFLINE_WANDB_MODES = ("", "offline", "dryrun")
 
 
 def wandb_offline() -> bool:
-    """Whether W&B should log offline: yes unless ``WANDB_MODE`` asks for another mode.
-
-    ``WANDB_MODE=online`` (W&B's documented switch) goes online, ``disabled`` turns W&B off;
-    unset, ``offline`` or ``dryrun`` keep the run offline, so W&B never prompts for an account.
-    """
+    """Offline unless ``WANDB_MODE`` is another mode than unset/offline/dryrun (``online``, ``disabled``)."""
     return os.environ.get("WANDB_MODE", "").strip().lower() in OFFLINE_WANDB_MODES
 
 
 def device_count(devices: int | str | Sequence[int]) -> int:
-    """The number of devices a Lightning ``Trainer(devices=...)`` value names.
+    """Devices a ``Trainer(devices=...)`` value names: ``4``, ``"4"``, ``[0, 1]`` or ``"0,1"``.
 
-    Args:
-        devices: A positive count (``4`` or ``"4"``), a list of device ids (``[0, 1]``) or a
-            comma-separated id string (``"0,1"``, ``"1,"``).
-
-    Raises:
-        ValueError: For ``"auto"``, ``-1`` or anything else whose count depends on the machine.
+    Raises ValueError for ``"auto"``, ``-1`` or other machine-dependent values.
     """
     if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
         return devices
@@ -60,10 +40,9 @@ def device_count(devices: int | str | Sequence[int]) -> int:
 
 
 def global_batch(batch_size: int, devices: int | str | Sequence[int], num_nodes: int = 1, accumulate: int = 1) -> int:
-    """Samples per optimizer step over all processes: batch × devices × nodes × accumulation steps.
+    """``${global_batch:BATCH,DEVICES,NODES,ACCUMULATE}``: samples per optimizer step, the product.
 
-    Raises:
-        ValueError: If a factor is not positive, or ``devices`` names no fixed count (see :func:`device_count`).
+    Raises ValueError for a non-positive factor or a ``devices`` without fixed count.
     """
     for name, value in (("data.batch_size", batch_size), ("num_nodes", num_nodes), ("accumulate", accumulate)):
         if int(value) < 1:
@@ -72,32 +51,22 @@ def global_batch(batch_size: int, devices: int | str | Sequence[int], num_nodes:
 
 
 def lr_for_batch(reference_lr: float, reference_batch: int, batch: int) -> float:
-    """The linear scaling rule: ``reference_lr × batch / reference_batch``."""
+    """``${lr_for_batch:LR,REFERENCE_BATCH,GLOBAL_BATCH}``: ``LR × batch / reference_batch``."""
     return float(reference_lr) * int(batch) / int(reference_batch)
 
 
 def steps_for_batch(steps: int, reference_batch: int, batch: int) -> int:
-    """Steps of a run at ``reference_batch`` rescaled to ``batch``: ``round(steps × reference_batch / batch)``.
-
-    Keeps the number of training samples (the epochs) of a schedule given in iterations.
-    """
+    """``${steps_for_batch:STEPS,REF_BATCH,BATCH}``: ``round(steps × ref / batch)`` (same samples seen)."""
     return round(int(steps) * int(reference_batch) / int(batch))
 
 
 def first_set_accuracy(val_sets: Mapping[str, object] | None) -> str | None:
-    """``val/<first verification set>/accuracy``, the metric a preset monitors; None without sets.
-
-    ``monitor: ${first_set_accuracy:${data.val_sets}}`` follows the sets a user configures, so a preset
-    never monitors a set that is not there.
-    """
+    """``val/<first set>/accuracy`` for ``monitor: ${first_set_accuracy:${data.val_sets}}``; None without sets."""
     return f"val/{next(iter(val_sets))}/accuracy" if val_sets else None
 
 
 def register_resolvers() -> None:
-    """Registers ``${wandb_offline:}``, ``${global_batch:...}``, ``${lr_for_batch:...}`` and ``${steps_for_batch:...}``.
-
-    Idempotent.
-    """
+    """Registers (idempotently) wandb_offline, global_batch, lr_for_batch, steps_for_batch, first_set_accuracy."""
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
     OmegaConf.register_new_resolver("global_batch", global_batch, replace=True)
     OmegaConf.register_new_resolver("lr_for_batch", lr_for_batch, replace=True)

@@ -1,8 +1,5 @@
-"""What a resumed run must share with its checkpoint: the identities, the data and the model.
-
-Training stores its resolved config in every checkpoint (:class:`~facerec.callbacks.RunConfigRecord`);
-a resume compares its own config with it before training, so a forgotten or changed override cannot
-silently continue one run with another's data or model.
+"""What a resumed run must share with its checkpoint (identities, data, model), compared with the config every
+checkpoint stores (:class:`~facerec.callbacks.RunConfigRecord`) before training.
 """
 
 from __future__ import annotations
@@ -35,7 +32,7 @@ RESTORED_ON_RESUME = ("model.optimizer", "model.scheduler")
 
 
 def config_changes(before: Mapping, after: Mapping, prefix: str = "") -> dict[str, tuple[Any, Any]]:
-    """Every dotted key whose value differs between two nested config dicts (a missing key reads as None).
+    """Dotted keys whose values differ between two nested configs (missing reads as None).
 
     Example:
         >>> config_changes({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": 4})
@@ -56,17 +53,19 @@ def _under(name: str, sections: tuple[str, ...]) -> bool:
 
 
 def check_resumed_config(checkpoint: Mapping, config: Mapping, ckpt_path: str | Path, force: bool = False) -> None:
-    """Refuses a resume whose data or model config differs from the checkpoint's; warns on ignored changes.
+    """Refuses a resume whose ``data``/``model`` config differs from the checkpoint's stored one.
+
+    :data:`FREE_ON_RESUME` keys may change; :data:`RESTORED_ON_RESUME` changes are ignored with a warning;
+    a checkpoint without a stored config is not checked.
 
     Args:
-        checkpoint: The loaded training checkpoint (its ``facerec_run_config`` entry, if any, is compared;
-            checkpoints written before facerec stored it are not checked).
+        checkpoint: The loaded training checkpoint.
         config: This run's resolved config.
-        ckpt_path: The checkpoint's path, for messages.
-        force: Resume anyway (the changes are logged as warnings).
+        ckpt_path: For messages.
+        force: Resume anyway, logging the changes.
 
     Raises:
-        ValueError: Listing each changed key with the checkpoint's and this run's value.
+        ValueError: Listing each changed key with both values.
     """
     trained = checkpoint.get(RUN_CONFIG_KEY)
     if trained is None:
@@ -102,13 +101,10 @@ def check_resumed_config(checkpoint: Mapping, config: Mapping, ckpt_path: str | 
 
 
 def check_resumed_classes(checkpoint: Mapping, class_names: list[str], ckpt_path: str | Path) -> None:
-    """Refuses to resume on data with another number of identities, or other names, than the checkpoint's.
-
-    Labels are positions in the sorted identity names, so a renamed identity would silently take
-    another's class centre.
+    """Refuses to resume on other identity names or count than the checkpoint's (labels index the sorted names).
 
     Raises:
-        ValueError: Naming both counts, or up to five labels whose identity differs.
+        ValueError: Naming both counts, or up to five changed labels.
     """
     saved = (checkpoint.get("hyper_parameters") or {}).get("class_names")
     if saved is None or list(saved) == list(class_names):

@@ -1,4 +1,4 @@
-"""Result tables: printed with rich (fitted to a terminal, uncut in log files and pipes) and written as JSON."""
+"""Result tables: printed with rich (fitted to a terminal, uncut in logs and pipes) and written as JSON."""
 
 from __future__ import annotations
 
@@ -18,18 +18,13 @@ from facerec.eval.verification import FAR_TARGETS, needed_impostors
 log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ("accuracy", "accuracy_std", "best_threshold", "auc", "eer", "tar@far=1e-3", "tar@far=1e-4")
-"""The verification metrics shown by default."""
+"""Verification metrics shown by default."""
 UNBOUNDED = 100_000
-"""Width a table is measured at to find its natural (unwrapped) width."""
+"""Width a table is measured at to find its natural width."""
 
 
 def print_table(table: Table) -> None:
-    """Prints ``table`` to stdout between blank lines.
-
-    In a terminal, rich fits the table to its width (text columns wrap first). Elsewhere (a log file,
-    a pipe, captured output) rich would assume 80 columns and cut cells; there the table is printed
-    at its natural width instead, one line per row.
-    """
+    """Prints ``table`` between blank lines: fitted to a terminal, else at its natural width (not cut at 80)."""
     console = Console()
     if not console.is_terminal:
         natural = console.measure(table, options=console.options.update_width(UNBOUNDED)).maximum
@@ -40,7 +35,7 @@ def print_table(table: Table) -> None:
 
 
 def few_impostor_cells(impostor_pairs: Mapping[str, int], columns: Sequence[str]) -> dict[str, list[str]]:
-    """``{set name: its tar@far=x columns}`` whose set has fewer than ``ceil(10 / x)`` impostor pairs."""
+    """``{set: its tar@far=x columns}`` for sets with fewer than ``ceil(10 / x)`` impostor pairs."""
     targets = {key: FAR_TARGETS[key] for key in columns if key in FAR_TARGETS}
     flagged = {
         name: [key for key, far in targets.items() if count < needed_impostors(far)]
@@ -55,10 +50,9 @@ def format_table(
     columns: Sequence[str] = TABLE_COLUMNS,
     impostor_pairs: Mapping[str, int] | None = None,
 ) -> Table:
-    """Metrics as a rich table, one row per set and one column per key (4 decimals, NaN where a metric is missing).
+    """Rich table, a row per set, a column per key (4 decimals, NaN if missing).
 
-    A ``tar@far=x`` cell of a set with fewer than ``ceil(10 / x)`` impostor pairs (``impostor_pairs``) is
-    marked ``*``, and the caption gives the counts: such a value rests on fewer than 10 false accepts.
+    ``tar@far=x`` cells on fewer than ``ceil(10 / x)`` impostor pairs are marked ``*``, with counts in the caption.
     """
     flagged = few_impostor_cells(impostor_pairs or {}, columns)
     notes = [
@@ -80,8 +74,7 @@ def format_table(
 
 
 class ResultTable(NamedTuple):
-    """One printed table of :func:`report`: its title, ``{set name: {key: value}}``, the keys shown as columns, and
-    the impostor pairs of each set (``tar@far`` cells on too few are marked, :func:`format_table`)."""
+    """One table of :func:`report`: title, ``{set: {key: value}}``, columns, impostor pairs per set."""
 
     title: str
     results: dict[str, dict[str, float]]
@@ -91,7 +84,7 @@ class ResultTable(NamedTuple):
 
 @rank_zero_only
 def report(tables: Sequence[ResultTable], metrics_file: str | None) -> None:
-    """Prints the tables and writes all their results as one JSON ``{set name: {key: value}}`` (rank zero only)."""
+    """On rank zero: prints the tables, writes all results as one JSON ``{set: {key: value}}`` to ``metrics_file``."""
     for table in tables:
         if table.results:
             print_table(format_table(table.results, table.title, table.columns, table.impostor_pairs))

@@ -32,11 +32,7 @@ from facerec.run.tables import ResultTable, report
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Trains a model as configured, evaluates its verification sets and reports them.
-
-    Returns:
-        The value of ``cfg.monitor`` after training (for Hydra sweepers), or None if unset.
-    """
+    """Trains as configured, evaluates the verification sets, reports; returns ``cfg.monitor``'s value or None."""
     check_output_dir(cfg.paths.output_dir)
     check_devices(cfg.trainer)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
@@ -91,11 +87,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, checkpoint: dict | None) -> f
 
 
 def check_trained(trainer: L.Trainer, start_step: int) -> None:
-    """Fails if ``fit`` took no optimizer step, e.g. a resume from a checkpoint that already reached ``max_epochs``.
-
-    Raises:
-        RuntimeError: Naming the step and epoch limits to raise.
-    """
+    """RuntimeError if ``fit`` took no optimizer step (e.g. resumed at ``max_epochs``), naming the limits."""
     if trainer.global_step <= start_step:
         raise RuntimeError(
             f"training took no step (it ended at step {trainer.global_step}, epoch {trainer.current_epoch}, "
@@ -105,14 +97,7 @@ def check_trained(trainer: L.Trainer, start_step: int) -> None:
 
 
 def check_checkpoints_written(trainer: L.Trainer) -> None:
-    """Fails if a checkpoint the run's ``ModelCheckpoint`` callbacks report is not on disk.
-
-    Lightning's checkpoint writer swallows a ``PermissionError``, so a run whose checkpoint folder
-    turned unwritable would otherwise end "successfully" with nothing saved.
-
-    Raises:
-        OSError: Naming the missing checkpoint and its folder.
-    """
+    """OSError if a checkpoint a ``ModelCheckpoint`` reports is not on disk (Lightning swallows PermissionError)."""
     for callback in trainer.checkpoint_callbacks:
         for path in (callback.last_model_path, callback.best_model_path):
             if path and "://" not in path and trainer.is_global_zero and not Path(path).is_file():

@@ -1,10 +1,5 @@
-"""IJB-B / IJB-C in their official layout, and their images aligned by the provided landmarks.
-
-``ROOT/meta/<prefix>_face_tid_mid.txt`` (``image template media`` per image),
-``ROOT/meta/<prefix>_template_pair_label.txt`` (``template1 template2 label`` per pair),
-``ROOT/meta/<prefix>_name_5pts_score.txt`` (``image x1 y1 … x5 y5 score`` per image) and the images
-in ``ROOT/loose_crop/``; ``prefix`` is ``ijbb`` or ``ijbc``. The files are untrusted: :func:`load_ijb`
-checks every line of each and their agreement before any image is read.
+"""IJB-B / IJB-C in the official layout: ``ROOT/meta/<prefix>_{face_tid_mid,template_pair_label,name_5pts_score}.txt``
+and images in ``ROOT/loose_crop/``, aligned by the provided landmarks. Untrusted: all checked before any image is read.
 """
 
 from __future__ import annotations
@@ -25,18 +20,15 @@ from facerec.data.text import TextFileError
 
 @dataclass
 class IJBSet:
-    """One IJB protocol's files, read.
+    """One IJB protocol, read (N images, P pairs).
 
     Attributes:
-        name: The protocol's prefix, ``ijbb`` or ``ijbc``.
-        images: (N,) image files, in the order of ``<prefix>_face_tid_mid.txt``.
-        templates: (N,) template id of each image.
-        medias: (N,) media id of each image.
-        landmarks: (N, 5, 2) the 5 landmarks of each image (x, y pixels).
-        scores: (N,) the detector score of each image (1 where the landmark file has none).
-        template1: (P,) first template of each pair.
-        template2: (P,) second template of each pair.
-        labels: (P,) 1 if the pair shows one subject, else 0.
+        name: ``ijbb`` or ``ijbc``.
+        images: N image files, in ``face_tid_mid`` order.
+        templates, medias: (N,) template / media id per image.
+        landmarks: (N, 5, 2) (x, y) pixels.
+        scores: (N,) detector score (1 where absent).
+        template1, template2, labels: (P,) pairs; label 1 = same subject.
     """
 
     name: str
@@ -51,10 +43,9 @@ class IJBSet:
 
 
 def protocol_prefix(root: Path, prefix: str | None) -> str:
-    """``prefix`` if given, else the one ``ROOT/meta/<prefix>_face_tid_mid.txt`` found.
+    """``prefix``, else the one ``ROOT/meta/<prefix>_face_tid_mid.txt`` found.
 
-    Raises:
-        FileNotFoundError: If ``ROOT/meta`` holds none, or several and ``prefix`` is not given.
+    Raises FileNotFoundError if none or several (without ``prefix``).
     """
     if prefix:
         return prefix
@@ -68,19 +59,14 @@ def protocol_prefix(root: Path, prefix: str | None) -> str:
 
 
 def load_ijb(root: str | Path, prefix: str | None = None) -> IJBSet:
-    """Reads an IJB-B / IJB-C protocol from its official layout under ``root``.
+    """Reads and checks an IJB protocol under ``root`` (``meta/``, ``loose_crop/``); ``prefix``: default the one found.
 
-    Args:
-        root: The folder holding ``meta/`` and ``loose_crop/``.
-        prefix: ``ijbb`` or ``ijbc``; default the one protocol found in ``root/meta``.
-
-    Everything is checked here, before any image is read: each file's lines (see the readers), a faceness score
-    that is not positive (D1 weights each image by it), a landmark file that lacks an image, and a pair naming a
-    template without images.
+    Checked before any image is read: every line (see the readers), positive faceness scores (D1 weights by
+    them), a landmark row per image, and pairs naming only templates with images.
 
     Raises:
-        FileNotFoundError: If a meta file or ``loose_crop/`` is missing.
-        TextFileError: If a file is malformed or a folder, or the files disagree (naming the file and line).
+        FileNotFoundError: A meta file or ``loose_crop/`` is missing.
+        TextFileError: A file is malformed or a folder, or the files disagree (names file and line).
     """
     root = Path(root)
     prefix = protocol_prefix(root, prefix)
@@ -118,10 +104,9 @@ def load_ijb(root: str | Path, prefix: str | None = None) -> IJBSet:
 
 
 def rows_by_name(rows: list[LandmarkRow], names: list[str], source: Path) -> list[LandmarkRow]:
-    """The landmark rows of images ``names``, in that order (for a landmark file in another order).
+    """Landmark rows reordered to ``names``.
 
-    Raises:
-        TextFileError: If the file lists an image twice, or lacks one of ``names``.
+    Raises TextFileError if the file lists an image twice or lacks one.
     """
     by_name = {row.path: row for row in rows}
     if len(by_name) != len(rows):
@@ -137,11 +122,7 @@ def rows_by_name(rows: list[LandmarkRow], names: list[str], source: Path) -> lis
 def check_pair_templates(
     templates: np.ndarray, template1: np.ndarray, template2: np.ndarray, pairs_file: Path, media_file: Path
 ) -> None:
-    """Refuses a pair naming a template that no image of ``media_file`` belongs to, naming its line.
-
-    Raises:
-        TextFileError: Naming ``pairs_file``'s line, the template and how many pairs name unknown templates.
-    """
+    """Raises TextFileError naming ``pairs_file``'s line for a pair naming a template with no images."""
     known = np.unique(templates)
     for column, name in ((template1, "template_id1"), (template2, "template_id2")):
         unknown = np.flatnonzero(known[np.minimum(np.searchsorted(known, column), len(known) - 1)] != column)
@@ -154,16 +135,15 @@ def check_pair_templates(
 
 
 class AlignedImages(Dataset):
-    """Images aligned by their 5 landmarks (:func:`facerec.data.align.align_face`) as ``(transform(crop), index)``.
-
-    Landmarks off an image by more than half its size (:func:`facerec.data.align.landmark_problem`) are refused
-    when the image is read, naming it: they would give a black crop.
+    """``(transform(crop), index)`` for images aligned by their 5 landmarks (:func:`~facerec.data.align.align_face`).
 
     Args:
         images: Image files.
-        landmarks: (N, 5, 2) landmarks of each image.
-        size: (H, W) of the aligned crops.
-        transform: Called as ``transform(image=rgb_uint8)["image"]`` on each crop (albumentations style).
+        landmarks: (N, 5, 2).
+        size: Crop (H, W).
+        transform: ``transform(image=rgb_uint8)["image"]`` (albumentations style).
+
+    Reading raises TextFileError for landmarks off the image by more than half its size.
     """
 
     def __init__(

@@ -1,8 +1,6 @@
-"""IJB-B / IJB-C meta files: ``*_face_tid_mid.txt`` (images → templates, medias) and ``*_template_pair_label.txt``.
+"""IJB-B / IJB-C meta files ``*_face_tid_mid.txt`` and ``*_template_pair_label.txt``, parsed vectorised.
 
-Untrusted: UTF-8 (a leading byte-order mark allowed), not empty, every line checked; a bad file raises
-:class:`~facerec.data.text.TextFileError` naming the file and line. Parsed vectorised (IJB-C's 15.7M pair lines
-take seconds); the offending line is located only after a failure.
+Untrusted: UTF-8 (BOM allowed), non-empty, every line checked; TextFileError names the file and line.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ _WHITESPACE = np.isin(np.arange(256), (9, 10, 11, 12, 13, 32))  # bytes.split()'
 
 
 def _line_field_counts(data: bytes) -> np.ndarray:
-    """Whitespace-separated fields on each line of ``data`` (a final line without newline included). → (L,)."""
+    """(L,) whitespace-separated field count of each line of ``data``."""
     if not data:
         return np.zeros(0, dtype=np.int64)
     buffer = np.frombuffer(data, dtype=np.uint8)
@@ -37,7 +35,7 @@ def _line_field_counts(data: bytes) -> np.ndarray:
 
 
 def _check_fields(path: Path, counts: np.ndarray, n_fields: int, layout: str) -> np.ndarray:
-    """1-based numbers of the non-blank lines; TextFileError naming the first line without ``n_fields`` fields."""
+    """1-based numbers of non-blank lines; TextFileError for the first without ``n_fields`` fields."""
     bad = np.flatnonzero((counts != n_fields) & (counts != 0))
     if len(bad):
         line = int(bad[0]) + 1
@@ -46,7 +44,7 @@ def _check_fields(path: Path, counts: np.ndarray, n_fields: int, layout: str) ->
 
 
 def _first_bad_integer(path: Path, data: bytes, columns: range) -> TextFileError:
-    """The error for the first line whose ``columns`` are not all int64 (slow path, only after a failure)."""
+    """Error for the first line whose ``columns`` are not int64 (slow path after a failure)."""
     limits = np.iinfo(np.int64)
     for number, line in enumerate(data.split(b"\n"), start=1):
         for column, token in enumerate(line.split()):
@@ -63,12 +61,12 @@ def _first_bad_integer(path: Path, data: bytes, columns: range) -> TextFileError
 
 
 def pair_line_number(path: str | Path, index: int) -> int:
-    """The 1-based line of pair ``index`` (0-based, blank lines skipped) of a ``*_template_pair_label.txt``."""
+    """1-based line of pair ``index`` (0-based, blank lines skipped) in a pair file."""
     return int(np.flatnonzero(_line_field_counts(read_utf8(path, PAIR_LAYOUT)))[index]) + 1
 
 
 def _parse_integers(path: Path, data: bytes, count: int, columns: range) -> np.ndarray:
-    """All whitespace-separated tokens of ``data`` as int64 in one vectorised pass → (count,)."""
+    """(count,) int64 of all whitespace-separated tokens, in one vectorised pass."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", DeprecationWarning)
@@ -82,16 +80,15 @@ def _parse_integers(path: Path, data: bytes, count: int, columns: range) -> np.n
 
 
 def read_template_media(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Read ``*_face_tid_mid.txt``: one ``image_name template_id media_id`` line per image (blank lines skipped).
+    """Reads ``*_face_tid_mid.txt``: ``image_name template_id media_id`` per line (blank lines skipped).
 
     Returns:
-        (image_names, templates, medias): N names, and (N,) int64 template and media ids.
+        (names, templates, medias): N names, (N,) int64 ids.
 
     Raises:
-        FileNotFoundError: If the file does not exist.
-        TextFileError: If it is a folder, empty or not UTF-8, or naming the file and 1-based line of the first
-            line without 3 fields, with a non-integer id, an absolute image name or one with ``..``, or with an
-            image already listed (and that line).
+        FileNotFoundError: Missing file.
+        TextFileError: Folder, empty, not UTF-8, a line without 3 fields, a non-integer id, an absolute or
+            ``..`` name, a name with a drive (``:``), or a repeated image (names the line).
     """
     path = Path(path)
     data = read_utf8(path, f"lines '{MEDIA_LAYOUT}'")
@@ -121,21 +118,14 @@ def read_template_media(path: str | Path) -> tuple[list[str], np.ndarray, np.nda
 
 
 def read_template_pairs(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read ``*_template_pair_label.txt``: one ``template_id1 template_id2 label`` line per pair (label 1 = same).
+    """Reads ``*_template_pair_label.txt``: ``template_id1 template_id2 label`` per line (1 = same).
 
-    Vectorised (IJB-C's 15.7M lines take seconds): the field count of every line is checked on the raw bytes,
-    then all integers are parsed at once; the offending line is located only after a failure.
-
-    A template pair listed twice (in either order) with both labels is refused; listed twice with one label, it
-    is kept (scored twice) with a warning.
-
-    Returns:
-        (template1, template2, labels), each (P,) int64; labels are 0 or 1.
+    A pair repeated (either order) with both labels is refused; with one label, kept with a warning.
+    Returns (template1, template2, labels), each (P,) int64.
 
     Raises:
-        FileNotFoundError: If the file does not exist.
-        TextFileError: If it is a folder, empty or not UTF-8, or naming the file and 1-based line of the first
-            malformed line, label other than 0/1, or pair listed with the other label (and that line).
+        FileNotFoundError: Missing file.
+        TextFileError: Folder, empty, not UTF-8, a malformed line, a label not 0/1, or contradicting labels.
     """
     path = Path(path)
     data = read_utf8(path, f"lines '{PAIR_LAYOUT}'")
@@ -150,7 +140,7 @@ def read_template_pairs(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def _check_repeated_pairs(path: Path, values: np.ndarray, line_numbers: np.ndarray) -> None:
-    """Refuses a template pair listed with both labels; warns about one listed twice with one label."""
+    """Refuses a pair listed with both labels; warns about one listed twice with one label."""
     first, second = np.minimum(values[:, 0], values[:, 1]), np.maximum(values[:, 0], values[:, 1])
     if first.min() >= 0 and second.max() < 2**31:  # fast path: one sort of packed keys, lines found only on a repeat
         keys = np.sort(first << 31 | second)

@@ -1,8 +1,4 @@
-"""A 1:N search set from identity folders: a gallery, probes searched against it, optional distractors.
-
-The folders are untrusted: a gallery that is also the probe folder (or holds it, or shares an image with it)
-would search images for themselves; :func:`load_search_set` refuses any overlap before anything is embedded.
-"""
+"""A 1:N search set from identity folders: gallery, probes, optional distractors; overlapping folders are refused."""
 
 from __future__ import annotations
 
@@ -20,20 +16,15 @@ log = logging.getLogger(__name__)
 
 
 class SearchSetError(DataFileError):
-    """Gallery, probe and distractor folders that cannot make a 1:N search; the message names the folders."""
+    """Gallery, probe and distractor folders that overlap; the message names them."""
 
 
 @dataclass
 class SearchSet:
-    """The images of a 1:N search and their identities.
+    """Images of a 1:N search; label ``k`` is ``identities[k]`` (same-named gallery/probe folders are one identity).
 
-    Identity ``k`` is ``identities[k]``; gallery and probe folders of the same name are one identity.
-
-    Attributes:
-        identities: Identity names of the gallery and probe folders, sorted.
-        gallery_images: Enrolled images; ``gallery_labels`` (same length) their identities.
-        probe_images: Images searched for; ``probe_labels`` their identities (enrolled or not).
-        distractor_images: Extra gallery images of nobody searched for (MegaFace-style), possibly none.
+    ``identities``: sorted gallery and probe names; ``gallery_labels``/``probe_labels``: int64 per image
+    (probes may be unenrolled); ``distractor_images``: extra gallery images of nobody searched for (MegaFace-style).
     """
 
     identities: list[str]
@@ -45,18 +36,17 @@ class SearchSet:
 
 
 def load_search_set(gallery: str | Path, probe: str | Path, distractors: str | Path | None = None) -> SearchSet:
-    """Scans the gallery and probe identity folders (one sub-folder per identity) and the distractor folder.
+    """Scans gallery and probe identity folders (one sub-folder per identity) and an optional distractor folder.
 
     Args:
-        gallery: Identity folder of the enrolled images.
-        probe: Identity folder of the probe images; identities missing from the gallery are non-mated probes.
-        distractors: A folder of images at any depth (their folders are ignored), or None.
+        gallery: Enrolled images.
+        probe: Probe images; identities not in the gallery are non-mated probes.
+        distractors: Images at any depth (sub-folders ignored), or None.
 
     Raises:
-        FileNotFoundError: If a folder does not exist.
-        SearchSetError: If two of the folders are one folder or one is inside another (symbolic links
-            resolved), or one image file (symbolic or hard links followed) is in two of them.
-        ValueError: If a folder holds no image, or no probe identity is enrolled in the gallery.
+        FileNotFoundError: A folder does not exist.
+        SearchSetError: Two folders are one or nested (links resolved), or one file is in two (links followed).
+        ValueError: A folder holds no image, or no probe identity is in the gallery.
     """
     folders = {"gallery": Path(gallery), "probe": Path(probe)}
     if distractors is not None:
@@ -92,7 +82,7 @@ def load_search_set(gallery: str | Path, probe: str | Path, distractors: str | P
 
 
 def _check_separate_folders(folders: dict[str, Path]) -> None:
-    """Refuses two folders that are one (symbolic links resolved) or nested."""
+    """Refuses two folders that are one (links resolved) or nested."""
     resolved = {role: folder.resolve() for role, folder in folders.items()}
     for first, second in itertools.combinations(folders, 2):
         a, b = resolved[first], resolved[second]
@@ -109,7 +99,7 @@ def _check_separate_folders(folders: dict[str, Path]) -> None:
 
 
 def _check_separate_files(images: dict[str, list[Path]], folders: dict[str, Path]) -> None:
-    """Refuses an image file that is in two of the sets (one file by device and inode: links followed)."""
+    """Refuses a file (device, inode) in two of the sets."""
     owner: dict[tuple[int, int], tuple[str, Path]] = {}
     for role, paths in images.items():
         for path in paths:
@@ -125,7 +115,7 @@ def _check_separate_files(images: dict[str, list[Path]], folders: dict[str, Path
 
 
 def _warn_named_distractors(root: Path, images: list[Path], identities: set[str]) -> None:
-    """Warns when distractors lie in folders named as gallery identities (they still count as nobody)."""
+    """Warns if distractor sub-folders are named as gallery identities (they still count as nobody)."""
     named = sorted({path.relative_to(root).parts[0] for path in images if len(path.relative_to(root).parts) > 1})
     clashes = [name for name in named if name in identities]
     if clashes:

@@ -1,8 +1,5 @@
-"""CASIA-WebFace-style training folders: one sub-folder per identity.
-
-This is the one scan of an identity folder: the training dataset and every tool of
-``python -m facerec.data`` use it, so a ``.rec`` written by ``folder2rec`` has the labels the folder
-datamodule assigns.
+"""CASIA-WebFace-style identity folders (one sub-folder per identity): the one scan shared by training and
+``python -m facerec.data``, so ``folder2rec`` keeps the training labels.
 """
 
 from __future__ import annotations
@@ -22,15 +19,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FolderIndex:
-    """What a scan of an identity folder found.
+    """Result of an identity-folder scan.
 
     Attributes:
-        root: The scanned folder.
-        class_names: Names of the identity folders holding at least one image (Unicode NFC), sorted;
-            label ``i`` is ``class_names[i]``.
-        images: Per label, that identity's image files (at any depth), sorted.
-        empty_identities: Identity folders without a single image (skipped: not given a label).
-        skipped_files: Files that are not images by extension, and files directly in ``root``.
+        class_names: Sorted NFC names of identity folders with an image; label ``i`` is ``class_names[i]``.
+        images: Per label, its image files (any depth), sorted.
+        empty_identities: Identity folders without images (no label).
+        skipped_files: Non-image files, and files directly in ``root``.
     """
 
     root: Path
@@ -46,15 +41,11 @@ class FolderIndex:
 
     @property
     def labels(self) -> list[int]:
-        """The label of every entry of :attr:`paths`."""
+        """Label of every entry of :attr:`paths`."""
         return [label for label, files in enumerate(self.images) for _ in files]
 
     def wrong_root_hint(self) -> str | None:
-        """A hint that ``root`` is one level too high, or None.
-
-        Given when one identity holds most of the images, most of them in its own sub-folders: those
-        sub-folders are probably the identities.
-        """
+        """Hint that ``root`` is one level too high (one identity holds most images in sub-folders), or None."""
         counts = [len(files) for files in self.images]
         largest = int(np.argmax(counts))
         folder = self.root / self.class_names[largest]
@@ -79,7 +70,7 @@ def _visible(path: Path, root: Path) -> bool:
 
 
 def list_image_files(root: str | Path) -> list[Path]:
-    """Every image file (by extension) below ``root`` at any depth, hidden entries skipped, sorted."""
+    """Sorted image files (by extension) at any depth below ``root``, hidden entries skipped."""
     root = Path(root)
     return sorted(
         path
@@ -89,16 +80,11 @@ def list_image_files(root: str | Path) -> list[Path]:
 
 
 def scan_identity_folder(root: str | Path) -> FolderIndex:
-    """Lists the images of every identity folder under ``root``.
-
-    Images are files with an extension in ``IMAGE_EXTENSIONS`` at any depth below an identity
-    folder. Hidden entries (a name starting with ``.`` anywhere in the path) are ignored. Identity
-    folders without an image are skipped and listed in ``empty_identities``.
+    """Lists the images (``IMAGE_EXTENSIONS``, any depth, hidden paths ignored) of each identity folder under ``root``.
 
     Raises:
-        FileNotFoundError: If ``root`` is not a directory.
-        ValueError: If it holds no identity with an image, or two identity folders whose names are
-            the same in Unicode NFC (``é`` composed and ``e`` + combining accent).
+        FileNotFoundError: ``root`` is not a directory.
+        ValueError: No identity has an image, or two folder names are equal in Unicode NFC.
     """
     root = Path(root)
     if not root.is_dir():
@@ -132,14 +118,10 @@ def scan_identity_folder(root: str | Path) -> FolderIndex:
 
 
 class IdentityFolderDataset(IdentityImages):
-    """Training samples ``(transform(image), label)`` from an identity folder.
-
-    ``root`` is the folder; labels come from its sorted sub-folder names (empty ones skipped). The
-    other arguments are :class:`~facerec.data.training.identity_images.IdentityImages`'.
-    """
+    """Training samples ``(transform(image), label)`` from identity folder ``root``; see :class:`IdentityImages`."""
 
     def index_samples(self) -> None:
-        """Scans the folder (:func:`scan_identity_folder`); warns when it looks one level too high."""
+        """Scans the folder; warns when it looks one level too high."""
         self.index = scan_identity_folder(self.root)
         log.info("%s: %s", self.root, self.index.summary())
         hint = self.index.wrong_root_hint()
@@ -150,5 +132,5 @@ class IdentityFolderDataset(IdentityImages):
         self.class_names = self.index.class_names
 
     def load(self, index: int) -> np.ndarray:
-        """The RGB uint8 image at ``paths[index]``."""
+        """RGB uint8 (H, W, 3) image at ``paths[index]``."""
         return read_image(self.paths[index], self.expected_size)

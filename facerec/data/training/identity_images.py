@@ -1,8 +1,5 @@
-"""What every training dataset shares: labelled images, and one rule for undecodable ones.
-
-A sample is ``(transform(image), label)``. An image that cannot be decoded either stops training
-with a message naming it and how to find every such image, or, with ``skip_corrupt``, is replaced by
-the next readable image of the same identity (with a warning).
+"""Base of the training datasets: ``(transform(image), label)`` samples; an undecodable image raises, naming it,
+or with ``skip_corrupt`` is replaced by the next readable image of its identity (warned).
 """
 
 from __future__ import annotations
@@ -23,23 +20,17 @@ log = logging.getLogger(__name__)
 
 
 class IdentityImages(Dataset, ABC):
-    """Training samples ``(transform(image), label)``; subclasses read the images.
-
-    A subclass implements :meth:`index_samples` (sets :attr:`labels` and :attr:`class_names`, reading
-    no image) and :meth:`load`.
+    """Training samples ``(transform(image), label)``; subclasses implement :meth:`index_samples` and :meth:`load`.
 
     Args:
-        root: Where the data lives (named in messages).
-        transform: Called as ``transform(image=rgb_uint8)["image"]`` (albumentations style) on the
-            RGB uint8 (H, W, 3) image.
-        skip_corrupt: Replace an undecodable image by another image of the same identity (with a
-            warning) instead of raising.
-        expected_size: If given, (H, W) every image must have (``data.strict_size``); otherwise
-            any size is accepted.
+        root: Data location (named in messages).
+        transform: ``transform(image=rgb_uint8)["image"]`` on the (H, W, 3) image (albumentations style).
+        skip_corrupt: Replace an undecodable image by another of its identity instead of raising.
+        expected_size: (H, W) every image must have (``data.strict_size``), or None.
 
     Attributes:
-        labels: The class of every sample, in sample order.
-        class_names: Identity names, in label order.
+        labels: Class of every sample.
+        class_names: Identity names in label order.
     """
 
     labels: Sequence[int]
@@ -60,15 +51,11 @@ class IdentityImages(Dataset, ABC):
 
     @abstractmethod
     def index_samples(self) -> None:
-        """Finds the samples under :attr:`root`: sets :attr:`labels` and :attr:`class_names`."""
+        """Sets :attr:`labels` and :attr:`class_names` without reading images."""
 
     @abstractmethod
     def load(self, index: int) -> np.ndarray:
-        """The RGB uint8 (H, W, 3) image of sample ``index``.
-
-        Raises:
-            CorruptImageError: If it cannot be decoded or has not :attr:`expected_size`.
-        """
+        """RGB uint8 (H, W, 3) image of sample ``index``; CorruptImageError if undecodable or wrong size."""
 
     def describe(self, index: int) -> str:
         """How messages name sample ``index``."""
@@ -88,7 +75,7 @@ class IdentityImages(Dataset, ABC):
         return (self.transform(image=image)["image"] if self.transform else image), label
 
     def _replacement(self, index: int, label: int, error: CorruptImageError) -> np.ndarray:
-        """The next readable image of identity ``label`` after sample ``index`` (wrapping around)."""
+        """Next readable image of identity ``label`` after sample ``index`` (wrapping)."""
         same = np.flatnonzero(np.asarray(self.labels) == label)
         start = int(np.searchsorted(same, index))
         for other in (int(i) for i in np.roll(same, -start)[1:]):

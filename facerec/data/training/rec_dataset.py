@@ -1,9 +1,6 @@
-"""A training dataset over an MXNet ``train.rec`` / ``train.idx`` pair (insightface or im2rec).
+"""Training dataset over an MXNet ``train.rec`` / ``train.idx`` (insightface or im2rec); the class is the first label.
 
-insightface layout: record 0 is a header (``flag > 0``, no payload) whose label ``(a, b)`` says that keys
-``1 .. a-1`` are images and keys ``a .. b-1`` are identity records (label = that identity's image
-key range); identity records are not images. Without such a header (plain ``im2rec`` files) every
-key is an image (also with ``im2rec --pack-label``). The class of an image is its first label.
+insightface: header record 0 (``flag > 0``, no payload, label ``(a, b)``): keys 1..a-1 images, a..b-1 identities.
 """
 
 from __future__ import annotations
@@ -15,30 +12,24 @@ from facerec.data.training.identity_images import IdentityImages
 from facerec.data.training.recordio import RecordIOError, RecordReader, unpack
 
 MAX_LABEL = 1 << 24
-"""Labels are float32 in a record header: integers from 2**24 on are not all representable."""
+"""Float32 header labels represent every integer only below 2**24."""
 
 
 class RecordDataset(IdentityImages):
-    """Images and class labels from ``root/train.rec`` + ``root/train.idx``.
+    """Images and labels from ``root/train.rec`` + ``train.idx``; labels read from headers only; worker-safe.
 
-    Labels are read from the record headers only (no image is decoded at construction). Safe to use
-    with several DataLoader workers: each process opens its own file handle. ``root`` is the folder
-    holding ``train.rec`` and ``train.idx``; the other arguments are
-    :class:`~facerec.data.training.identity_images.IdentityImages`'.
+    Other args as :class:`~facerec.data.training.identity_images.IdentityImages`.
 
     Raises:
-        RecordIOError: On a malformed file (see :class:`~facerec.data.training.recordio.RecordReader`), a class
-            label that is not an integer in ``[0, 2**24)``, or an insightface header record whose key
-            ranges do not fit the index (more keys than it holds).
+        RecordIOError: Malformed file, a label not an integer in [0, 2**24), or header key ranges past the index.
 
     Attributes:
-        labels: The class of every sample, in sample order.
-        num_classes: Number of classes (identity records count when present, else max label + 1).
-        class_names: ``str(i)`` for every class index.
+        num_classes: Identity record count if present, else max label + 1.
+        class_names: ``str(i)`` per class.
     """
 
     def index_samples(self) -> None:
-        """Reads the image keys and each one's label from the record headers."""
+        """Reads the image keys and their labels from the record headers."""
         self.reader = RecordReader(self.root / "train.rec", self.root / "train.idx")
         self.keys, identity_count = self._image_keys()
         self.labels = [self._class_label(key) for key in self.keys]
@@ -89,7 +80,7 @@ class RecordDataset(IdentityImages):
         return f"sample {index}, record key {self.keys[index]}"
 
     def load(self, index: int) -> np.ndarray:
-        """Decodes the image record of sample ``index``."""
+        """Decodes the image of sample ``index``."""
         key = self.keys[index]
         source = self.reader.source(key)
         _, payload = unpack(self.reader.read(key), source)

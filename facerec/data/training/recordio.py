@@ -1,12 +1,6 @@
-"""MXNet RecordIO files (``.rec`` + ``.idx``): a pure-Python reader and writer.
+"""Pure-Python MXNet RecordIO (``.rec`` + ``.idx``) reader and writer, framed as dmlc-core's ``RecordIOWriter``.
 
-Framing (dmlc-core ``RecordIOWriter``): every part is ``uint32 magic 0xced7230a``, ``uint32 lrecord``
-(lower 29 bits: part length, upper 3 bits: continuation flag 0 whole, 1 start, 2 middle, 3 end),
-the part bytes, then zero padding to a multiple of 4 after the last part. The writer splits a payload
-at every 4-byte-aligned occurrence of the magic word (the word itself is dropped); the reader joins
-the parts with the magic word re-inserted. The ``.idx`` file has one ``key<TAB>offset`` line per
-record. Records written by MXNet's ``recordio.pack`` start with an ``IRHeader`` (``<IfQQ``: flag,
-label, id, id2); ``flag > 0`` means ``flag`` float32 labels follow the header.
+``.idx``: one ``key<TAB>offset`` line per record. Records start with an ``IRHeader`` (``<IfQQ``).
 """
 
 from __future__ import annotations
@@ -20,6 +14,8 @@ import numpy as np
 
 from facerec.errors import DataFileError
 
+# Frame per part: uint32 MAGIC, uint32 lrecord (low 29 bits: length; high 3: continuation flag), the bytes;
+# zero padding to 4 bytes after the last part. Payloads split at 4-byte-aligned magic words (word dropped).
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _FRAME = struct.Struct("<II")
@@ -33,13 +29,8 @@ class RecordIOError(DataFileError):
 
 
 class IRHeader(NamedTuple):
-    """MXNet's image record header.
-
-    Attributes:
-        flag: 0 for a single label in ``label``, else the number of float32 labels.
-        label: A float (``flag == 0``) or a float32 array of ``flag`` labels.
-        id: Record id (MXNet stores the key here).
-        id2: Second id, usually 0.
+    """MXNet's image record header: ``flag`` 0 (scalar ``label``) or the count of float32 labels that follow;
+    ``id`` (MXNet stores the key), ``id2`` (usually 0).
     """
 
     flag: int
@@ -49,16 +40,12 @@ class IRHeader(NamedTuple):
 
     @property
     def class_label(self) -> int:
-        """The class index: the label, or the first label when there are several."""
+        """The label, or the first of several."""
         return int(self.label) if self.flag == 0 else int(self.label[0])
 
 
 def pack(header: IRHeader, payload: bytes) -> bytes:
-    """Serializes ``header`` + ``payload`` like ``mxnet.recordio.pack``.
-
-    A scalar ``label`` is stored in the header with ``flag = 0``; a sequence is stored after the
-    header as float32 with ``flag = len(label)`` and 0 in the header's label field.
-    """
+    """``header`` + ``payload`` as ``mxnet.recordio.pack`` writes them (a label sequence follows the header)."""
     if np.isscalar(header.label):
         return _IR.pack(0, float(header.label), header.id, header.id2) + payload
     labels = np.asarray(header.label, dtype="<f4").reshape(-1)
@@ -66,11 +53,7 @@ def pack(header: IRHeader, payload: bytes) -> bytes:
 
 
 def unpack(record: bytes, source: str = "<record>") -> tuple[IRHeader, bytes]:
-    """Splits a record into its ``IRHeader`` and payload, like ``mxnet.recordio.unpack``.
-
-    Raises:
-        RecordIOError: If the record is shorter than its header and labels.
-    """
+    """``(IRHeader, payload)`` as ``mxnet.recordio.unpack``; RecordIOError if shorter than header and labels."""
     if len(record) < _IR.size:
         raise RecordIOError(f"{source}: record of {len(record)} bytes is shorter than the 24-byte IRHeader")
     flag, label, key, key2 = _IR.unpack_from(record)
@@ -114,23 +97,19 @@ def _read_index(idx_path: Path, rec_size: int) -> dict[int, int]:
 
 
 class RecordReader:
-    """Random access to the records of an indexed RecordIO file.
-
-    The file handle is opened lazily and re-opened in every new process, so an instance can be
-    pickled into DataLoader workers (no handle is pickled).
+    """Random access to an indexed RecordIO file; picklable (the handle reopens lazily per process).
 
     Args:
         rec_path: The ``.rec`` file.
-        idx_path: Its ``.idx`` file; defaults to ``rec_path`` with the suffix ``.idx``.
+        idx_path: Default ``rec_path`` with suffix ``.idx``.
 
     Raises:
-        FileNotFoundError: If either file is missing.
-        RecordIOError: On a non-ASCII index, a malformed index line or an offset past the end of the
-            ``.rec`` file.
+        FileNotFoundError: A file is missing.
+        RecordIOError: Non-ASCII index, a malformed line, or an offset past the ``.rec`` end.
 
     Attributes:
-        offsets: Byte offset of every record, by key, in index order.
-        rec_size: Size of the ``.rec`` file when opened; no read goes past it.
+        offsets: Byte offset per key, in index order.
+        rec_size: ``.rec`` size at open; no read goes past it.
     """
 
     def __init__(self, rec_path: str | Path, idx_path: str | Path | None = None) -> None:
@@ -155,7 +134,7 @@ class RecordReader:
         return {**self.__dict__, "_handle": None, "_pid": None}
 
     def close(self) -> None:
-        """Closes this process's file handle (it is re-opened on the next read)."""
+        """Closes this process's handle (reopened on the next read)."""
         if self._handle is not None and self._pid == os.getpid():
             self._handle.close()
         self._handle, self._pid = None, None
@@ -170,16 +149,11 @@ class RecordReader:
         return f"{self.rec_path}@{self.offsets[key]}"
 
     def read(self, key: int) -> bytes:
-        """The record stored under ``key``, multi-part records joined.
-
-        Raises:
-            KeyError: If the index has no such key.
-            RecordIOError: On a wrong magic word, a bad continuation flag or a truncated record.
-        """
+        """Record under ``key``, parts joined; KeyError, or RecordIOError for bad magic/flag/truncation."""
         return self.read_at(self.offsets[key])
 
     def read_header(self, key: int) -> IRHeader:
-        """The ``IRHeader`` of a record, reading only its first bytes."""
+        """``IRHeader`` of a record, reading only its first bytes."""
         offset = self.offsets[key]
         cflag, length = self._read_frame(offset)
         if cflag != _WHOLE:
@@ -190,7 +164,7 @@ class RecordReader:
         return unpack(head, f"{self.rec_path}@{offset}")[0]
 
     def read_at(self, offset: int) -> bytes:
-        """The record starting at byte ``offset`` of the ``.rec`` file."""
+        """Record starting at byte ``offset``."""
         parts, position = [], offset
         while True:
             cflag, length = self._read_frame(position)
@@ -215,7 +189,7 @@ class RecordReader:
         return lrecord >> 29, lrecord & _MAX_PART
 
     def _read_exact(self, position: int, size: int, record_offset: int) -> bytes:
-        """``size`` bytes at ``position``, checked against the file size first (a length field is untrusted)."""
+        """``size`` bytes at ``position``, checked against the file size first (lengths are untrusted)."""
         handle = self._file()
         handle.seek(position)
         data = handle.read(size) if position + size <= self.rec_size else handle.read(max(self.rec_size - position, 0))
@@ -228,13 +202,11 @@ class RecordReader:
 
 
 class RecordWriter:
-    """Writes an indexed RecordIO file that MXNet's ``MXIndexedRecordIO`` can read.
-
-    Use as a context manager, or call ``close``.
+    """Writes an indexed RecordIO file that MXNet's ``MXIndexedRecordIO`` reads; a context manager.
 
     Args:
-        rec_path: The ``.rec`` file to create (overwritten).
-        idx_path: Its ``.idx`` file; defaults to ``rec_path`` with the suffix ``.idx``.
+        rec_path: ``.rec`` to create (overwritten).
+        idx_path: Default ``rec_path`` with suffix ``.idx``.
     """
 
     def __init__(self, rec_path: str | Path, idx_path: str | Path | None = None) -> None:
@@ -255,7 +227,7 @@ class RecordWriter:
         self._idx.close()
 
     def write(self, key: int, record: bytes) -> None:
-        """Appends ``record`` under ``key``, split at 4-byte-aligned magic words like dmlc-core."""
+        """Appends ``record`` under ``key``, split at 4-byte-aligned magic words (dmlc-core)."""
         self._idx.write(f"{key}\t{self._rec.tell()}\n")
         start, position = 0, record.find(_MAGIC_BYTES)
         while position >= 0:

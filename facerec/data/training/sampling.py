@@ -11,7 +11,7 @@ from torch.utils.data import DistributedSampler, RandomSampler, get_worker_info
 
 
 def stream_seed(*keys: int) -> int:
-    """A 32-bit seed derived from ``keys`` (e.g. seed, epoch, rank); distinct keys give unrelated streams."""
+    """32-bit seed from ``keys`` (e.g. seed, epoch, rank); distinct keys give unrelated streams."""
     return int(np.random.SeedSequence([int(key) for key in keys]).generate_state(1)[0])
 
 
@@ -23,17 +23,9 @@ def reseed_transform(dataset: object, seed: int) -> None:
 
 
 class EpochSeededSampler(RandomSampler):
-    """A random permutation per epoch drawn from ``seed + epoch`` alone.
+    """Permutation from ``seed + epoch``; ``set_epoch`` also reseeds the dataset's transform from (seed, epoch).
 
-    Lightning calls :meth:`set_epoch` before every training epoch (also after resuming from a
-    checkpoint), so an interrupted and resumed run sees the same batches as an uninterrupted one.
-    The training transform (an albumentations ``Compose`` with its own random state) is reseeded
-    from ``(seed, epoch)`` as well. Under DDP the datamodule uses
-    :class:`EpochSeededDistributedSampler` instead.
-
-    Args:
-        data_source: The training dataset; its ``transform`` (if any) is reseeded every epoch.
-        seed: Base seed (the run's ``seed``).
+    Lightning calls ``set_epoch`` every epoch, also after resuming, so a resumed run repeats the batches.
     """
 
     def __init__(self, data_source: Sized, seed: int) -> None:
@@ -52,18 +44,8 @@ class EpochSeededSampler(RandomSampler):
 
 
 class EpochSeededDistributedSampler(DistributedSampler):
-    """PyTorch's shuffling ``DistributedSampler`` that also reseeds this rank's augmentation every epoch.
-
-    The order is the ``DistributedSampler``'s (a permutation from ``seed + epoch``, padded to a
-    multiple of the world size, rank r taking every W-th index), the same Lightning would use; the
-    training transform is reseeded from ``(seed, epoch, rank)``, so a resumed DDP run repeats both
-    and no two ranks draw the same augmentations. Lightning keeps a ``DistributedSampler`` it is given.
-
-    Args:
-        dataset: The training dataset; its ``transform`` (if any) is reseeded every epoch.
-        num_replicas: World size W.
-        rank: This process' global rank.
-        seed: Base seed (the run's ``seed``).
+    """Shuffling ``DistributedSampler`` (order from ``seed + epoch``) that reseeds this rank's transform from
+    (seed, epoch, rank): resumed DDP runs repeat, ranks differ. Lightning keeps a sampler it is given.
     """
 
     def __init__(self, dataset: Sized, num_replicas: int, rank: int, seed: int) -> None:
@@ -76,11 +58,7 @@ class EpochSeededDistributedSampler(DistributedSampler):
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: Lightning's worker seeding, plus a distinct augmentation stream per worker.
-
-    Each worker's copy of the training transform is reseeded from its epoch seed and its id, so
-    workers do not repeat each other's augmentations.
-    """
+    """``worker_init_fn``: Lightning's seeding, plus the transform reseeded per worker id."""
     pl_worker_init_function(worker_id)
     transform = getattr(get_worker_info().dataset, "transform", None)
     if hasattr(transform, "set_random_seed") and transform.seed is not None:

@@ -1,9 +1,5 @@
-"""Which training identities and images to use: ``data.min_images_per_identity`` and ``data.max_images_per_identity``.
-
-Small real data sets are uneven: LFW has over 1,300 people with a single photo (nothing to learn a
-within-identity variation from) and one person with 530. :func:`select_images` drops the identities
-with too few images and caps the others, and :class:`IdentitySubset` relabels what is left
-``0 .. C'-1``, for either training format.
+"""``data.min_images_per_identity`` / ``max_images_per_identity``: drop identities with too few images,
+cap the others, relabel the rest ``0 .. C'-1``.
 """
 
 from __future__ import annotations
@@ -23,21 +19,19 @@ def select_images(
     max_images: int | None = None,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Chooses the samples of identities with at least ``min_images`` images, at most ``max_images`` each.
+    """Samples of identities with >= ``min_images`` images, at most ``max_images`` each.
 
     Args:
-        labels: (N,) class label of every sample.
-        min_images: Identities with fewer samples are dropped (1 keeps all).
-        max_images: An identity with more samples keeps a random ``max_images`` of them, drawn from
-            ``seed`` and its label (so the choice is stable across runs and resumes); ``None`` keeps all.
+        labels: (N,) class per sample.
+        min_images: Fewer: identity dropped.
+        max_images: More: a random subset from (``seed``, label), stable across runs; None keeps all.
         seed: Seed of that draw.
 
     Returns:
-        ``(samples, kept_labels)``: the sorted indices of the chosen samples, and the sorted original
-        labels that remain (new label ``i`` is ``kept_labels[i]``).
+        ``(samples, kept_labels)``: sorted chosen indices, sorted remaining labels (new ``i`` = ``kept_labels[i]``).
 
     Raises:
-        ValueError: If ``min_images < 1``, ``max_images < 1`` or ``max_images < min_images``.
+        ValueError: ``min_images < 1`` or ``max_images`` < 1 or < ``min_images``.
     """
     if min_images < 1:
         raise ValueError(f"data.min_images_per_identity must be >= 1, got {min_images}")
@@ -65,15 +59,9 @@ def select_images(
 
 
 class IdentitySubset:
-    """A training set restricted to some samples, with the remaining identities relabelled ``0 .. C'-1``.
+    """A training set restricted to ``samples``, identities relabelled ``0 .. C'-1`` (``kept_labels[i]`` -> ``i``).
 
-    Exposes what the datamodule and samplers use of a training set: ``labels``, ``class_names``,
-    ``transform`` (the wrapped set's, so epoch reseeding reaches it) and ``(image, label)`` samples.
-
-    Args:
-        dataset: A training set (:class:`~facerec.data.training.identity_images.IdentityImages`).
-        samples: Indices of ``dataset`` to keep, as :func:`select_images` returns them.
-        kept_labels: Original labels that remain, sorted (new label ``i`` is ``kept_labels[i]``).
+    ``transform`` is the wrapped set's, so epoch reseeding reaches it.
     """
 
     def __init__(self, dataset: Any, samples: np.ndarray, kept_labels: np.ndarray) -> None:
@@ -98,10 +86,10 @@ class IdentitySubset:
 
 
 def restrict_identities(dataset: Any, min_images: int = 1, max_images: int | None = None, seed: int = 0) -> Any:
-    """``dataset`` itself when nothing is dropped or capped, else an :class:`IdentitySubset` of it (logged).
+    """``dataset`` if nothing is dropped or capped, else a logged :class:`IdentitySubset`.
 
     Raises:
-        ValueError: If no identity has ``min_images`` images (the message gives the largest count).
+        ValueError: No identity has ``min_images`` images.
     """
     samples, kept_labels = select_images(dataset.labels, min_images, max_images, seed)
     if len(samples) == len(dataset.labels):

@@ -23,22 +23,7 @@ def open_training_set(
     skip_corrupt: bool = False,
     expected_size: tuple[int, int] | None = None,
 ) -> IdentityImages:
-    """Opens a training set; only labels are read here, images are decoded per sample.
-
-    Both formats yield ``(transform(image=rgb_uint8)["image"], label)`` samples and expose
-    ``labels`` and ``class_names`` (label order).
-
-    Args:
-        root: ``folder``: one sub-folder per identity; ``rec``: a folder holding ``train.rec`` and
-            ``train.idx``.
-        format: ``folder`` or ``rec``.
-        transform: albumentations-style transform of the RGB uint8 (H, W, 3) image.
-        skip_corrupt: Replace an undecodable image by another of the same identity (logged).
-        expected_size: If given, the (H, W) every image must have.
-
-    Raises:
-        ValueError: If ``format`` is unknown.
-    """
+    """Opens a ``folder`` or ``rec`` (``train.rec`` + ``.idx``) training set, labels only; ValueError for others."""
     if format not in TRAINING_FORMATS:
         raise ValueError(f"unknown data.format {format!r}; choose one of {', '.join(TRAINING_FORMATS)}")
     return TRAINING_FORMATS[format](root, transform, skip_corrupt, expected_size)

@@ -1,15 +1,5 @@
-"""insightface ``.bin`` verification sets (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``, ...).
-
-A ``.bin`` file is a pickle of ``(bins, issame)``: ``bins`` is a list of encoded images (JPEG
-``bytes`` or ``numpy.uint8`` arrays), images ``2k`` and ``2k + 1`` form pair ``k`` and
-``issame[k]`` says whether they show the same person (a list of bools or a bool array).
-
-Pickles can run arbitrary code and numpy's own array unpickling trusts the dtype it is given (a
-forged structured dtype with an object field makes an array of arbitrary pointers), so files are
-read by a restricted unpickler: the pickle can only ask for a plain ``uint8`` (``u1``) or ``bool``
-(``b1``) dtype, and an array is built only from such a dtype, a shape and raw bytes of the matching
-size, each checked before numpy sees them. Everything else is refused with :class:`UnsafePickleError`.
-The unpickler is Python's pure-Python one, whose memo cannot be forced to a huge allocation.
+"""insightface ``.bin`` verification sets (``lfw.bin``, ...): a pickle of ``(bins, issame)``, read by a restricted
+unpickler that admits only plain ``uint8``/``bool`` numpy arrays, bytes, lists and bools.
 """
 
 from __future__ import annotations
@@ -34,12 +24,12 @@ class UnsafePickleError(DataFileError, pickle.UnpicklingError):
 _PLAIN_DTYPES = {"u1": np.dtype(np.uint8), "b1": np.dtype(np.bool_)}
 _EXPECTED_DTYPES = "a verification .bin holds only plain uint8 ('u1') and bool ('b1') arrays"
 _PLAIN_DTYPE_STATE = (None, None, None, -1, -1, 0)
-"""``numpy.dtype.__setstate__``'s ``(version 3, '|', ...)`` tail for ``u1`` and ``b1``: no subarray, fields or flags."""
+"""Tail of ``numpy.dtype.__setstate__``'s ``(3, '|', ...)`` for ``u1``/``b1``: no subarray, fields, flags."""
 _MAX_DIMENSIONS = 32
 
 
 class _Dtype:
-    """What ``numpy.dtype(descr, ...)`` in the pickle stands for: a plain dtype, checked on creation and on BUILD."""
+    """Stand-in for ``numpy.dtype(descr)``: only ``u1``/``b1``, state checked on BUILD."""
 
     __slots__ = ("dtype",)
 
@@ -65,10 +55,7 @@ class _Dtype:
 
 
 class _Array:
-    """What ``numpy.core.multiarray._reconstruct(ndarray, ...)`` in the pickle stands for: an array built by BUILD.
-
-    ``array`` is ``None`` until a checked ``(1, shape, dtype, is_fortran, raw bytes)`` state arrives.
-    """
+    """Stand-in for ``_reconstruct(ndarray, ...)``; ``array`` is None until a checked BUILD state arrives."""
 
     __slots__ = ("array",)
 
@@ -85,7 +72,7 @@ class _Array:
 
 
 class _NdarrayType:
-    """What the global ``numpy.ndarray`` stands for: only an argument of ``_reconstruct``, never called."""
+    """Stand-in for the global ``numpy.ndarray``: only an argument of ``_reconstruct``."""
 
     __slots__ = ()
 
@@ -94,7 +81,7 @@ _NDARRAY = _NdarrayType()
 
 
 def _build_array(raw: object, dtype: object, shape: object, order: str) -> np.ndarray:
-    """A read-only array over ``raw`` once the dtype is plain and ``shape`` matches the byte count."""
+    """Read-only array over ``raw``, once the dtype is plain and ``shape`` matches the byte count."""
     if not isinstance(dtype, _Dtype):
         raise UnsafePickleError(f"refused array dtype {_short(dtype)}: {_EXPECTED_DTYPES}")
     valid_shape = (
@@ -111,7 +98,7 @@ def _build_array(raw: object, dtype: object, shape: object, order: str) -> np.nd
 
 
 class _ExactReader(io.BytesIO):
-    """The file's bytes; a read past the end is an error (Python's unpickler would return fewer bytes)."""
+    """The file's bytes; reading past the end raises."""
 
     def read(self, size: int | None = -1) -> bytes:
         data = super().read(size)
@@ -121,10 +108,9 @@ class _ExactReader(io.BytesIO):
 
 
 class _RestrictedUnpickler(pickle._Unpickler):
-    """Resolves only the globals of numpy array reconstruction, each to a checked stand-in.
-
-    The pure-Python unpickler keeps its memo in a dict (the C one allocates a list as long as the
-    largest memo index, so a 10-byte pickle can take gigabytes).
+    """Resolves only numpy array reconstruction globals, each to a checked stand-in (arbitrary globals run code;
+    a forged numpy dtype with an object field makes arbitrary pointers). Pure-Python: its memo is a dict,
+    where the C unpickler's can be forced into a huge allocation.
     """
 
     def __init__(self, data: bytes) -> None:
@@ -149,45 +135,40 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
     @staticmethod
     def _reconstruct(subtype: object, *_: object) -> _Array:
-        """``numpy.core.multiarray._reconstruct``: an empty stand-in that BUILD fills."""
+        """``_reconstruct``: an empty stand-in that BUILD fills; only for ``numpy.ndarray``."""
         if subtype is not _NDARRAY:
             raise UnsafePickleError(f"refused _reconstruct of {_short(subtype)}: only numpy.ndarray is allowed")
         return _Array()
 
     @staticmethod
     def _frombuffer(buffer: object, dtype: object, shape: object, order: object, *_: object) -> _Array:
-        """numpy's ``_frombuffer``, how protocol-5 pickles store (C- or Fortran-contiguous) arrays."""
+        """numpy's ``_frombuffer`` (protocol-5 arrays), C or F order."""
         if order not in ("C", "F"):
             raise UnsafePickleError(f"refused _frombuffer order {_short(order)}: expected 'C' or 'F'")
         return _Array(_build_array(buffer, dtype, shape, order))
 
     @staticmethod
     def _dtype(descr: object, *_: object) -> _Dtype:
-        """``numpy.dtype(descr, align, copy)``: a plain dtype, whose state BUILD checks."""
+        """``numpy.dtype(descr, align, copy)``: a plain dtype."""
         return _Dtype(descr)
 
     @staticmethod
     def _latin1_encode(text: object, encoding: object) -> bytes:
-        """``_codecs.encode`` restricted to latin-1: how protocol-2 pickles from Python 3 store bytes."""
+        """``_codecs.encode`` for latin-1 only (protocol-2 bytes from Python 3)."""
         if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
             raise UnsafePickleError(f"_codecs.encode with encoding {_short(encoding)} refused: only latin1 is allowed")
         return text.encode("latin1")
 
 
 def _short(value: object) -> str:
-    """``repr(value)`` cut to 80 characters, for messages about untrusted content."""
+    """``repr(value)`` cut to 80 characters."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass(frozen=True)
 class VerificationBin:
-    """Decoded verification pairs: ``images[2k]`` and ``images[2k + 1]`` form pair ``k``.
-
-    Attributes:
-        images: RGB uint8 (H, W, 3) images, two per pair.
-        issame: Per pair, whether both images show the same identity.
-    """
+    """Decoded pairs: RGB uint8 (H, W, 3) ``images[2k]``, ``images[2k + 1]`` form pair ``k``; ``issame[k]``."""
 
     images: list[np.ndarray]
     issame: list[bool]
@@ -197,20 +178,21 @@ class VerificationBin:
 
 
 def load_verification_bin(path: str | Path, expected_size: tuple[int, int] | None = None) -> VerificationBin:
-    """Loads and decodes an insightface ``.bin`` verification set (Python 2 or 3 pickles, protocols 0 to 5).
+    """Loads and decodes an insightface ``.bin`` (Python 2 or 3 pickle, protocols 0–5).
+
+    Format: pickled ``(bins, issame)``; ``bins``: 2 encoded images per pair (bytes or uint8 arrays);
+    ``issame``: bools (or 0/1) or a 1-D bool array.
 
     Args:
         path: The ``.bin`` file.
-        expected_size: If given, the (H, W) every image must have.
+        expected_size: (H, W) every image must have, or None.
 
     Raises:
-        FileNotFoundError: If the file is missing.
-        UnsafePickleError: If the pickle references any global outside numpy array reconstruction, or
-            asks for a dtype other than plain ``uint8``/``bool`` or an array state that does not match it.
-        DataFileError: If the file is not a pickle, or the content is not ``(bins, issame)`` with two
-            images (bytes or uint8 arrays) per pair and a bool per pair.
-        CorruptImageError: If an image cannot be decoded (source ``path[k]``).
-        ImageSizeError: If ``expected_size`` is given and an image has another size.
+        FileNotFoundError: Missing file.
+        UnsafePickleError: A global outside numpy array reconstruction, a non-plain dtype, or a mismatched array state.
+        DataFileError: Not a pickle, or not ``(bins, issame)`` as above.
+        CorruptImageError: An image cannot be decoded (source ``path[k]``).
+        ImageSizeError: An image is not ``expected_size``.
     """
     path = Path(path)
     if not path.is_file():
@@ -237,7 +219,7 @@ def load_verification_bin(path: str | Path, expected_size: tuple[int, int] | Non
 
 
 def _image_buffer(data: object, source: str) -> bytes | np.ndarray:
-    """An encoded image of ``bins``: ``bytes`` or a uint8 array."""
+    """An encoded image of ``bins``: bytes or a uint8 array."""
     if isinstance(data, bytes):
         return data
     if isinstance(data, _Array) and data.array is not None and data.array.dtype == np.uint8:
@@ -246,7 +228,7 @@ def _image_buffer(data: object, source: str) -> bytes | np.ndarray:
 
 
 def _flags(issame: tuple | list | _Array, path: Path) -> list[bool]:
-    """``issame`` as bools: a list of bools (or 0/1), or a 1-D bool array."""
+    """``issame`` as bools, from bools/0/1 or a 1-D bool array."""
     if isinstance(issame, _Array):
         if issame.array is None or issame.array.dtype != np.bool_ or issame.array.ndim != 1:
             raise DataFileError(f"{path}: issame must be a list of bools or a 1-D bool array, got {_kind(issame)}")
@@ -258,7 +240,7 @@ def _flags(issame: tuple | list | _Array, path: Path) -> list[bool]:
 
 
 def _kind(value: object) -> str:
-    """A short description of an unpickled item: its type, or an array's dtype and shape."""
+    """Type of an unpickled item, or an array's dtype and shape."""
     if isinstance(value, _Array):
         return (
             "an array without data"
@@ -279,10 +261,9 @@ def _describe(content: object) -> str:
 def write_verification_bin(
     path: str | Path, jpeg_buffers: Sequence[bytes | np.ndarray], issame: Sequence[bool]
 ) -> None:
-    """Writes an insightface ``.bin``: ``(list of bytes, list of bool)``, pickle protocol 4.
+    """Writes an insightface ``.bin``: pickled ``(list of bytes, list of bool)``, protocol 4.
 
-    Raises:
-        ValueError: If there are not exactly two images per pair.
+    Raises ValueError unless two images per pair.
     """
     if len(jpeg_buffers) != 2 * len(issame):
         raise ValueError(f"{len(jpeg_buffers)} images for {len(issame)} pairs; expected two images per pair")

@@ -1,15 +1,4 @@
-"""LFW-style ``pairs.txt`` verification protocols.
-
-Format: a header line, either ``folds n`` (``pairs.txt``: ``folds`` blocks of ``n`` same then
-``n`` different lines) or a single count ``n`` (``pairsDevTest.txt``: ``n`` same then ``n``
-different lines); then same-identity lines ``name n1 n2`` and different-identity lines
-``name1 n1 name2 n2``. Image ``k`` of ``name`` is ``name/name_%04d.jpg``. Pair order in the file
-is preserved: folds are contiguous blocks of it.
-
-Columns are separated by tabs (LFW's own files, and every file :func:`write_pairs` writes, so
-identity names may contain spaces), or by whitespace on a line without a tab. The file is UTF-8,
-with or without a byte order mark.
-"""
+"""LFW-style ``pairs.txt`` verification protocols: reading, checking and writing."""
 
 from __future__ import annotations
 
@@ -20,7 +9,7 @@ from pathlib import Path
 from facerec.errors import DataFileError
 
 _NUMBER = re.compile(r"[0-9]{1,9}")
-"""An image number or header count: 1 to 9 ASCII digits."""
+"""Image number or header count: 1 to 9 ASCII digits."""
 SAME_LINE = "a same-person line 'name<TAB>n1<TAB>n2' (3 columns, integer n1 and n2 of at most 9 digits)"
 DIFFERENT_LINE = (
     "a different-person line 'name1<TAB>n1<TAB>name2<TAB>n2' (4 columns, integer n1 and n2 of at most 9 digits)"
@@ -29,10 +18,8 @@ DIFFERENT_LINE = (
 
 @dataclass(frozen=True)
 class PairList:
-    """Pairs of relative image paths with their same/different labels, in file order.
-
-    ``folds`` is the fold count of a ``folds n`` header (the pairs are ``folds`` contiguous,
-    equally long blocks), ``None`` for a single-count header.
+    """Relative image path pairs and labels, in file order; ``folds``: the ``folds n`` header's count (contiguous
+    equal blocks), None for a single-count header.
     """
 
     left: list[str]
@@ -45,33 +32,29 @@ class PairList:
 
 
 def lfw_image_path(name: str, number: int, extension: str = ".jpg") -> str:
-    """``name/name_%04d.jpg``, LFW's image naming convention."""
+    """``name/name_%04d.jpg`` (LFW naming)."""
     return f"{name}/{name}_{number:04d}{extension}"
 
 
 def split_pair_line(line: str) -> list[str]:
-    """The columns of a pairs-file line: tab-separated if it holds a tab, else whitespace-separated."""
+    """Columns of a line: tab-separated if it has a tab, else whitespace-separated."""
     if "\t" in line:
         return [field.strip() for field in line.strip().split("\t")]
     return line.split()
 
 
 def read_pairs(path: str | Path, extension: str = ".jpg") -> PairList:
-    """Parses an LFW-style pairs file.
+    """Parses an LFW-style pairs file; image ``k`` of ``name`` becomes ``name/name_%04d<extension>``.
 
-    Every line is checked against the type its position calls for (per fold, ``n`` same-person
-    lines then ``n`` different-person lines), so a line with a column too many or too few is an
-    error naming it rather than a pair of the other kind. Blank lines are ignored.
-
-    Args:
-        path: The ``pairs.txt`` file.
-        extension: Image file extension used to build the relative paths.
+    Format (UTF-8, BOM allowed, blank lines ignored): header ``folds n`` (``folds`` blocks of ``n`` same then
+    ``n`` different lines) or ``n`` (one block, as ``pairsDevTest.txt``); same lines ``name n1 n2``, different
+    lines ``name1 n1 name2 n2``. Columns are tab-separated, or whitespace-separated on a line without a tab.
+    Each line must be the kind its position calls for.
 
     Raises:
-        FileNotFoundError: If the file is missing.
-        DataFileError: If the file is not UTF-8 text, on a malformed header, a pair-line count other
-            than the header's ``folds × 2 × n``, or a line that is not the same-/different-person line its position
-            calls for (the message gives the file, line number, line and what was expected).
+        FileNotFoundError: Missing file.
+        DataFileError: Not UTF-8, bad header, line count not ``folds × 2 × n``, or a malformed line
+            (names file, line and what was expected).
     """
     path = Path(path)
     if not path.is_file():
@@ -149,11 +132,7 @@ def _parse_header(header: str, number: int, path: Path) -> tuple[int | None, int
 
 
 def check_pair_name(name: str) -> None:
-    """Refuses an identity name a ``pairs.txt`` cannot hold.
-
-    Raises:
-        ValueError: If ``name`` is empty, holds a tab or line break, or starts or ends with whitespace.
-    """
+    """ValueError if ``name`` is empty, has a tab or line break, or outer whitespace."""
     if not name or name != name.strip() or any(char in name for char in "\t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"):
         raise ValueError(
             f"identity name {name!r} cannot be stored in pairs.txt: names must be non-empty, without tabs or "
@@ -164,18 +143,14 @@ def check_pair_name(name: str) -> None:
 def write_pairs(
     path: str | Path, folds: list[tuple[list[tuple[str, int, int]], list[tuple[str, int, str, int]]]]
 ) -> None:
-    """Writes a tab-separated UTF-8 ``pairs.txt`` with header ``folds<TAB>n``.
-
-    Columns are always tab-separated (as in LFW's own file), so :func:`read_pairs` reads names
-    with spaces back unchanged.
+    """Writes a tab-separated UTF-8 ``pairs.txt`` with header ``folds<TAB>n`` (names with spaces read back).
 
     Args:
         path: Output file.
-        folds: Per fold, ``n`` same pairs ``(name, n1, n2)`` and ``n`` different pairs
-            ``(name1, n1, name2, n2)``.
+        folds: Per fold, ``n`` same ``(name, n1, n2)`` and ``n`` different ``(name1, n1, name2, n2)``.
 
     Raises:
-        ValueError: If the folds differ in size, or a name cannot be stored (see :func:`check_pair_name`).
+        ValueError: Folds differ in size, or a name fails :func:`check_pair_name`.
     """
     per_fold = {len(same) for same, _ in folds} | {len(diff) for _, diff in folds}
     if len(per_fold) != 1:

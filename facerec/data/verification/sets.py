@@ -1,9 +1,4 @@
-"""Verification sets: unique images plus the pairs that compare them.
-
-Two sources, both giving a :class:`VerificationSet`: an LFW-style ``pairs.txt`` with an image
-folder (``data.val_sets.<name>.pairs`` + ``.images``), or an insightface ``.bin``
-(``data.val_sets.<name>.bin``), whose pair ``k`` is images ``2k`` and ``2k + 1``.
-"""
+"""Verification sets (unique images + pairs) from a ``pairs.txt`` with an image folder, or an insightface ``.bin``."""
 
 from __future__ import annotations
 
@@ -28,16 +23,14 @@ BIN_OPTIONS = frozenset({"bin"})
 
 @dataclass
 class VerificationSet:
-    """A pair protocol over a list of unique images.
+    """A pair protocol over unique images.
 
     Attributes:
-        name: Set name, used in metric keys (``val/<name>/accuracy``).
-        images: Image paths (or decoded RGB uint8 (H, W, 3) arrays), each once.
-        pairs: (P, 2) int array of indices into ``images``, file order preserved.
-        issame: (P,) bool array.
-        folds: The protocol's own fold count (the ``folds`` of a ``pairs.txt`` header ``folds n``,
-            at least 2), which scoring uses instead of ``callbacks.verification.n_folds``; ``None``
-            for an insightface ``.bin``, a single-count header or a one-fold file.
+        name: Used in metric keys (``val/<name>/accuracy``).
+        images: Paths, or decoded RGB uint8 (H, W, 3) arrays, each once.
+        pairs: (P, 2) int64 indices into ``images``, file order.
+        issame: (P,) bool.
+        folds: A ``folds n`` header's count (>= 2), used instead of ``callbacks.verification.n_folds``; else None.
     """
 
     name: str
@@ -51,24 +44,17 @@ class VerificationSet:
 
 
 def load_pairs_set(name: str, pairs: str | Path, images: str | Path, drop_missing: bool = False) -> VerificationSet:
-    """Reads a ``pairs.txt`` protocol whose images live under ``images``.
+    """Reads a ``pairs.txt`` protocol with images under ``images``; keeps a ``folds n`` header's fold count.
 
     Args:
         name: Set name.
-        pairs: The ``pairs.txt`` file.
-        images: Root the relative image paths of the pairs file are resolved against.
-        drop_missing: Drop the pairs with a missing image (with a warning saying how many) instead of
-            raising. The folds then no longer hold the published pairs, so accuracies are not
-            comparable with other results on the set.
-
-    The set keeps the fold count of a ``folds n`` header (with ``drop_missing`` too: the folds are
-    then contiguous blocks of the kept pairs).
+        pairs: The ``pairs.txt``.
+        images: Root of the relative image paths.
+        drop_missing: Drop pairs with a missing image (warned; folds then differ from the published ones).
 
     Raises:
-        FileNotFoundError: If the pairs file, or (unless ``drop_missing``) any image it names, is
-            missing; the message names the first missing files and how many there are.
-        ValueError: If the pairs file is malformed (see :func:`facerec.data.verification.pairs.read_pairs`), or
-            ``drop_missing`` leaves no pair.
+        FileNotFoundError: Missing pairs file, or (unless ``drop_missing``) images; names the first ones.
+        ValueError: Malformed pairs file (:func:`~facerec.data.verification.pairs.read_pairs`), or no pair left.
     """
     protocol = read_pairs(pairs)
     root = Path(images)
@@ -107,16 +93,7 @@ def load_pairs_set(name: str, pairs: str | Path, images: str | Path, drop_missin
 
 
 def load_bin_set(name: str, path: str | Path, expected_size: tuple[int, int] | None = None) -> VerificationSet:
-    """Reads an insightface ``.bin``; its images are decoded once, here.
-
-    Args:
-        name: Set name.
-        path: The ``.bin`` file.
-        expected_size: If given, the (H, W) every image must have.
-
-    Raises:
-        See :func:`facerec.data.verification.bin.load_verification_bin`.
-    """
+    """Reads an insightface ``.bin``, decoding its images; raises as ``load_verification_bin``."""
     content = load_verification_bin(path, expected_size)
     pairs = np.arange(2 * len(content), dtype=np.int64).reshape(-1, 2)
     return VerificationSet(name, content.images, pairs, np.asarray(content.issame, dtype=bool))
@@ -125,16 +102,10 @@ def load_bin_set(name: str, path: str | Path, expected_size: tuple[int, int] | N
 def load_verification_set(
     name: str, options: Mapping[str, Any], expected_size: tuple[int, int] | None = None
 ) -> VerificationSet:
-    """Loads ``data.val_sets.<name>``: either ``{pairs, images[, drop_missing]}`` or ``{bin}``.
+    """Loads ``data.val_sets.<name>``: ``{pairs, images[, drop_missing]}`` or ``{bin}``.
 
-    Args:
-        name: Set name.
-        options: The config entry.
-        expected_size: If given (``data.strict_size``), the (H, W) of every ``.bin`` image; folder
-            images are checked when read (see :class:`VerificationImages`).
-
-    Raises:
-        ValueError: If the keys are neither form.
+    ``expected_size`` (``data.strict_size``) checks ``.bin`` images here, folder images when read.
+    Raises ValueError for other keys.
     """
     keys = set(options)
     if keys == BIN_OPTIONS:
@@ -148,12 +119,9 @@ def load_verification_set(
 
 
 class VerificationImages(Dataset):
-    """Images (those of a :class:`VerificationSet`, or any others) as ``(transform(image), index)``.
+    """``(transform(image), index)`` over image files or RGB uint8 (H, W, 3) arrays.
 
-    Args:
-        images: Image files, or decoded RGB uint8 (H, W, 3) arrays (``VerificationSet.images``).
-        transform: Called as ``transform(image=rgb_uint8)["image"]`` (albumentations style).
-        expected_size: If given, the (H, W) every image read from a file must have.
+    ``transform(image=rgb_uint8)["image"]`` (albumentations style); ``expected_size`` checks file images.
     """
 
     def __init__(
