@@ -152,14 +152,16 @@ def test_the_checks_find_the_former_cycles(tmp_path, layers):
         {
             "facerec.__init__": "",
             "facerec.module.__init__": "from facerec.module.face_module import FaceRecognitionModule\n",
-            "facerec.module.face_module": "from facerec.inference import embed_with_mirror\nclass FaceRecognitionModule: ...\n",
+            "facerec.module.face_module": (
+                "from facerec.inference import embed_with_mirror\nclass FaceRecognitionModule: ...\n"
+            ),
             "facerec.inference": "def load_model():\n    from facerec.module import FaceRecognitionModule\n",
             "facerec.data.__init__": "",
             "facerec.data.protocols.__init__": "",
             "facerec.data.protocols.ijb": "from facerec.eval.ijb import read_template_pairs\n",
             "facerec.eval.__init__": "",
             "facerec.eval.ijb": "from .verification import l2_normalize\n",
-            "facerec.eval.verification": "",
+            "facerec.eval.verification": "from facerec.eval.baseline import pixel_features\n",
             "facerec.eval.baseline": "from facerec.data.protocols import ijb\n",
         },
     )
