@@ -18,7 +18,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from facerec.data.decode import encode_jpeg
 from facerec.module.face_module import FaceRecognitionModule
@@ -68,6 +68,12 @@ def compose_config(
     paths += [f"paths.data_dir={data_dir}"] if data_dir is not None else []
     with initialize_config_dir(config_dir=str(config_dir or REPO / "conf"), version_base="1.3"):
         return compose(config_name=config_name, overrides=[*paths, *overrides], return_hydra_config=return_hydra_config)
+
+
+def eval_set_entry(kind: str, **options) -> DictConfig:
+    """``conf/eval_set/<kind>.yaml`` with ``options`` set: an ``eval_sets`` entry as ``+eval_set@eval_sets.NAME=kind``
+    composes it."""
+    return OmegaConf.merge(OmegaConf.load(REPO / "conf" / "eval_set" / f"{kind}.yaml"), options)
 
 
 def module_embeddings(checkpoint: Path, images: list[np.ndarray]) -> np.ndarray:

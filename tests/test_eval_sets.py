@@ -1,14 +1,19 @@
-"""eval.py's eval_sets end to end: IJB-C on a mini-IJB in the official layout, and 1:N search on identity folders."""
+"""eval.py's eval_sets end to end (IJB-C on a mini-IJB in the official layout, 1:N search on identity folders),
+and their entries: built from conf/eval_set/, the former syntax refused."""
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from facerec.data.__main__ import main as data_main
 from facerec.data.align import template
@@ -16,9 +21,17 @@ from facerec.data.decode import read_image
 from facerec.data.protocols.search import SearchSetError, load_search_set
 from facerec.data.training.folder import list_image_files, scan_identity_folder
 from facerec.eval.ijb import roc_points, tar_at_far_nearest
-from facerec.protocols import check_eval_sets
-from facerec.run.evaluation import evaluate
-from tests.helpers import compose_config, module_embeddings
+from facerec.eval_sets import KINDS, IJBSet, SearchSet, build_eval_set, check_eval_sets
+from facerec.run.evaluation import evaluate, evaluation_sets
+from tests.helpers import (
+    REPO,
+    compose_config,
+    eval_set_entry,
+    module_embeddings,
+    read_metrics,
+    run_dir,
+    run_script,
+)
 
 MARGIN = 8  # pixels of black border around each 32x32 face in the mini-IJB's loose crops
 
@@ -89,9 +102,9 @@ def evaluate_config(checkpoint, data_dir, tmp_path, *overrides):
 def test_ijbc_equals_an_independent_per_template_loop(checkpoint, heldout, data_dir, tmp_path, norm, detector):
     mini = write_mini_ijb(tmp_path / "IJBC", heldout)
     cfg = evaluate_config(
-        checkpoint, data_dir, tmp_path, f"+eval_sets.ijbc.root={tmp_path / 'IJBC'}",
-        "+eval_sets.ijbc.save_features=true", f"+eval_sets.ijbc.use_norm_score={norm}",
-        f"+eval_sets.ijbc.use_detector_score={detector}",
+        checkpoint, data_dir, tmp_path, "+eval_set@eval_sets.ijbc=ijb", f"eval_sets.ijbc.root={tmp_path / 'IJBC'}",
+        "eval_sets.ijbc.save_features=true", f"eval_sets.ijbc.use_norm_score={norm}",
+        f"eval_sets.ijbc.use_detector_score={detector}",
     )  # fmt: skip
     results = evaluate(cfg)
     run = tmp_path / "run"
@@ -115,23 +128,105 @@ def test_ijb_errors_name_the_problem(checkpoint, heldout, data_dir, tmp_path):
     write_mini_ijb(tmp_path / "IJBC", heldout)
     landmarks = tmp_path / "IJBC" / "meta" / "ijbc_name_5pts_score.txt"
     landmarks.write_text("\n".join([*landmarks.read_text().splitlines()[:3], "4.png 1 2 3"]) + "\n")
-    cfg = evaluate_config(checkpoint, data_dir, tmp_path, f"+eval_sets.ijbc.root={tmp_path / 'IJBC'}")
+    cfg = evaluate_config(
+        checkpoint, data_dir, tmp_path, "+eval_set@eval_sets.ijbc=ijb", f"eval_sets.ijbc.root={tmp_path / 'IJBC'}"
+    )
     with pytest.raises(ValueError, match=r"ijbc_name_5pts_score.txt:4:"):
         evaluate(cfg)
-    cfg = evaluate_config(checkpoint, data_dir, tmp_path, f"+eval_sets.ijbb.root={tmp_path / 'IJBC'}")
+    cfg = evaluate_config(
+        checkpoint, data_dir, tmp_path, "+eval_set@eval_sets.ijbb=ijb", f"eval_sets.ijbb.root={tmp_path / 'IJBC'}"
+    )
     with pytest.raises(FileNotFoundError, match=r"ijbb_face_tid_mid.txt is missing"):
         evaluate(cfg)
-    with pytest.raises(ValueError, match=r"eval_sets.x has keys \['root', 'typo'\]"):
-        check_eval_sets({"x": {"root": "r", "typo": 1}})
+    with pytest.raises(ValueError, match=r"eval_sets.x has unknown options \['typo'\]: .*IJBSet takes root, prefix"):
+        check_eval_sets({"x": eval_set_entry("ijb", root="r", typo=1)})
     with pytest.raises(FileNotFoundError, match=r"eval_sets.s.probe: folder not found: nowhere"):
-        check_eval_sets({"s": {"gallery": str(tmp_path), "probe": "nowhere"}})
+        check_eval_sets({"s": eval_set_entry("search", gallery=str(tmp_path), probe="nowhere")})
     write_mini_ijb(tmp_path / "good", heldout)
     clash = compose_config(
-        "data=synthetic_mini", f"ckpt_path={checkpoint}", f"+eval_sets.synthetic.root={tmp_path / 'good'}",
+        "data=synthetic_mini", f"ckpt_path={checkpoint}", "+eval_set@eval_sets.synthetic=ijb",
+        f"eval_sets.synthetic.root={tmp_path / 'good'}",
         config_name="eval", output_dir=tmp_path / "run", data_dir=data_dir,
     )  # fmt: skip
     with pytest.raises(ValueError, match="eval_sets and data.val_sets both name synthetic"):
         evaluate(clash)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "hint"),
+    [
+        (
+            ["+eval_sets.ijbc.root=/d/IJBC", "+eval_sets.ijbc.save_features=true"],
+            "+eval_set@eval_sets.ijbc=ijb eval_sets.ijbc.root=/d/IJBC eval_sets.ijbc.save_features=true",
+        ),
+        (["+eval_sets.s.gallery=/g"], "+eval_set@eval_sets.s=search eval_sets.s.gallery=/g eval_sets.s.probe=DIR"),
+        (
+            ["+eval_sets.s.typo=1"],
+            "+eval_set@eval_sets.s=ijb eval_sets.s.root=DIR or "
+            "+eval_set@eval_sets.s=search eval_sets.s.gallery=DIR eval_sets.s.probe=DIR",
+        ),
+    ],
+)
+def test_the_former_syntax_is_refused_with_the_command_to_give(data_dir, tmp_path, overrides, hint):
+    cfg = evaluate_config("unused.ckpt", data_dir, tmp_path, *overrides)
+    with pytest.raises(
+        ValueError, match=r"eval_sets.\w+ has no _target_: sets are added from .*conf/eval_set/"
+    ) as error:
+        evaluation_sets(cfg, [32, 32], None)
+    assert str(error.value).endswith(f"; give {hint}")
+
+
+def test_no_set_configured_gives_the_syntax(data_dir, tmp_path):
+    with pytest.raises(
+        ValueError, match=re.escape("or +eval_set@eval_sets.search=search eval_sets.search.gallery=DIR")
+    ):
+        evaluation_sets(evaluate_config("unused.ckpt", data_dir, tmp_path), [32, 32], None)
+
+
+def test_a_config_group_entry_composes_and_builds(tmp_path):
+    cfg = compose_config(
+        "+eval_set@eval_sets.ijbc=ijb", f"eval_sets.ijbc.root={tmp_path}", "+eval_set@eval_sets.s=search",
+        "eval_sets.s.gallery=G", "eval_sets.s.probe=P", "eval_sets.s.batch_size=8", config_name="eval",
+    )  # fmt: skip
+    ijbc, search = build_eval_set("ijbc", cfg.eval_sets.ijbc), build_eval_set("s", cfg.eval_sets.s)
+    assert type(ijbc) is IJBSet and (ijbc.name, ijbc.root, ijbc.prefix) == ("ijbc", str(tmp_path), None)
+    assert (ijbc.use_norm_score, ijbc.use_detector_score, ijbc.save_features) == (True, True, False)
+    assert type(search) is SearchSet and (search.name, search.gallery, search.probe) == ("s", "G", "P")
+    assert (search.distractors, search.batch_size, search.num_workers) == (None, 8, None)
+    assert sorted(path.stem for path in (REPO / "conf" / "eval_set").glob("*.yaml")) == ["ijb", "search"]
+    for kind in KINDS:  # every option of the class, with its default (??? when it has none)
+        config = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "eval_set" / f"{kind.config_name}.yaml"))
+        assert config.pop("_target_") == f"facerec.eval_sets.{kind.__name__}"
+        options = inspect.signature(kind).parameters.values()
+        assert config == {p.name: "???" if p.default is p.empty else p.default for p in options if p.name != "name"}
+
+
+def test_unknown_or_missing_options_are_refused_naming_the_set(tmp_path):
+    with pytest.raises(ConfigCompositionException, match=r"Could not override 'eval_sets.ijbc.typo'"):
+        compose_config("+eval_set@eval_sets.ijbc=ijb", "eval_sets.ijbc.typo=1", config_name="eval")
+    with pytest.raises(ConfigCompositionException, match=r"Could not find 'eval_set/ibj'\n\nAvailable options"):
+        compose_config("+eval_set@eval_sets.ijbc=ibj", config_name="eval")
+    cfg = compose_config(
+        "+eval_set@eval_sets.ijbc=ijb", f"eval_sets.ijbc.root={tmp_path}", "+eval_sets.ijbc.typo=1", config_name="eval"
+    )
+    with pytest.raises(ValueError, match=r"eval_sets.ijbc has unknown options \['typo'\]: facerec.eval_sets.IJBSet "):
+        check_eval_sets(cfg.eval_sets)
+    cfg = compose_config("+eval_set@eval_sets.s=search", "eval_sets.s.gallery=G", config_name="eval")
+    with pytest.raises(ValueError, match=r"eval_sets.s: probe not set \(\?\?\?\): give eval_sets.s.probe=\.\.\.$"):
+        check_eval_sets(cfg.eval_sets)
+    with pytest.raises(ValueError, match=r"eval_sets.x._target_=builtins.dict is not an evaluation set"):
+        check_eval_sets({"x": {"_target_": "builtins.dict"}})
+
+
+def test_eval_py_adds_a_set_from_the_config_group(checkpoint, heldout, data_dir, tmp_path):
+    data_main(["make-search", str(heldout), str(tmp_path / "s"), "--unenrolled", "0.3"])
+    run_script(
+        "eval.py", "data=synthetic_mini", "trainer.accelerator=cpu", f"ckpt_path={checkpoint}", "data.val_sets=null",
+        "+eval_set@eval_sets.people=search", f"eval_sets.people.gallery={tmp_path / 's' / 'gallery'}",
+        f"eval_sets.people.probe={tmp_path / 's' / 'probe'}", log_dir=tmp_path / "logs", data_dir=data_dir,
+    )  # fmt: skip
+    metrics = read_metrics(run_dir(tmp_path / "logs", "eval") / "metrics.json")
+    assert list(metrics) == ["people"] and set(SearchSet.columns) <= set(metrics["people"])
 
 
 def test_make_search_splits_identities_into_gallery_and_probes(heldout, tmp_path, capsys):
@@ -151,8 +246,9 @@ def test_search_equals_a_hand_loop_with_distractors(checkpoint, heldout, data_di
     data_main(["make-search", str(heldout), str(tmp_path / "s"), "--unenrolled", "0.3"])
     distractors = shutil.copytree(data_dir / "synthetic_mini" / "train", tmp_path / "distractors")
     cfg = evaluate_config(
-        checkpoint, data_dir, tmp_path, f"+eval_sets.search.gallery={tmp_path / 's' / 'gallery'}",
-        f"+eval_sets.search.probe={tmp_path / 's' / 'probe'}", f"+eval_sets.search.distractors={distractors}",
+        checkpoint, data_dir, tmp_path, "+eval_set@eval_sets.search=search",
+        f"eval_sets.search.gallery={tmp_path / 's' / 'gallery'}", f"eval_sets.search.probe={tmp_path / 's' / 'probe'}",
+        f"eval_sets.search.distractors={distractors}",
     )  # fmt: skip
     results = evaluate(cfg)["search"]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["search"] == results
@@ -206,7 +302,8 @@ def test_search_folders_that_overlap_are_refused_before_embedding(tmp_path, capl
         with pytest.raises(SearchSetError, match=message):
             load_search_set(*folders)
         with pytest.raises(SearchSetError, match=message):  # eval.py reads every set before embedding any
-            check_eval_sets({"s": dict(zip(["gallery", "probe", "distractors"], map(str, folders), strict=False))})
+            options = dict(zip(["gallery", "probe", "distractors"], map(str, folders), strict=False))
+            check_eval_sets({"s": eval_set_entry("search", **options)})
     (probe / "b").mkdir()
     (probe / "b" / "same.jpg").symlink_to(gallery / "b" / "1.jpg")
     with pytest.raises(

@@ -25,7 +25,8 @@ from facerec.eval.ijb import (
     tar_at_far_nearest,
 )
 from facerec.eval.verification import FAR_TARGETS
-from facerec.protocols import check_eval_sets
+from facerec.eval_sets import check_eval_sets
+from tests.helpers import eval_set_entry
 
 EMBEDDING = 8
 
@@ -303,7 +304,7 @@ def test_load_ijb_checks_scores_landmarks_and_templates_before_embedding(tmp_pat
     with pytest.raises(TextFileError, match=message):
         load_ijb(root)
     with pytest.raises(ValueError, match=message):  # eval.py reads every set before embedding any
-        check_eval_sets({"ijbc": {"root": str(root)}})
+        check_eval_sets({"ijbc": eval_set_entry("ijb", root=str(root))})
 
 
 def test_load_ijb_refuses_folders_in_place_of_files(tmp_path):

@@ -13,9 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from facerec.eval.metric import VerificationResult
 from facerec.eval.verification import tar_at_far, threshold_at_far
+from facerec.eval_sets import check_eval_sets, run_eval_sets
 from facerec.inference import FaceEmbedder
 from facerec.module import FaceRecognitionModule
-from facerec.protocols import check_eval_sets, run_eval_sets
 from facerec.run.components import instantiate_all, logged_results, verification_callback
 from facerec.run.eval_options import EvalOptions, check_threshold_set, impostor_pairs, parse_eval_options
 from facerec.run.export import export_checked_onnx
@@ -48,7 +48,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if eval_sets and trainer.is_global_zero:
         embedder = FaceEmbedder(model.net, image_size, crop, cfg.flip_test).to(trainer.strategy.root_device)
         loading = {"batch_size": cfg.data.get("eval_batch_size", 64), "num_workers": cfg.data.get("num_workers", 0)}
-        tables += run_eval_sets(eval_sets, embedder, Path(cfg.paths.output_dir), **loading)
+        for kind in run_eval_sets(eval_sets, embedder, Path(cfg.paths.output_dir), **loading):
+            tables.append(ResultTable(kind.title, kind.results, kind.columns))
     report(tables, cfg.metrics_file)
     if threshold is not None:
         print_threshold(threshold)
@@ -81,7 +82,7 @@ def evaluation_input(data: DictConfig, hparams: Mapping, ckpt_path: str | Path) 
 
 
 def evaluation_sets(cfg: DictConfig, image_size: list[int], crop: Any) -> tuple[L.LightningDataModule, dict]:
-    """The pair sets (read, so their impostor pairs can be counted) and the checked ``eval_sets``.
+    """The pair sets (read, so their impostor pairs can be counted) and the built and loaded ``eval_sets``.
 
     Raises:
         ValueError: If no set is configured, or a name is both a pair set and an ``eval_sets`` entry.
@@ -94,7 +95,8 @@ def evaluation_sets(cfg: DictConfig, image_size: list[int], crop: Any) -> tuple[
     if not datamodule.val_set_paths and not eval_sets:
         raise ValueError(
             "no evaluation sets configured: add data.val_sets.<name>.pairs and .images, data.val_sets.<name>.bin, "
-            "+eval_sets.ijbc.root=DIR or +eval_sets.search.gallery=DIR +eval_sets.search.probe=DIR"
+            "+eval_set@eval_sets.ijbc=ijb eval_sets.ijbc.root=DIR or +eval_set@eval_sets.search=search "
+            "eval_sets.search.gallery=DIR eval_sets.search.probe=DIR"
         )
     if datamodule.val_set_paths:
         datamodule.prepare_data()
