@@ -89,7 +89,7 @@ def test_preset_carries_the_published_recipe(name, presets):
     assert cfg.optimizer._target_ == "torch.optim.SGD"
     assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.9, pytest.approx(facts["weight_decay"]))
     assert plain(cfg.scheduler).items() >= facts["schedule"].items()
-    assert cfg.scheduler._target_ == "facerec.module.schedule.WarmupDecay"
+    assert cfg.scheduler._target_ == "facerec.module.WarmupDecay"
     trainer = {key: cfg.trainer.get(key) for key in (*facts["length"], "precision", "strategy")}
     assert trainer == {**facts["length"], "precision": facts["precision"], "strategy": "ddp"}
     assert (cfg.trainer.accelerator, cfg.trainer.sync_batchnorm) == ("gpu", False)
