@@ -23,16 +23,6 @@ from tests.helpers import compose_config, module_embeddings
 MARGIN = 8  # pixels of black border around each 32x32 face in the mini-IJB's loose crops
 
 
-@pytest.fixture(scope="module")
-def checkpoint(smoke_run):
-    return smoke_run / "checkpoints" / "last.ckpt"
-
-
-@pytest.fixture(scope="module")
-def heldout(data_dir, smoke_run) -> Path:
-    return data_dir / "synthetic_mini" / "heldout" / "images"
-
-
 def unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
 
@@ -77,26 +67,28 @@ def per_template_scores(features: np.ndarray, rows: list, pairs: list, norm: boo
     return np.array([pooled[a] @ pooled[b] for a, b, _ in pairs])
 
 
-def evaluate_config(checkpoint, data_dir, tmp_path, *overrides):
+def evaluate_config(smoke_checkpoint, data_dir, tmp_path, *overrides):
     return compose_config(
         "data=synthetic_mini", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
-        f"ckpt_path={checkpoint}", "data.val_sets=null", *overrides,
+        f"ckpt_path={smoke_checkpoint}", "data.val_sets=null", *overrides,
         config_name="eval", output_dir=tmp_path / "run", data_dir=data_dir,
     )  # fmt: skip
 
 
 @pytest.mark.parametrize("norm, detector", [(True, True), (False, False)])
-def test_ijbc_equals_an_independent_per_template_loop(checkpoint, heldout, data_dir, tmp_path, norm, detector):
-    mini = write_mini_ijb(tmp_path / "IJBC", heldout)
+def test_ijbc_equals_an_independent_per_template_loop(
+    smoke_checkpoint, synthetic_heldout, data_dir, tmp_path, norm, detector
+):
+    mini = write_mini_ijb(tmp_path / "IJBC", synthetic_heldout / "images")
     cfg = evaluate_config(
-        checkpoint, data_dir, tmp_path, f"+eval_sets.ijbc.root={tmp_path / 'IJBC'}",
+        smoke_checkpoint, data_dir, tmp_path, f"+eval_sets.ijbc.root={tmp_path / 'IJBC'}",
         "+eval_sets.ijbc.save_features=true", f"+eval_sets.ijbc.use_norm_score={norm}",
         f"+eval_sets.ijbc.use_detector_score={detector}",
     )  # fmt: skip
     results = evaluate(cfg)
     run = tmp_path / "run"
     features = np.load(run / "ijbc_features.npy")
-    expected_features = module_embeddings(checkpoint, mini["faces"])
+    expected_features = module_embeddings(smoke_checkpoint, mini["faces"])
     assert features.shape == (18, 16) and features.dtype == np.float32
     np.testing.assert_allclose(features, expected_features, rtol=1e-4, atol=1e-4 * np.abs(expected_features).max())
 
@@ -111,54 +103,56 @@ def test_ijbc_equals_an_independent_per_template_loop(checkpoint, heldout, data_
     assert (run / "roc_ijbc.png").stat().st_size > 0
 
 
-def test_ijb_errors_name_the_problem(checkpoint, heldout, data_dir, tmp_path):
-    write_mini_ijb(tmp_path / "IJBC", heldout)
+def test_ijb_errors_name_the_problem(smoke_checkpoint, synthetic_heldout, data_dir, tmp_path):
+    write_mini_ijb(tmp_path / "IJBC", synthetic_heldout / "images")
     landmarks = tmp_path / "IJBC" / "meta" / "ijbc_name_5pts_score.txt"
     landmarks.write_text("\n".join([*landmarks.read_text().splitlines()[:3], "4.png 1 2 3"]) + "\n")
-    cfg = evaluate_config(checkpoint, data_dir, tmp_path, f"+eval_sets.ijbc.root={tmp_path / 'IJBC'}")
+    cfg = evaluate_config(smoke_checkpoint, data_dir, tmp_path, f"+eval_sets.ijbc.root={tmp_path / 'IJBC'}")
     with pytest.raises(ValueError, match=r"ijbc_name_5pts_score.txt:4:"):
         evaluate(cfg)
-    cfg = evaluate_config(checkpoint, data_dir, tmp_path, f"+eval_sets.ijbb.root={tmp_path / 'IJBC'}")
+    cfg = evaluate_config(smoke_checkpoint, data_dir, tmp_path, f"+eval_sets.ijbb.root={tmp_path / 'IJBC'}")
     with pytest.raises(FileNotFoundError, match=r"ijbb_face_tid_mid.txt is missing"):
         evaluate(cfg)
     with pytest.raises(ValueError, match=r"eval_sets.x has keys \['root', 'typo'\]"):
         check_eval_sets({"x": {"root": "r", "typo": 1}})
     with pytest.raises(FileNotFoundError, match=r"eval_sets.s.probe: folder not found: nowhere"):
         check_eval_sets({"s": {"gallery": str(tmp_path), "probe": "nowhere"}})
-    write_mini_ijb(tmp_path / "good", heldout)
+    write_mini_ijb(tmp_path / "good", synthetic_heldout / "images")
     clash = compose_config(
-        "data=synthetic_mini", f"ckpt_path={checkpoint}", f"+eval_sets.synthetic.root={tmp_path / 'good'}",
+        "data=synthetic_mini", f"ckpt_path={smoke_checkpoint}", f"+eval_sets.synthetic.root={tmp_path / 'good'}",
         config_name="eval", output_dir=tmp_path / "run", data_dir=data_dir,
     )  # fmt: skip
     with pytest.raises(ValueError, match="eval_sets and data.val_sets both name synthetic"):
         evaluate(clash)
 
 
-def test_make_search_splits_identities_into_gallery_and_probes(heldout, tmp_path, capsys):
-    assert data_main(["make-search", str(heldout), str(tmp_path / "s"), "--unenrolled", "0.3"]) == 0
+def test_make_search_splits_identities_into_gallery_and_probes(synthetic_heldout, tmp_path, capsys):
+    assert (
+        data_main(["make-search", str(synthetic_heldout / "images"), str(tmp_path / "s"), "--unenrolled", "0.3"]) == 0
+    )
     assert "identities not in the gallery" in capsys.readouterr().out
     gallery, probe = scan_identity_folder(tmp_path / "s" / "gallery"), scan_identity_folder(tmp_path / "s" / "probe")
     assert [len(files) for files in gallery.images] == [1] * 4  # 6 identities, round(0.3 * 6) = 2 left out
     assert len(probe.class_names) == 6 and sum(map(len, probe.images)) == 18 - 4
     assert set(gallery.class_names) < set(probe.class_names)
     every = sorted(path.name for path in list_image_files(tmp_path / "s"))
-    assert every == sorted(path.name for path in list_image_files(heldout))
-    assert data_main(["make-search", str(heldout), str(tmp_path / "s")]) == 2
+    assert every == sorted(path.name for path in list_image_files(synthetic_heldout / "images"))
+    assert data_main(["make-search", str(synthetic_heldout / "images"), str(tmp_path / "s")]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
 
 
-def test_search_equals_a_hand_loop_with_distractors(checkpoint, heldout, data_dir, tmp_path):
-    data_main(["make-search", str(heldout), str(tmp_path / "s"), "--unenrolled", "0.3"])
+def test_search_equals_a_hand_loop_with_distractors(smoke_checkpoint, synthetic_heldout, data_dir, tmp_path):
+    data_main(["make-search", str(synthetic_heldout / "images"), str(tmp_path / "s"), "--unenrolled", "0.3"])
     distractors = shutil.copytree(data_dir / "synthetic_mini" / "train", tmp_path / "distractors")
     cfg = evaluate_config(
-        checkpoint, data_dir, tmp_path, f"+eval_sets.search.gallery={tmp_path / 's' / 'gallery'}",
+        smoke_checkpoint, data_dir, tmp_path, f"+eval_sets.search.gallery={tmp_path / 's' / 'gallery'}",
         f"+eval_sets.search.probe={tmp_path / 's' / 'probe'}", f"+eval_sets.search.distractors={distractors}",
     )  # fmt: skip
     results = evaluate(cfg)["search"]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["search"] == results
 
     def embed(paths):
-        return unit(module_embeddings(checkpoint, [read_image(path) for path in paths]))
+        return unit(module_embeddings(smoke_checkpoint, [read_image(path) for path in paths]))
 
     gallery, probe = scan_identity_folder(tmp_path / "s" / "gallery"), scan_identity_folder(tmp_path / "s" / "probe")
     entries = [unit(embed(files).mean(axis=0)) for files in gallery.images] + list(embed(list_image_files(distractors)))
