@@ -14,9 +14,7 @@ from facerec.tasks import train
 from tests.helpers import compose_config, kill_started
 
 TESTS = Path(__file__).resolve().parent
-# Tests of tiny tensors: one intra-op thread (the shared CPU is oversubscribed, and spinning OpenMP workers
-# make tiny workloads several times slower); the model tests also start from torch.manual_seed(0).
-ONE_THREAD = {TESTS / "heads": False, TESTS / "models": True}  # folder: seeded
+SEEDED = {TESTS / "models"}  # folders whose tests start from torch.manual_seed(0)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -39,22 +37,26 @@ def _kill_started_processes() -> Iterator[None]:
         kill_started()
 
 
-@pytest.fixture(autouse=True)
-def single_thread(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Runs each test under tests/heads and tests/models with ``torch.set_num_threads(1)`` (the model tests
-    seeded with ``torch.manual_seed(0)``), restoring the previous count; other tests run as they are."""
-    seeded = ONE_THREAD.get(request.path.parent)
-    if seeded is None:
-        yield
-        return
-    if seeded:
-        torch.manual_seed(0)
+@pytest.fixture(autouse=True, scope="session")
+def single_thread() -> Iterator[None]:
+    """One intra-op thread for the whole session, and ``OMP_NUM_THREADS=1`` for the processes tests start.
+
+    The tests' workloads are tiny and the CPUs shared: spinning OpenMP workers made an in-process smoke run
+    5-10x slower on a busy 2-core machine (3 s with one thread, 14-36 s with two).
+    """
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
         yield
-    finally:
-        torch.set_num_threads(previous)
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _seeded(request: pytest.FixtureRequest) -> None:
+    """Seeds torch with 0 before each test in a :data:`SEEDED` folder."""
+    if request.path.parent in SEEDED:
+        torch.manual_seed(0)
 
 
 @pytest.fixture(scope="session")
