@@ -61,6 +61,7 @@ def test_wandb_runs_offline_without_account_or_prompt(data_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(500)
 def test_two_process_ddp_matches_single_process_evaluation(data_dir, tmp_path):
     run_entry_point(
         "train.py", "experiment=smoke", "trainer=ddp_sim", "trainer.max_epochs=1",

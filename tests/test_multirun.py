@@ -13,6 +13,7 @@ from tests.helpers import compose_config, run_entry_point
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(700)
 def test_multirun_of_two_ddp_jobs_writes_a_summary(data_dir, tmp_path):
     result = run_entry_point(
         "train.py", "-m", f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}",
@@ -74,6 +75,7 @@ def test_optuna_search_preset_composes():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(700)
 def test_optuna_search_runs_trials_on_the_monitored_accuracy(data_dir, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     run_entry_point(
