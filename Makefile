@@ -1,9 +1,10 @@
-# Two commands for a fresh machine: `make quickstart` and `make test`.
+# Two commands for a fresh machine: `make quickstart` and `make test` (`make test-fast`: without the tests
+# marked slow, those that start processes).
 VENV := .venv
 PY := $(VENV)/bin/python
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install quickstart test lint
+.PHONY: install quickstart test test-fast lint
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,3 +22,6 @@ lint: install
 
 test: lint
 	$(PY) -m pytest
+
+test-fast: lint
+	$(PY) -m pytest -m "not slow"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,33 +19,139 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from facerec.data.decode import encode_jpeg
-from facerec.module.face_module import FaceRecognitionModule
+from facerec.heads import MarginHead, list_heads
+from facerec.heads.center_loss import CenterLossMixin
+from facerec.heads.registry import head_class
+from facerec.module import FaceRecognitionModule
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+# Every process a test starts (start_process, spawn), killed with its process group after each test by
+# tests/conftest.py's autouse fixture, pass, fail or timeout, and at exit.
+_STARTED: list[subprocess.Popen | mp.Process] = []
 
-def run_script(
-    script: str, *overrides: str, log_dir: Path, data_dir: Path, timeout: int = 300, env: dict | None = None
-):
-    """Runs ``python <script> <overrides>`` from the repo root with logs and data under tmp dirs.
 
-    Returns:
-        The completed process; fails the test with its output if it exited non-zero.
+def _child_default_sigint() -> None:
+    """In the child before exec: SIGINT's default disposition, which Python replaces with KeyboardInterrupt.
+
+    A shell starts background jobs (``nohup ... &``) with SIGINT ignored, and an ignored signal stays ignored
+    across exec, so a child would not stop on SIGINT; Python installs its handler only where it is not ignored.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_process(command: Sequence[str], *, env: dict | None = None, **options) -> subprocess.Popen:
+    """Starts ``command`` from the repo root in a session (process group) of its own: the one way tests start one.
+
+    ``env`` is added to this process' environment (plus ``NO_ALBUMENTATIONS_UPDATE=1``, ``PYTHONUNBUFFERED=1``);
+    stdin is ``/dev/null``; ``options`` go to :class:`subprocess.Popen`. The process and everything it started
+    is killed when the test ends (:func:`kill_started`).
     """
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-    command = [sys.executable, script, f"paths.log_dir={log_dir}", f"paths.data_dir={data_dir}", *overrides]
-    result = subprocess.run(
-        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    options = {"cwd": REPO, "stdin": subprocess.DEVNULL, **options}
+    process = subprocess.Popen(
+        list(command), env=env, start_new_session=True, preexec_fn=_child_default_sigint, **options
     )
-    if result.returncode != 0:
-        pytest.fail(f"{' '.join(command)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-    return result
+    _STARTED.append(process)
+    return process
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILLs ``process``' process group (what is left of it) and reaps ``process``."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def kill_started() -> None:
+    """Kills every process :func:`start_process` or :func:`spawn` started, with what they started in turn."""
+    while _STARTED:
+        process = _STARTED.pop()
+        if isinstance(process, subprocess.Popen):
+            kill_group(process)
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
+        elif process.is_alive():
+            process.kill()
+            process.join()
+
+
+atexit.register(kill_started)
+
+
+def run_process(
+    command: Sequence[str], *, timeout: float = 300, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Runs ``command`` (:func:`start_process`) to its end, capturing text output; kills its group after.
+
+    Args:
+        timeout: Seconds before the test fails with the output so far (the group is killed).
+        check: Fail the test with the output if the command exits non-zero; otherwise return it whatever its status.
+    """
+    process = start_process(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(process)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{' '.join(map(str, command))} ran past {timeout} s\n{stdout[-4000:]}\n{stderr[-6000:]}")
+    finally:
+        kill_group(process)  # what it left behind
+    if check and process.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, command))} exited {process.returncode}\n{stdout[-4000:]}\n{stderr[-6000:]}")
+    return subprocess.CompletedProcess(list(command), process.returncode, stdout, stderr)
+
+
+def run_entry_point(
+    script: str,
+    *args: str,
+    log_dir: Path | None = None,
+    data_dir: Path | None = None,
+    check: bool = True,
+    timeout: float = 300,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
+    """Runs ``python <script> <args>`` (``train.py``, ``eval.py``; ``-m <module>``) from the repo root.
+
+    Args:
+        log_dir: Sets ``paths.log_dir`` (runs go to ``<log_dir>/<task>/runs/<time>``, :func:`run_dir`).
+        data_dir: Sets ``paths.data_dir``.
+        check: Fail the test with its output if it exits non-zero (otherwise the caller checks the status).
+    """
+    paths = [f"paths.log_dir={log_dir}"] if log_dir is not None else []
+    paths += [f"paths.data_dir={data_dir}"] if data_dir is not None else []
+    return run_process([sys.executable, script, *args, *paths], timeout=timeout, env=env, check=check)
+
+
+def spawn(function: Callable, *args, nprocs: int = 2) -> None:
+    """``torch.multiprocessing.spawn(function, args, nprocs)``: each process gets its rank first; the processes
+    are killed when the test ends, even if it failed or timed out while they ran."""
+    context = mp.start_processes(function, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    _STARTED.extend(context.processes)
+    while not context.join():
+        pass
+
+
+def registered_heads(*, margin: bool | None = None, center_loss: bool | None = None) -> list[str]:
+    """The registered head names (sorted), filtered by class: ``margin`` (a :class:`MarginHead`), ``center_loss``
+    (it adds a centre loss); ``None`` takes either."""
+
+    def keep(cls: type, base: type, wanted: bool | None) -> bool:
+        return wanted is None or issubclass(cls, base) == wanted
+
+    return [
+        name
+        for name in list_heads()
+        if keep(head_class(name), MarginHead, margin) and keep(head_class(name), CenterLossMixin, center_loss)
+    ]
 
 
 def compose_config(
@@ -99,15 +208,6 @@ def smoke_model(*overrides: str, num_classes: int = 4) -> FaceRecognitionModule:
     cfg = compose_config("experiment=smoke", *overrides)
     names = [f"id{i}" for i in range(num_classes)]
     return instantiate(cfg.model, num_classes=num_classes, class_names=names, _recursive_=False)
-
-
-def train_process(*overrides: str, script: str = "train.py", timeout: int = 300) -> subprocess.CompletedProcess:
-    """Runs ``python <script> <overrides>`` from the repo root and returns it, whatever its exit status."""
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, script, *overrides], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=timeout, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
 
 
 def write_identity_folder(root: Path, images: dict[str, int], size: int = 16) -> Path:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from facerec.heads import build_head, registered_name
-from tests.helpers import REPO, compose_config
+from tests.helpers import REPO, compose_config, run_entry_point
 
 GROUPS = ["backbone", "neck", "head", "data", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment"]
 HEADS = sorted(path.stem for path in (REPO / "conf" / "head").glob("*.yaml"))
@@ -55,15 +52,14 @@ def test_a_preset_sets_each_head_it_names_and_the_command_line_wins():
     assert partial.name == "partial_fc"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_a_sweep_over_every_head_under_one_preset_trains_each(data_dir, tmp_path):
-    command = [
-        sys.executable, "train.py", "-m", "experiment=quickstart", f"head={','.join(HEADS)}",
+    run_entry_point(
+        "train.py", "-m", "experiment=quickstart", f"head={','.join(HEADS)}",
         f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}", "data=synthetic_mini", "backbone=test_resnet",
-        "logger=csv", "data.batch_size=8", "+trainer.max_steps=1", "~callbacks.features",
-    ]  # fmt: skip
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        "logger=csv", "data.batch_size=8", "+trainer.max_steps=1", "~callbacks.features", timeout=900,
+    )  # fmt: skip
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
     jobs = json.loads((sweep / "multirun_summary.json").read_text())["jobs"]
     assert [job["overrides"].split()[1] for job in jobs] == [f"head={head}" for head in HEADS]

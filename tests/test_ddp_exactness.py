@@ -34,14 +34,13 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from facerec.callbacks import NonFiniteLossGuard
 from facerec.eval.metric import VerificationMetric
-from tests.helpers import free_port, join_as_torchrun_rank, smoke_model, without_tf32
+from tests.helpers import free_port, join_as_torchrun_rank, smoke_model, spawn, without_tf32
 
 
 class Run(NamedTuple):
@@ -137,7 +136,7 @@ def two_process_run(request, tmp_path_factory) -> TwoProcessRun:
     if backend == "nccl" and torch.cuda.device_count() < 2:
         pytest.skip(f"NCCL DDP needs 2 CUDA GPUs; this machine has {torch.cuda.device_count()}")
     root = tmp_path_factory.mktemp(f"ddp_{backend}")
-    mp.spawn(_worker, args=(free_port(), root, backend), nprocs=2, join=True)
+    spawn(_worker, free_port(), root, backend)
     return TwoProcessRun(root, backend)
 
 
@@ -148,6 +147,7 @@ def assert_states_equal(actual: dict, expected: dict) -> None:
 
 
 @pytest.mark.parametrize("name", RUNS)
+@pytest.mark.slow
 def test_two_processes_end_identical_and_equal_one_process(two_process_run, name, tmp_path):
     root, backend = two_process_run
     ranks = [torch.load(root / f"{name}_rank{r}.pt", map_location="cpu", weights_only=True) for r in range(2)]
@@ -166,6 +166,7 @@ def test_two_processes_end_identical_and_equal_one_process(two_process_run, name
     assert_states_equal(ranks[0], expected)
 
 
+@pytest.mark.slow
 def test_gradient_clipping_bites(two_process_run):
     clipped = torch.load(two_process_run.root / "partial_fc_clipped_rank0.pt", weights_only=True)
     plain = torch.load(two_process_run.root / "partial_fc_rank0.pt", weights_only=True)
@@ -206,9 +207,10 @@ def _metric_worker(rank: int, port: int, root: Path) -> None:
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_verification_metric_gathers_two_processes_like_one(tmp_path):
     """Each process holds half the images (one padded repeat on rank 1); both compute the single-process result."""
-    mp.spawn(_metric_worker, args=(free_port(), tmp_path), nprocs=2, join=True)
+    spawn(_metric_worker, free_port(), tmp_path)
     embeddings, pairs, issame = verification_inputs()
     metric = VerificationMetric(pairs.numpy(), issame.numpy(), len(embeddings), n_folds=10)
     metric.update(embeddings, torch.arange(len(embeddings)))

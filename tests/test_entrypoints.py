@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from facerec.run.training import train
-from tests.helpers import compose_config, evaluate_in_process, read_metrics, run_dir, run_script
+from tests.helpers import compose_config, evaluate_in_process, read_metrics, run_dir, run_entry_point
 
 
 def test_train_writes_checkpoint_metrics_and_classes(smoke_run):
@@ -21,8 +21,9 @@ def test_train_writes_checkpoint_metrics_and_classes(smoke_run):
     assert checkpoint["hyper_parameters"]["class_names"] == [f"id{i:05d}" for i in range(8)]
 
 
+@pytest.mark.slow
 def test_eval_reproduces_the_training_callback_exactly_into_the_run_dir(smoke_run, data_dir, tmp_path):
-    result = run_script(
+    result = run_entry_point(
         "eval.py", "data=synthetic_mini", f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}",
         log_dir=tmp_path, data_dir=data_dir,
     )  # fmt: skip
@@ -48,9 +49,10 @@ def test_softmax_head_trains_end_to_end(data_dir, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_wandb_runs_offline_without_account_or_prompt(data_dir, tmp_path):
     env = {"WANDB_API_KEY": "", "WANDB_MODE": "", "HOME": str(tmp_path / "home")}
-    run_script(
+    run_entry_point(
         "train.py", "experiment=smoke", "logger=wandb", "trainer.max_epochs=1",
         log_dir=tmp_path, data_dir=data_dir, env=env, timeout=240,
     )  # fmt: skip
@@ -58,8 +60,10 @@ def test_wandb_runs_offline_without_account_or_prompt(data_dir, tmp_path):
     assert len(offline_runs) == 1 and any(offline_runs[0].glob("*.wandb"))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(500)
 def test_two_process_ddp_matches_single_process_evaluation(data_dir, tmp_path):
-    run_script(
+    run_entry_point(
         "train.py", "experiment=smoke", "trainer=ddp_sim", "trainer.max_epochs=1",
         log_dir=tmp_path / "logs", data_dir=data_dir, timeout=400,
     )  # fmt: skip
@@ -75,11 +79,12 @@ def test_two_process_ddp_matches_single_process_evaluation(data_dir, tmp_path):
 
 
 def test_eval_crops_verification_images_as_training_did(data_dir, tmp_path):
-    run_script(
-        "train.py", "experiment=smoke", "data.crop=[4,4,24,24]", "trainer.max_epochs=1",
-        log_dir=tmp_path / "logs", data_dir=data_dir,
-    )  # fmt: skip
-    run = run_dir(tmp_path / "logs")
+    run = tmp_path / "run"
+    train(
+        compose_config(
+            "experiment=smoke", "data.crop=[4,4,24,24]", "trainer.max_epochs=1", output_dir=run, data_dir=data_dir
+        )
+    )
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["hyper_parameters"]["input_crop"] == [4, 4, 24, 24]
     evaluate_in_process(

@@ -27,23 +27,12 @@ from tests.helpers import (
     REPO,
     compose_config,
     eval_set_entry,
+    evaluate_in_process,
     module_embeddings,
     read_metrics,
-    run_dir,
-    run_script,
 )
 
 MARGIN = 8  # pixels of black border around each 32x32 face in the mini-IJB's loose crops
-
-
-@pytest.fixture(scope="module")
-def checkpoint(smoke_run):
-    return smoke_run / "checkpoints" / "last.ckpt"
-
-
-@pytest.fixture(scope="module")
-def heldout(data_dir, smoke_run) -> Path:
-    return data_dir / "synthetic_mini" / "heldout" / "images"
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -90,26 +79,28 @@ def per_template_scores(features: np.ndarray, rows: list, pairs: list, norm: boo
     return np.array([pooled[a] @ pooled[b] for a, b, _ in pairs])
 
 
-def evaluate_config(checkpoint, data_dir, tmp_path, *overrides):
+def evaluate_config(smoke_checkpoint, data_dir, tmp_path, *overrides):
     return compose_config(
         "data=synthetic_mini", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
-        f"ckpt_path={checkpoint}", "data.val_sets=null", *overrides,
+        f"ckpt_path={smoke_checkpoint}", "data.val_sets=null", *overrides,
         config_name="eval", output_dir=tmp_path / "run", data_dir=data_dir,
     )  # fmt: skip
 
 
 @pytest.mark.parametrize("norm, detector", [(True, True), (False, False)])
-def test_ijbc_equals_an_independent_per_template_loop(checkpoint, heldout, data_dir, tmp_path, norm, detector):
-    mini = write_mini_ijb(tmp_path / "IJBC", heldout)
+def test_ijbc_equals_an_independent_per_template_loop(
+    smoke_checkpoint, synthetic_heldout, data_dir, tmp_path, norm, detector
+):
+    mini = write_mini_ijb(tmp_path / "IJBC", synthetic_heldout / "images")
     cfg = evaluate_config(
-        checkpoint, data_dir, tmp_path, "+eval_set@eval_sets.ijbc=ijb", f"eval_sets.ijbc.root={tmp_path / 'IJBC'}",
-        "eval_sets.ijbc.save_features=true", f"eval_sets.ijbc.use_norm_score={norm}",
-        f"eval_sets.ijbc.use_detector_score={detector}",
+        smoke_checkpoint, data_dir, tmp_path, "+eval_set@eval_sets.ijbc=ijb",
+        f"eval_sets.ijbc.root={tmp_path / 'IJBC'}", "eval_sets.ijbc.save_features=true",
+        f"eval_sets.ijbc.use_norm_score={norm}", f"eval_sets.ijbc.use_detector_score={detector}",
     )  # fmt: skip
     results = evaluate(cfg)
     run = tmp_path / "run"
     features = np.load(run / "ijbc_features.npy")
-    expected_features = module_embeddings(checkpoint, mini["faces"])
+    expected_features = module_embeddings(smoke_checkpoint, mini["faces"])
     assert features.shape == (18, 16) and features.dtype == np.float32
     np.testing.assert_allclose(features, expected_features, rtol=1e-4, atol=1e-4 * np.abs(expected_features).max())
 
@@ -124,17 +115,17 @@ def test_ijbc_equals_an_independent_per_template_loop(checkpoint, heldout, data_
     assert (run / "roc_ijbc.png").stat().st_size > 0
 
 
-def test_ijb_errors_name_the_problem(checkpoint, heldout, data_dir, tmp_path):
-    write_mini_ijb(tmp_path / "IJBC", heldout)
+def test_ijb_errors_name_the_problem(smoke_checkpoint, synthetic_heldout, data_dir, tmp_path):
+    write_mini_ijb(tmp_path / "IJBC", synthetic_heldout / "images")
     landmarks = tmp_path / "IJBC" / "meta" / "ijbc_name_5pts_score.txt"
     landmarks.write_text("\n".join([*landmarks.read_text().splitlines()[:3], "4.png 1 2 3"]) + "\n")
     cfg = evaluate_config(
-        checkpoint, data_dir, tmp_path, "+eval_set@eval_sets.ijbc=ijb", f"eval_sets.ijbc.root={tmp_path / 'IJBC'}"
+        smoke_checkpoint, data_dir, tmp_path, "+eval_set@eval_sets.ijbc=ijb", f"eval_sets.ijbc.root={tmp_path / 'IJBC'}"
     )
     with pytest.raises(ValueError, match=r"ijbc_name_5pts_score.txt:4:"):
         evaluate(cfg)
     cfg = evaluate_config(
-        checkpoint, data_dir, tmp_path, "+eval_set@eval_sets.ijbb=ijb", f"eval_sets.ijbb.root={tmp_path / 'IJBC'}"
+        smoke_checkpoint, data_dir, tmp_path, "+eval_set@eval_sets.ijbb=ijb", f"eval_sets.ijbb.root={tmp_path / 'IJBC'}"
     )
     with pytest.raises(FileNotFoundError, match=r"ijbb_face_tid_mid.txt is missing"):
         evaluate(cfg)
@@ -142,9 +133,9 @@ def test_ijb_errors_name_the_problem(checkpoint, heldout, data_dir, tmp_path):
         check_eval_sets({"x": eval_set_entry("ijb", root="r", typo=1)})
     with pytest.raises(FileNotFoundError, match=r"eval_sets.s.probe: folder not found: nowhere"):
         check_eval_sets({"s": eval_set_entry("search", gallery=str(tmp_path), probe="nowhere")})
-    write_mini_ijb(tmp_path / "good", heldout)
+    write_mini_ijb(tmp_path / "good", synthetic_heldout / "images")
     clash = compose_config(
-        "data=synthetic_mini", f"ckpt_path={checkpoint}", "+eval_set@eval_sets.synthetic=ijb",
+        "data=synthetic_mini", f"ckpt_path={smoke_checkpoint}", "+eval_set@eval_sets.synthetic=ijb",
         f"eval_sets.synthetic.root={tmp_path / 'good'}",
         config_name="eval", output_dir=tmp_path / "run", data_dir=data_dir,
     )  # fmt: skip
@@ -218,35 +209,37 @@ def test_unknown_or_missing_options_are_refused_naming_the_set(tmp_path):
         check_eval_sets({"x": {"_target_": "builtins.dict"}})
 
 
-def test_eval_py_adds_a_set_from_the_config_group(checkpoint, heldout, data_dir, tmp_path):
-    data_main(["make-search", str(heldout), str(tmp_path / "s"), "--unenrolled", "0.3"])
-    run_script(
-        "eval.py", "data=synthetic_mini", "trainer.accelerator=cpu", f"ckpt_path={checkpoint}", "data.val_sets=null",
+def test_eval_adds_a_set_from_the_config_group(smoke_checkpoint, synthetic_heldout, data_dir, tmp_path):
+    data_main(["make-search", str(synthetic_heldout / "images"), str(tmp_path / "s"), "--unenrolled", "0.3"])
+    evaluate_in_process(
+        "data=synthetic_mini", "trainer.accelerator=cpu", f"ckpt_path={smoke_checkpoint}", "data.val_sets=null",
         "+eval_set@eval_sets.people=search", f"eval_sets.people.gallery={tmp_path / 's' / 'gallery'}",
-        f"eval_sets.people.probe={tmp_path / 's' / 'probe'}", log_dir=tmp_path / "logs", data_dir=data_dir,
+        f"eval_sets.people.probe={tmp_path / 's' / 'probe'}", output_dir=tmp_path / "run", data_dir=data_dir,
     )  # fmt: skip
-    metrics = read_metrics(run_dir(tmp_path / "logs", "eval") / "metrics.json")
+    metrics = read_metrics(tmp_path / "run" / "metrics.json")
     assert list(metrics) == ["people"] and set(SearchSet.columns) <= set(metrics["people"])
 
 
-def test_make_search_splits_identities_into_gallery_and_probes(heldout, tmp_path, capsys):
-    assert data_main(["make-search", str(heldout), str(tmp_path / "s"), "--unenrolled", "0.3"]) == 0
+def test_make_search_splits_identities_into_gallery_and_probes(synthetic_heldout, tmp_path, capsys):
+    assert (
+        data_main(["make-search", str(synthetic_heldout / "images"), str(tmp_path / "s"), "--unenrolled", "0.3"]) == 0
+    )
     assert "identities not in the gallery" in capsys.readouterr().out
     gallery, probe = scan_identity_folder(tmp_path / "s" / "gallery"), scan_identity_folder(tmp_path / "s" / "probe")
     assert [len(files) for files in gallery.images] == [1] * 4  # 6 identities, round(0.3 * 6) = 2 left out
     assert len(probe.class_names) == 6 and sum(map(len, probe.images)) == 18 - 4
     assert set(gallery.class_names) < set(probe.class_names)
     every = sorted(path.name for path in list_image_files(tmp_path / "s"))
-    assert every == sorted(path.name for path in list_image_files(heldout))
-    assert data_main(["make-search", str(heldout), str(tmp_path / "s")]) == 2
+    assert every == sorted(path.name for path in list_image_files(synthetic_heldout / "images"))
+    assert data_main(["make-search", str(synthetic_heldout / "images"), str(tmp_path / "s")]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
 
 
-def test_search_equals_a_hand_loop_with_distractors(checkpoint, heldout, data_dir, tmp_path):
-    data_main(["make-search", str(heldout), str(tmp_path / "s"), "--unenrolled", "0.3"])
+def test_search_equals_a_hand_loop_with_distractors(smoke_checkpoint, synthetic_heldout, data_dir, tmp_path):
+    data_main(["make-search", str(synthetic_heldout / "images"), str(tmp_path / "s"), "--unenrolled", "0.3"])
     distractors = shutil.copytree(data_dir / "synthetic_mini" / "train", tmp_path / "distractors")
     cfg = evaluate_config(
-        checkpoint, data_dir, tmp_path, "+eval_set@eval_sets.search=search",
+        smoke_checkpoint, data_dir, tmp_path, "+eval_set@eval_sets.search=search",
         f"eval_sets.search.gallery={tmp_path / 's' / 'gallery'}", f"eval_sets.search.probe={tmp_path / 's' / 'probe'}",
         f"eval_sets.search.distractors={distractors}",
     )  # fmt: skip
@@ -254,7 +247,7 @@ def test_search_equals_a_hand_loop_with_distractors(checkpoint, heldout, data_di
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["search"] == results
 
     def embed(paths):
-        return unit(module_embeddings(checkpoint, [read_image(path) for path in paths]))
+        return unit(module_embeddings(smoke_checkpoint, [read_image(path) for path in paths]))
 
     gallery, probe = scan_identity_folder(tmp_path / "s" / "gallery"), scan_identity_folder(tmp_path / "s" / "probe")
     entries = [unit(embed(files).mean(axis=0)) for files in gallery.images] + list(embed(list_image_files(distractors)))

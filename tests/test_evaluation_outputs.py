@@ -19,10 +19,11 @@ from facerec.callbacks import VerificationCallback
 from facerec.data.verification.sets import VerificationSet
 from facerec.eval.metric import VerificationResult
 from facerec.eval.plots import plot_roc, save_roc
-from facerec.module.face_module import FaceRecognitionModule
+from facerec.module import FaceRecognitionModule
 from facerec.run.export import check_onnx, export_onnx
 from facerec.run.tables import TABLE_COLUMNS, ResultTable, report
-from tests.helpers import compose_config, evaluate_in_process, read_metrics, run_dir, run_script
+from facerec.run.training import train
+from tests.helpers import compose_config, evaluate_in_process, read_metrics
 
 
 def test_plot_roc_has_a_log_far_axis_and_auc_eer_in_the_legend(tmp_path):
@@ -119,11 +120,13 @@ def test_onnx_export_matches_pytorch_on_another_batch_size(smoke_run, tmp_path):
 
 
 def test_validation_every_n_epochs_then_after_fit_and_eval_export(data_dir, tmp_path, capsys):
-    run_script(
-        "train.py", "experiment=smoke", "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2",
-        log_dir=tmp_path / "train", data_dir=data_dir,
+    run = tmp_path / "train"
+    train(
+        compose_config(
+            "experiment=smoke", "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2",
+            output_dir=run, data_dir=data_dir,
+        )
     )  # fmt: skip
-    run = run_dir(tmp_path / "train")
     assert (run / "roc_synthetic.png").is_file()
     evaluated = tmp_path / "eval"
     evaluate_in_process(

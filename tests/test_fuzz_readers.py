@@ -9,7 +9,6 @@ here rather than the end of pytest.
 from __future__ import annotations
 
 import contextlib
-import os
 import pickle
 import struct
 import subprocess
@@ -29,8 +28,8 @@ from facerec.data.verification.pairs import read_pairs
 from facerec.errors import DataFileError
 from tests.data.test_verification_bin import OBJECT_FIELD_STATE, forged_array, forged_dtype, object_pointer_bin
 from tests.fuzz import FUZZ, fuzzed
+from tests.helpers import run_process
 
-REPO = Path(__file__).resolve().parents[1]
 JPEGS = [encode_jpeg(np.full((8, 8, 3), value, np.uint8)) for value in (40, 200)]
 PLAIN_STATE = (3, "|", None, None, None, -1, -1, 0)
 
@@ -205,11 +204,7 @@ def forged_dtypes_run(tmp_path_factory) -> subprocess.CompletedProcess:
     object_pointer_bin(directory / "null_pointer.bin", 0)
     object_pointer_bin(directory / "plain_descr.bin", 0x4141414141414141, descr="u1")
     script = f"from tests.test_fuzz_readers import forged_dtypes_child; forged_dtypes_child({str(directory)!r})"
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-    return subprocess.run(
-        [sys.executable, "-X", "faulthandler", "-c", script],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return run_process([sys.executable, "-X", "faulthandler", "-c", script], timeout=300, check=False)
 
 
 def outcome(run: subprocess.CompletedProcess) -> str:
@@ -217,6 +212,7 @@ def outcome(run: subprocess.CompletedProcess) -> str:
     return f"the child process {died}\nstdout:\n{run.stdout[-3000:]}\nstderr:\n{run.stderr[-5000:]}"
 
 
+@pytest.mark.slow
 def test_forged_object_pointer_bin_is_a_clean_error_not_a_segfault(forged_dtypes_run):
     lines = dict(line.split(": ", 1) for line in forged_dtypes_run.stdout.splitlines() if ".bin: " in line)
     assert set(lines) == {"null_pointer.bin", "plain_descr.bin", "pointer.bin"}, outcome(forged_dtypes_run)
@@ -225,5 +221,6 @@ def test_forged_object_pointer_bin_is_a_clean_error_not_a_segfault(forged_dtypes
     assert lines["plain_descr.bin"].startswith("UnsafePickleError: ") and "dtype 'O8'" in lines["plain_descr.bin"]
 
 
+@pytest.mark.slow
 def test_fuzzed_dtype_states_are_plain_data_or_data_file_errors(forged_dtypes_run):
     assert forged_dtypes_run.returncode == 0 and "fuzz: passed" in forged_dtypes_run.stdout, outcome(forged_dtypes_run)

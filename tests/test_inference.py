@@ -22,29 +22,19 @@ from facerec.run.export import export_onnx
 from tests.helpers import compose_config, module_embeddings
 
 
-@pytest.fixture(scope="module")
-def checkpoint(smoke_run):
-    return smoke_run / "checkpoints" / "last.ckpt"
+def normalised_module_embeddings(smoke_checkpoint, files) -> np.ndarray:
+    return l2_normalize(module_embeddings(smoke_checkpoint, [read_image(path) for path in files]))
 
 
-@pytest.fixture(scope="module")
-def heldout(data_dir, smoke_run):
-    return data_dir / "synthetic_mini" / "heldout"
-
-
-def normalised_module_embeddings(checkpoint, files) -> np.ndarray:
-    return l2_normalize(module_embeddings(checkpoint, [read_image(path) for path in files]))
-
-
-def test_load_model_embeds_as_the_module_with_flip(checkpoint, heldout):
-    files = list_image_files(heldout / "images")[:5]
-    model = facerec.load_model(checkpoint, device="cpu")
+def test_load_model_embeds_as_the_module_with_flip(smoke_checkpoint, synthetic_heldout):
+    files = list_image_files(synthetic_heldout / "images")[:5]
+    model = facerec.load_model(smoke_checkpoint, device="cpu")
     assert isinstance(model, FaceEmbedder) and not model.training and model.flip
     assert model.input_size == (32, 32)
     embeddings = model.embed_images([read_image(path) for path in files])
     assert embeddings.dtype == np.float32 and embeddings.shape == (5, 16)
-    np.testing.assert_allclose(embeddings, normalised_module_embeddings(checkpoint, files), atol=1e-5)
-    unflipped = facerec.load_model(checkpoint, flip=False, device="cpu").embed_images([read_image(files[0])])
+    np.testing.assert_allclose(embeddings, normalised_module_embeddings(smoke_checkpoint, files), atol=1e-5)
+    unflipped = facerec.load_model(smoke_checkpoint, flip=False, device="cpu").embed_images([read_image(files[0])])
     assert np.abs(unflipped - embeddings[:1]).max() > 1e-4
 
 
@@ -57,40 +47,44 @@ def test_load_model_refuses_what_it_cannot_read(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".parquet"])
-def test_embed_cli_writes_names_and_normalised_embeddings(checkpoint, heldout, tmp_path, suffix, capsys):
+def test_embed_cli_writes_names_and_normalised_embeddings(
+    smoke_checkpoint, synthetic_heldout, tmp_path, suffix, capsys
+):
     out = tmp_path / f"embeddings{suffix}"
-    assert embed_main([str(checkpoint), str(heldout / "images"), "--out", str(out), "--workers", "0"]) == 0
+    assert (
+        embed_main([str(smoke_checkpoint), str(synthetic_heldout / "images"), "--out", str(out), "--workers", "0"]) == 0
+    )
     assert f"wrote {out}: 18 L2-normalised 16-d embeddings" in capsys.readouterr().out
     names, embeddings = read_embeddings(out)
-    files = list_image_files(heldout / "images")
-    assert names == [path.relative_to(heldout / "images").as_posix() for path in files]
+    files = list_image_files(synthetic_heldout / "images")
+    assert names == [path.relative_to(synthetic_heldout / "images").as_posix() for path in files]
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(embeddings, normalised_module_embeddings(checkpoint, files), atol=1e-5)
+    np.testing.assert_allclose(embeddings, normalised_module_embeddings(smoke_checkpoint, files), atol=1e-5)
 
 
-def test_embed_cli_reads_a_list_and_names_missing_images(checkpoint, heldout, tmp_path, capsys):
-    files = list_image_files(heldout / "images")[:3]
+def test_embed_cli_reads_a_list_and_names_missing_images(smoke_checkpoint, synthetic_heldout, tmp_path, capsys):
+    files = list_image_files(synthetic_heldout / "images")[:3]
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join([str(files[0]), "# a comment", "", str(files[2])]) + "\n")
     out = tmp_path / "e.npz"
-    assert embed_main([str(checkpoint), str(listing), "--out", str(out), "--workers", "0", "--no-flip"]) == 0
+    assert embed_main([str(smoke_checkpoint), str(listing), "--out", str(out), "--workers", "0", "--no-flip"]) == 0
     names, embeddings = read_embeddings(out)
     assert names == [str(files[0]), str(files[2])] and embeddings.shape == (2, 16)
     listing.write_text(f"{files[0]}\nnot/there.jpg\n")
-    assert embed_main([str(checkpoint), str(listing), "--out", str(tmp_path / "f.npz")]) == 2
+    assert embed_main([str(smoke_checkpoint), str(listing), "--out", str(tmp_path / "f.npz")]) == 2
     assert "lists 1 images that do not exist: not/there.jpg" in capsys.readouterr().err
-    assert embed_main([str(checkpoint), str(listing), "--out", str(tmp_path / "f.csv")]) == 2
+    assert embed_main([str(smoke_checkpoint), str(listing), "--out", str(tmp_path / "f.csv")]) == 2
     assert "choose a file ending in .npz or .parquet" in capsys.readouterr().err
     assert not (tmp_path / "f.npz").exists() and not (tmp_path / "f.csv").exists()
 
 
 def test_threshold_at_far_is_stored_beside_the_onnx_export_and_keeps_its_promise(
-    checkpoint, heldout, data_dir, tmp_path, capsys
+    smoke_checkpoint, synthetic_heldout, data_dir, tmp_path, capsys
 ):
     onnx = tmp_path / "export" / "net.onnx"
     cfg = compose_config(
         "data=synthetic_mini", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
-        f"ckpt_path={checkpoint}", f"export.onnx={onnx}", "+threshold_at_far=0.1", "allow_few_impostors=true",
+        f"ckpt_path={smoke_checkpoint}", f"export.onnx={onnx}", "+threshold_at_far=0.1", "allow_few_impostors=true",
         config_name="eval", output_dir=tmp_path / "run", data_dir=data_dir,
     )  # fmt: skip
     results = evaluate(cfg)
@@ -109,9 +103,9 @@ def test_threshold_at_far_is_stored_beside_the_onnx_export_and_keeps_its_promise
     # The ONNX model, flipped as the sidecar says, embeds as the checkpoint; the stored rule keeps FAR <= 0.1.
     model = facerec.load_model(onnx)
     assert isinstance(model, OnnxFaceEmbedder) and model.flip and model.metadata["threshold"] == threshold
-    protocol = load_pairs_set("synthetic", heldout / "pairs.txt", heldout / "images")
+    protocol = load_pairs_set("synthetic", synthetic_heldout / "pairs.txt", synthetic_heldout / "images")
     embeddings = model.embed_images([read_image(path) for path in protocol.images])
-    np.testing.assert_allclose(embeddings, normalised_module_embeddings(checkpoint, protocol.images), atol=1e-4)
+    np.testing.assert_allclose(embeddings, normalised_module_embeddings(smoke_checkpoint, protocol.images), atol=1e-4)
     distances = pair_distances(embeddings[protocol.pairs[:, 0]], embeddings[protocol.pairs[:, 1]])
     accepted = distances <= threshold["distance"] + 1e-6
     assert accepted[~protocol.issame].mean() <= 0.1

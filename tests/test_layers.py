@@ -176,8 +176,8 @@ def test_the_checks_find_the_former_cycles(tmp_path, layers):
             "facerec.eval.__init__": "",
             "facerec.eval.ijb": "from .verification import l2_normalize\n",
             "facerec.eval.verification": "",
-            "facerec.data.verification": "",
-            "facerec.eval.baseline": "from facerec.data.verification import VerificationImages\n",
+            "facerec.data.verification.sets": "",
+            "facerec.eval.baseline": "from facerec.data.verification.sets import VerificationImages\n",
         },
     )
     graph = import_graph(root)

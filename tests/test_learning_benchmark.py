@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from benchmarks.learning import main as learning_main
 from benchmarks.learning import make_dev_split, recipe_config
 from facerec.data.pixels import pixel_rows
 from facerec.data.synthetic import SyntheticSpec, generate
@@ -16,7 +15,7 @@ from facerec.data.verification.pairs import read_pairs
 from facerec.data.verification.sets import load_pairs_set
 from facerec.eval.baseline import raw_pixel_metrics
 from facerec.heads import registered_name
-from tests.helpers import REPO, shared_file
+from tests.helpers import shared_file
 
 # 5 folds of 5 same + 5 different pairs over 12 people with 3 images each, 32x32.
 TINY_LFW = SyntheticSpec(
@@ -44,25 +43,24 @@ def test_dev_split_trains_on_folds_1_to_3_and_regroups_folds_4_5_into_10_balance
     assert dev.issame == [True, False] * 10
 
 
-def test_quick_run_prints_the_table_with_baselines_and_reuses_finished_runs(tiny_lfw, tmp_path):
-    command = [
-        sys.executable, "-m", "benchmarks.learning", "--quick", "--lfw", str(tiny_lfw), "--out", str(tmp_path),
+@pytest.mark.slow  # the benchmark runs train.py as a process
+def test_quick_run_prints_the_table_with_baselines_and_reuses_finished_runs(tiny_lfw, tmp_path, capsys):
+    arguments = [
+        "--quick", "--lfw", str(tiny_lfw), "--out", str(tmp_path),
         "trainer.max_epochs=1", "data.image_size=[32,32]", "data.batch_size=4", "data.num_workers=0",
         f"paths.log_dir={tmp_path / 'logs'}",
     ]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert learning_main(arguments) == 0, capsys.readouterr()
     head = registered_name(recipe_config([]).head._target_)
     table = (tmp_path / "learning.md").read_text()
     for row in (f"| {head} | 0 |", "| raw pixels |", "| eigenfaces (PCA-100) |", "| eigenfaces, whitened (PCA-100) |"):
         assert row in table
-    assert "raw pixels" in result.stdout
+    assert "raw pixels" in capsys.readouterr().out
     runs = json.loads((tmp_path / "learning.json").read_text())["runs"]
     assert list(runs) == [head] and 0 <= runs[head][0]["metrics"]["accuracy"] <= 1
     assert "±" not in table  # one seed, and the baselines have no seeds: no spread to show
 
-    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert learning_main(arguments) == 0, capsys.readouterr()
     assert json.loads((tmp_path / "learning.json").read_text())["runs"] == runs  # same run, same recorded time
 
 

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from omegaconf import OmegaConf
 
 from facerec.run.hydra_callbacks import markdown_table, summary_table
 from facerec.run.tables import print_table
-from tests.helpers import REPO, compose_config
+from tests.helpers import compose_config, run_entry_point
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(700)
 def test_multirun_of_two_ddp_jobs_writes_a_summary(data_dir, tmp_path):
-    command = [
-        sys.executable, "train.py", "-m", f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}",
+    result = run_entry_point(
+        "train.py", "-m", f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}",
         "experiment=smoke", "trainer=ddp_sim", "trainer.max_epochs=1", "monitor=val/synthetic/accuracy",
-        "head=arcface,cosface",
-    ]  # fmt: skip
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        "head=arcface,cosface", timeout=600,
+    )  # fmt: skip
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
     summary = json.loads((sweep / "multirun_summary.json").read_text())
     assert [job["overrides"].split()[-1] for job in summary["jobs"]] == ["head=arcface", "head=cosface"]
@@ -78,15 +74,15 @@ def test_optuna_search_preset_composes():
     assert cfg.hydra.sweeper.direction == "maximize"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(700)
 def test_optuna_search_runs_trials_on_the_monitored_accuracy(data_dir, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    command = [
-        sys.executable, "train.py", "-m", f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}",
+    run_entry_point(
+        "train.py", "-m", f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}",
         "hparams_search=arcface_optuna", "experiment=smoke", "trainer.max_epochs=1", "hydra.sweeper.n_trials=2",
-    ]  # fmt: skip
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        timeout=600,
+    )  # fmt: skip
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
     best = OmegaConf.load(sweep / "optimization_results.yaml")
     assert 0.0 <= best["best_value"] <= 1.0

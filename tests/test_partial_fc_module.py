@@ -8,17 +8,16 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-import torch.multiprocessing as mp
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
 from facerec.heads import PartialFC
 from facerec.heads.partial_fc import CHECKPOINT_KEY
-from facerec.module.face_module import FaceRecognitionModule
-from tests.helpers import free_port, join_as_torchrun_rank, quiet_trainer, smoke_model
+from facerec.module import FaceRecognitionModule
+from tests.helpers import free_port, join_as_torchrun_rank, quiet_trainer, registered_heads, smoke_model, spawn
 
 PARTIAL_FC = ("head=arcface", "classifier=partial_fc", "classifier.sample_rate=0.5")
-MARGIN_HEADS = ["adaface", "arcface", "arcface_center", "combined", "cosface", "subcenter_arcface"]
+MARGIN_HEADS = registered_heads(margin=True)
 CENTERS = "head.center_loss.centers"
 WEIGHT = "head.classifier.weight"
 
@@ -123,10 +122,11 @@ def _two_process_worker(rank: int, port: int, root: Path) -> None:
         torch.save(dict(model.net.named_parameters()), root / f"{name}_net_rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_sampled_partial_fc_trains_with_every_margin_head_in_two_processes(tmp_path):
     """Each rank trains its own shard's sampled centres; the network's weights stay identical on both ranks
     (batch-norm statistics are each rank's own)."""
-    mp.spawn(_two_process_worker, args=(free_port(), tmp_path), nprocs=2, join=True)
+    spawn(_two_process_worker, free_port(), tmp_path)
     for name in MARGIN_HEADS:
         nets = [torch.load(tmp_path / f"{name}_net_rank{r}.pt", weights_only=True) for r in range(2)]
         for key, value in nets[0].items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,17 +16,18 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from facerec.callbacks import InterruptCheckpoint, NonFiniteLossError
 from facerec.callbacks.nonfinite import first_nonfinite
-from facerec.module.face_module import FaceRecognitionModule
+from facerec.module import FaceRecognitionModule
 from facerec.run.training import train
-from tests.helpers import REPO, compose_config
+from tests.helpers import compose_config, start_process
 
 DETERMINISTIC = ("experiment=smoke", "trainer.deterministic=true", "head=center", "trainer.max_epochs=2")
 
 
 def start_train(output_dir: Path, data_dir: Path, *overrides: str) -> subprocess.Popen:
+    """``python train.py`` in the background (its group is killed when the test ends); SIGINT stops it even
+    where pytest runs with SIGINT ignored (``nohup ... &``)."""
     command = [sys.executable, "train.py", f"hydra.run.dir={output_dir}", f"paths.data_dir={data_dir}", *overrides]
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return start_process(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -43,6 +43,7 @@ def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_an_uninterrupted_run(data_dir, tmp_path):
     train(compose_config(*DETERMINISTIC, output_dir=tmp_path / "reference", data_dir=data_dir))
     killed = start_train(tmp_path / "killed", data_dir, *DETERMINISTIC)
@@ -76,6 +77,7 @@ def interrupt_training(run: Path, data_dir: Path, signum: signal.Signals) -> Non
     assert process.returncode == 128 + signum, output[-4000:]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_last_checkpoint_and_ckpt_path_last_resumes_it(data_dir, tmp_path):
     run = tmp_path / "run"
     interrupt_training(run, data_dir, signal.SIGTERM)
@@ -95,6 +97,7 @@ def test_sigterm_saves_last_checkpoint_and_ckpt_path_last_resumes_it(data_dir, t
     assert (run / ".hydra" / "resume_1" / "config.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_last_checkpoint_and_exits_130(data_dir, tmp_path):
     run = tmp_path / "run"
     interrupt_training(run, data_dir, signal.SIGINT)

@@ -6,8 +6,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 
 import pytest
 from omegaconf import OmegaConf
@@ -16,7 +14,7 @@ from facerec.run.checks import resolve_ckpt_path
 from facerec.run.directory import LOCK_NAME, RUN_ID_NAME, RunDirInUseError, hold_run_dir, write_records
 from facerec.run.hydra_callbacks import RunDirCheck
 from facerec.run.training import train
-from tests.helpers import compose_config, train_process
+from tests.helpers import compose_config, run_entry_point
 
 
 def write_lock(run_dir, pid: int, host: str | None = None) -> None:
@@ -25,26 +23,34 @@ def write_lock(run_dir, pid: int, host: str | None = None) -> None:
 
 
 def dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
+    """A process ID no process has now (found without starting one)."""
+    for pid in range(os.getpid() + 1000, 1, -1):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+    raise AssertionError("no free process ID")
 
 
+@pytest.mark.slow
 def test_a_second_run_in_a_live_runs_directory_exits_non_zero_and_changes_nothing(tmp_path):
     run = tmp_path / "run"
     write_lock(run, os.getpid())
-    result = train_process("experiment=smoke", f"hydra.run.dir={run}")
+    result = run_entry_point("train.py", "experiment=smoke", f"hydra.run.dir={run}", check=False)
     assert result.returncode != 0
     assert f"run directory {run} is in use by another run (PID {os.getpid()}" in result.stderr, result.stderr[-3000:]
     assert sorted(path.name for path in run.iterdir() if path.name != "train.log") == [LOCK_NAME]
 
 
+@pytest.mark.slow
 def test_a_new_run_in_a_finished_runs_directory_is_refused_and_its_records_kept(tmp_path):
     records = tmp_path / "run" / ".hydra"
     records.mkdir(parents=True)
     (records / "config.yaml").write_text("first: run\n")
     (tmp_path / "run" / "metrics.json").write_text("{}")  # it finished
-    result = train_process("experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_entry_point("train.py", "experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert result.returncode != 0
     assert "already holds another run (its .hydra/config.yaml): resume it with ckpt_path=last" in result.stderr
     assert (records / "config.yaml").read_text() == "first: run\n"
@@ -80,11 +86,14 @@ def test_default_run_directories_are_named_to_the_microsecond():
     assert re.fullmatch(r"/logs/train/runs/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6}", run_dir), run_dir
 
 
+@pytest.mark.slow
 def test_a_run_dir_whose_log_cannot_be_written_is_named(tmp_path):
     """Hydra opens ``<run dir>/train.log`` before the task; a read-only run dir used to end in
     ``Unable to configure handler 'file'``. (A directory in the log's place fails alike, also as root.)"""
     (tmp_path / "run" / "train.log").mkdir(parents=True)
-    result = train_process("experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path}")
+    result = run_entry_point(
+        "train.py", "experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}", data_dir=tmp_path, check=False
+    )
     assert result.returncode == 1
     assert f"cannot write the run log {tmp_path / 'run' / 'train.log'}" in result.stderr
     assert f"the run directory {tmp_path / 'run'} must be writable; choose another with hydra.run.dir=DIR" in (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import wandb
 from hydra.core.hydra_config import HydraConfig
 
@@ -10,6 +11,7 @@ from facerec.run.training import train
 from tests.helpers import compose_config
 
 
+@pytest.mark.slow  # wandb.init starts its service process (wandb-core)
 def test_wandb_and_csv_together_both_write(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("WANDB_API_KEY", "")

@@ -6,9 +6,7 @@ when unpickled); every entry point must refuse it, naming the key, and leave ``m
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,11 +18,11 @@ from omegaconf import OmegaConf
 import facerec
 from facerec.embed import main as embed_main
 from facerec.errors import CheckpointError
+from facerec.module import FaceRecognitionModule
 from facerec.module.allowlist import allowed_parts, check_hyperparameters
-from facerec.module.face_module import FaceRecognitionModule
 from facerec.module.schedule import LEGACY_SCHEDULE, WarmupDecay
 from facerec.run.training import train
-from tests.helpers import REPO, compose_config, evaluate_in_process, write_image
+from tests.helpers import REPO, compose_config, evaluate_in_process, run_process, write_image
 
 HP = "hyper_parameters"
 
@@ -163,17 +161,12 @@ def test_a_crafted_checkpoint_is_refused_naming_the_key_and_runs_nothing(
     assert not any((checkpoint.parent / "markers").iterdir())
 
 
+@pytest.mark.slow
 def test_the_embed_command_refuses_the_reproduction_in_one_line(crafted, images, tmp_path):
     key, checkpoint = crafted["torch.load"]
     command = [sys.executable, "-m", "facerec.embed", str(checkpoint), str(images), "--out", str(tmp_path / "e.npz")]
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    process = run_process(command, timeout=120, check=False)
+    out, err = process.stdout, process.stderr
     assert process.returncode == 2 and out == ""
     assert err.splitlines() == [err.strip()] and err.startswith(f"error: {checkpoint}: {key} = 'torch.load' is refused")
     assert not any((checkpoint.parent / "markers").iterdir()) and not (tmp_path / "e.npz").exists()

@@ -17,7 +17,8 @@ from facerec.data.synthetic import SyntheticSpec, generate
 from facerec.data.tools import folder_to_rec
 from facerec.data.training.folder import scan_identity_folder
 from facerec.data.training.recordio import IRHeader, RecordWriter, pack
-from tests.helpers import compose_config, quiet_trainer, read_metrics, run_dir, run_script, shared_file, write_image
+from facerec.run.training import train
+from tests.helpers import compose_config, evaluate_in_process, quiet_trainer, read_metrics, shared_file, write_image
 
 TINY = SyntheticSpec(
     num_identities=3,
@@ -40,8 +41,8 @@ def tiny(tmp_path_factory) -> Path:
 
 def test_folder2rec_then_train_with_data_rec(tiny, tmp_path):
     assert main(["folder2rec", str(tiny / "train"), str(tmp_path / "rec")]) == 0
-    run_script(
-        "train.py",
+    run = tmp_path / "run"
+    cfg = compose_config(
         "experiment=smoke",
         "data=rec",
         f"data.root={tmp_path / 'rec'}",
@@ -51,10 +52,10 @@ def test_folder2rec_then_train_with_data_rec(tiny, tmp_path):
         f"+data.val_sets.heldout.pairs={tiny / 'heldout' / 'pairs.txt'}",
         f"+data.val_sets.heldout.images={tiny / 'heldout' / 'images'}",
         "trainer.max_epochs=1",
-        log_dir=tmp_path / "logs",
+        output_dir=run,
         data_dir=tmp_path / "data",
     )
-    run = run_dir(tmp_path / "logs")
+    train(cfg)
     assert json.loads((run / "classes.json").read_text()) == ["0", "1", "2"]
     assert 0.0 <= read_metrics(run / "metrics.json")["heldout"]["accuracy"] <= 1.0
 
@@ -136,22 +137,21 @@ def test_bin_verification_set_through_the_val_dataloader():
     assert images.shape == (8, 3, 56, 56) and indices.tolist() == list(range(8))
 
 
-def test_eval_scores_a_real_bin_end_to_end(smoke_run, data_dir, tmp_path):
-    checkpoint = smoke_run / "checkpoints" / "last.ckpt"
+def test_eval_scores_a_real_bin_end_to_end(smoke_checkpoint, data_dir, tmp_path, capsys):
+    checkpoint = smoke_checkpoint
     hyper_parameters = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
     assert hyper_parameters["input_size"] == [32, 32], "the .bin's 112x112 images must be resized to the model's input"
-    result = run_script(
-        "eval.py",
+    evaluate_in_process(
         "data=folder",
         "data.num_workers=0",
         f"ckpt_path={checkpoint}",
         f"+data.val_sets.lfw.bin={shared_file('insightface/small_lfw.bin')}",
         f"metrics_file={tmp_path / 'lfw.json'}",
-        log_dir=tmp_path,
+        output_dir=tmp_path / "run",
         data_dir=data_dir,
     )
     metrics = read_metrics(tmp_path / "lfw.json")
-    assert list(metrics) == ["lfw"] and "│ lfw " in result.stdout  # the printed table's row
+    assert list(metrics) == ["lfw"] and "│ lfw " in capsys.readouterr().out  # the printed table's row
     lfw = metrics["lfw"]
     assert 0.0 <= lfw["accuracy"] <= 1.0 and lfw["accuracy_std"] >= 0.0 and lfw["xnorm"] > 0.0
     # small_lfw.bin holds only same-identity pairs (one per fold): no ROC, so its summaries are NaN.

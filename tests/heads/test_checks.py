@@ -8,7 +8,7 @@ import pytest
 
 from facerec.heads import create_head
 from facerec.heads.checks import check_range
-from tests.helpers import train_process
+from tests.helpers import run_entry_point
 
 
 @pytest.mark.parametrize(
@@ -63,8 +63,11 @@ def test_ints_are_floats_and_bounds_are_inclusive_where_stated():
         check_range("x", 0.0, 0.0, 1.0, low_open=True)
 
 
+@pytest.mark.slow
 def test_a_bad_head_parameter_stops_train_py_before_training_with_a_short_message(tmp_path):
-    result = train_process("experiment=smoke", "head.margin=abc", f"hydra.run.dir={tmp_path}")
+    result = run_entry_point(
+        "train.py", "experiment=smoke", "head.margin=abc", f"hydra.run.dir={tmp_path}", check=False
+    )
     assert result.returncode != 0
     assert "head.margin=abc has type str; head arcface needs float" in result.stderr, result.stderr[-3000:]
     assert len(result.stderr.splitlines()) < 20, result.stderr
