@@ -35,6 +35,7 @@ def test_unknown_option_lists_the_valid_ones():
     assert "arcface" in str(error.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_composes_with_every_head_and_builds_it(preset):
     for head in HEADS:

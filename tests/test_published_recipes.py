@@ -245,6 +245,7 @@ def tiny_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PRESETS)
 def test_two_training_steps_on_tiny_data(name, tiny_root, tmp_path):
     # 4 images at batch 2 (drop_last): 2 steps are exactly one epoch, then one verification of the 3 sets.
