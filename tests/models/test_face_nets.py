@@ -120,8 +120,13 @@ def test_published_parameter_counts(build, published: float, rel: float) -> None
     assert n_params(model) == pytest.approx(published, rel=rel)
 
 
+DEEPEST = {"iresnet100", "iresnet200"}  # seconds each even on the meta device: the slow lane builds them
+
+
 @pytest.mark.parametrize("neck", ["linear", "pool_fc", "gdc"])
-@pytest.mark.parametrize("name", FACE_NETS)
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=[pytest.mark.slow] if name in DEEPEST else []) for name in FACE_NETS]
+)
 def test_embedding_shapes(name: str, neck: str) -> None:
     """Forward and backward at 112×112 on the meta device: shapes only, no compute, so every net is covered."""
     with torch.device("meta"):
