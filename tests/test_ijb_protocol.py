@@ -242,7 +242,7 @@ def test_readers_accept_blank_lines_crlf_and_missing_final_newline(tmp_path):
     [
         (b"", r"meta.txt is empty: expected lines '(image_name|template_id1)"),
         (b"\n  \r\n", r"meta.txt is empty"),
-        (b"1 2 1\n\xe9.jpg 1 2\n", r"meta.txt:2: byte b'\\xe9' is not UTF-8 \(invalid continuation byte\)"),
+        (b"1 2 1\n\xe9.jpg 1 2\n", r"meta.txt:2: byte 0xe9 at offset 6 is not UTF-8; save the file as UTF-8"),
         (None, r"meta.txt is not a regular file \(a folder\?\): expected a text file of lines"),
     ],
     ids=["empty", "blank", "latin-1", "folder"],

@@ -366,7 +366,7 @@ def test_align_checks_every_landmark_before_writing(tmp_path, capsys, landmarks,
         (b"\n \t\n", r"landmarks.txt is empty"),
         (
             b"a.jpg 1 2 3 4 5 6 7 8 9 10\n\xe9.jpg 1 2 3 4 5 6 7 8 9 10\n",
-            r"landmarks.txt:2: byte b'\\xe9' is not UTF-8",
+            r"landmarks.txt:2: byte 0xe9 at offset \d+ is not UTF-8; save the file as UTF-8",
         ),
     ],
     ids=["empty", "blank", "latin-1"],

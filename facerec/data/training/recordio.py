@@ -12,6 +12,7 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
+from facerec.data.text import decode_text
 from facerec.errors import DataFileError
 
 # Frame per part: uint32 MAGIC, uint32 lrecord (low 29 bits: length; high 3: continuation flag), the bytes;
@@ -70,14 +71,7 @@ def _read_index(idx_path: Path, rec_size: int) -> dict[int, int]:
     if not idx_path.is_file():
         raise FileNotFoundError(f"RecordIO index not found: {idx_path}")
     data = idx_path.read_bytes()
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise RecordIOError(
-            f"{idx_path}:{line}: byte 0x{data[error.start]:02x} at offset {error.start} is not ASCII; "
-            "expected 'key<TAB>offset' lines of decimal integers"
-        ) from None
+    text = decode_text(data, idx_path, "ascii", RecordIOError, "expected 'key<TAB>offset' lines of decimal integers")
     offsets: dict[int, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

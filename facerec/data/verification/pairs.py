@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from facerec.data.text import decode_text
 from facerec.errors import DataFileError
 
 _NUMBER = re.compile(r"[0-9]{1,9}")
@@ -60,14 +61,9 @@ def read_pairs(path: str | Path, extension: str = ".jpg") -> PairList:
     if not path.is_file():
         raise FileNotFoundError(f"pairs file not found: {path}")
     data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise DataFileError(
-            f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
-            "a pairs file is UTF-8, with or without a byte order mark"
-        ) from None
+    text = decode_text(
+        data, path, "utf-8-sig", DataFileError, "a pairs file is UTF-8, with or without a byte order mark"
+    )
     lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if not lines:
         raise DataFileError(f"{path}: empty pairs file")
