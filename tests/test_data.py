@@ -97,9 +97,7 @@ def test_malformed_pairs_file_names_the_line(tmp_path):
 def test_pairs_file_that_is_not_utf8_or_has_huge_numbers_is_a_data_file_error(tmp_path):
     path = tmp_path / "pairs.txt"
     path.write_bytes(b"1\t1\nbob\t1\t2\nJos\xe9\t1\tann\t2\n")
-    with pytest.raises(
-        DataFileError, match=r"pairs\.txt:3: byte 0xe9 at offset 15 is not UTF-8; a pairs file is"
-    ):
+    with pytest.raises(DataFileError, match=r"pairs\.txt:3: byte 0xe9 at offset 15 is not UTF-8; a pairs file is"):
         read_pairs(path)
     path.write_text("1\t" + "9" * 5000 + "\n")
     with pytest.raises(DataFileError, match=r"pairs\.txt:1: header must be .*positive integers of at most 9 digits"):
