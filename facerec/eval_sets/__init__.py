@@ -8,7 +8,7 @@
 :func:`run_eval_sets` runs them.
 """
 
-from facerec.eval_sets.base import EvalSet, SetResults
+from facerec.eval_sets.base import EvalSet
 from facerec.eval_sets.build import KINDS, build_eval_set, check_eval_sets, run_eval_sets
 from facerec.eval_sets.ijb import IJBSet
 from facerec.eval_sets.search import SearchSet
@@ -18,7 +18,6 @@ __all__ = [
     "EvalSet",
     "IJBSet",
     "SearchSet",
-    "SetResults",
     "build_eval_set",
     "check_eval_sets",
     "run_eval_sets",

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
 from facerec.inference import FaceEmbedder
-
-
-class SetResults(NamedTuple):
-    """The results of one kind of set: its table's title, ``{set name: metrics}`` and the metrics shown."""
-
-    title: str
-    results: dict[str, dict[str, float]]
-    columns: tuple[str, ...]
 
 
 class EvalSet(ABC):

@@ -14,7 +14,7 @@ from typing import Any
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from facerec.eval_sets.base import EvalSet, SetResults
+from facerec.eval_sets.base import EvalSet
 from facerec.eval_sets.ijb import IJBSet
 from facerec.eval_sets.search import SearchSet
 from facerec.inference import FaceEmbedder
@@ -121,7 +121,7 @@ def run_eval_sets(
     output_dir: Path,
     batch_size: int = 64,
     num_workers: int = 0,
-) -> list[SetResults]:
+) -> dict[type[EvalSet], dict[str, dict[str, float]]]:
     """Runs every checked set (:func:`check_eval_sets`).
 
     Args:
@@ -132,7 +132,8 @@ def run_eval_sets(
         num_workers: Loader processes of a set that does not set its own.
 
     Returns:
-        One :class:`SetResults` per kind of set, in the order of :data:`KINDS` (then any other kind).
+        ``{kind: {set name: metrics}}`` in the order of :data:`KINDS` (then any other kind); a kind's
+        ``title`` and ``columns`` make its result table.
     """
     grouped: dict[type[EvalSet], dict[str, dict[str, float]]] = {kind: {} for kind in KINDS}
     for name, eval_set in eval_sets.items():
@@ -143,4 +144,4 @@ def run_eval_sets(
             batch_size if own_batch_size is None else own_batch_size,
             num_workers if own_num_workers is None else own_num_workers,
         )
-    return [SetResults(kind.title, results, kind.columns) for kind, results in grouped.items()]
+    return grouped

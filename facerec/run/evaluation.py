@@ -48,8 +48,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if eval_sets and trainer.is_global_zero:
         embedder = FaceEmbedder(model.net, image_size, crop, cfg.flip_test).to(trainer.strategy.root_device)
         loading = {"batch_size": cfg.data.get("eval_batch_size", 64), "num_workers": cfg.data.get("num_workers", 0)}
-        for kind in run_eval_sets(eval_sets, embedder, Path(cfg.paths.output_dir), **loading):
-            tables.append(ResultTable(kind.title, kind.results, kind.columns))
+        for kind, results in run_eval_sets(eval_sets, embedder, Path(cfg.paths.output_dir), **loading).items():
+            tables.append(ResultTable(kind.title, results, kind.columns))
     report(tables, cfg.metrics_file)
     if threshold is not None:
         print_threshold(threshold)
