@@ -1,34 +1,41 @@
-"""Classification heads: the classes (``conf/head`` configs target them), and ``create_head(name, E, C, **kwargs)``."""
+"""Classification heads composed of a classifier, a margin, a loss and extra loss terms.
 
-from facerec.heads.adaface import AdaFaceHead
-from facerec.heads.arcface import ArcFaceHead
-from facerec.heads.arcface_center import ArcFaceCenterHead
-from facerec.heads.base import Head, HeadOutput, MarginHead
+``conf/head/<name>.yaml`` targets :class:`Head` and composes ``conf/margin``, ``conf/classifier`` and
+``conf/loss_term`` configs; :func:`create_head` builds one from a margin name in Python.
+"""
+
 from facerec.heads.build import build_head, create_head
-from facerec.heads.center import CenterHead
-from facerec.heads.combined import CombinedMarginHead
-from facerec.heads.cosface import CosFaceHead
-from facerec.heads.partial_fc import PartialFC
-from facerec.heads.registry import list_heads, register_head, registered_name
-from facerec.heads.softmax import SoftmaxHead
-from facerec.heads.subcenter_arcface import SubCenterArcFaceHead
+from facerec.heads.center_loss import CenterLoss
+from facerec.heads.classifiers import FullClassifier, PartialFC
+from facerec.heads.head import Head, HeadOutput
+from facerec.heads.losses import ClassificationLoss, CrossEntropy
+from facerec.heads.margin import ClassColumns, Margin, MarginInput, TargetMargin
+from facerec.heads.margins import AdaFace, ArcFace, CombinedMargin, CosFace, Softmax
+from facerec.heads.registry import list_margins, margin_class, register_margin, registered_margins
+from facerec.heads.terms import LossTerm
 
 __all__ = [
-    "AdaFaceHead",
-    "ArcFaceCenterHead",
-    "ArcFaceHead",
-    "CenterHead",
-    "CombinedMarginHead",
-    "CosFaceHead",
+    "AdaFace",
+    "ArcFace",
+    "CenterLoss",
+    "ClassColumns",
+    "ClassificationLoss",
+    "CombinedMargin",
+    "CosFace",
+    "CrossEntropy",
+    "FullClassifier",
     "Head",
     "HeadOutput",
-    "MarginHead",
+    "LossTerm",
+    "Margin",
+    "MarginInput",
     "PartialFC",
-    "SoftmaxHead",
-    "SubCenterArcFaceHead",
+    "Softmax",
+    "TargetMargin",
     "build_head",
     "create_head",
-    "list_heads",
-    "register_head",
-    "registered_name",
+    "list_margins",
+    "margin_class",
+    "register_margin",
+    "registered_margins",
 ]

@@ -1,85 +1,104 @@
-"""Head construction: :func:`create_head` by name, :func:`build_head` from a ``conf/head`` config."""
+"""Head construction: :func:`build_head` from a ``conf/head`` config, :func:`create_head` from a margin name."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from facerec.heads.base import Head, MarginHead
-from facerec.heads.checks import check_head_parameters
-from facerec.heads.partial_fc import PartialFC
-from facerec.heads.registry import head_class, registered_name
+from hydra.utils import get_class, instantiate
 
-log = logging.getLogger(__name__)
+from facerec.heads.checks import check_parameters
+from facerec.heads.classifiers.full import FullClassifier
+from facerec.heads.classifiers.partial_fc import PartialFC
+from facerec.heads.head import Head
+from facerec.heads.legacy import is_legacy, upgrade_config
+from facerec.heads.registry import margin_class
 
-LEGACY_TARGET = "facerec.heads.create_head"
-"""Old-style head config ``_target_`` (with a ``name`` key), still accepted by :func:`build_head`."""
+CLASSIFIERS: dict[str, type[FullClassifier]] = {"full": FullClassifier, "partial_fc": PartialFC}
+"""``conf/classifier/`` names and their classes."""
+BUILT_BY_THE_HEAD = ("embedding_size", "num_classes", "rows_per_class", "bias", "linear_init")
+"""Arguments the head passes to its classifier and terms; a config must not set them."""
 
-CLASSIFIERS = {"full": set(), "partial_fc": {"sample_rate"}}
-"""``conf/classifier/`` names and the options each takes besides ``name``."""
+
+def check_head_config(config: Mapping, path: str = "head") -> None:
+    """Checks every part's ``_target_`` and parameter names and types before anything is built.
+
+    Raises:
+        ValueError: A ``_target_`` that cannot be imported, or a parameter its class does not take
+            (the message names the key path, e.g. ``head.margin``, and lists the valid parameters).
+        TypeError: A value of the wrong type, e.g. ``head.margin.margin=abc``.
+    """
+    target = config.get("_target_")
+    if target is not None:
+        try:
+            cls = get_class(target)
+        except Exception as error:  # Hydra raises ImportError or ValueError variants
+            raise ValueError(f"{path}._target_={target} cannot be imported: {error}") from None
+        own = {key: value for key, value in config.items() if not key.startswith("_")}
+        check_parameters(path, cls, own, skip=BUILT_BY_THE_HEAD)
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            check_head_config(value, f"{path}.{key}")
+
+
+def build_head(config: Mapping, embedding_size: int, num_classes: int) -> Head:
+    """Builds a head from its ``conf/head`` config (``_target_: facerec.heads.Head``), as the LightningModule does.
+
+    A config written before heads were composed (a checkpoint's) is upgraded first
+    (:func:`~facerec.heads.legacy.upgrade_config`).
+
+    Raises:
+        ValueError, TypeError: As :func:`check_head_config`, or a value out of range.
+    """
+    config = upgrade_config(config) if is_legacy(config) else config
+    check_head_config(config)
+    return instantiate(config, embedding_size=embedding_size, num_classes=num_classes, _convert_="all")
+
+
+def classifier_factory(classifier: Mapping | Callable[..., FullClassifier] | None) -> Callable[..., FullClassifier]:
+    """A classifier factory from ``{"name": "full" | "partial_fc", **options}`` (or a factory, returned as is)."""
+    if classifier is None or callable(classifier):
+        return classifier or FullClassifier
+    options = dict(classifier)
+    name = options.pop("name", "full")
+    if name not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {name!r}; valid classifiers: {', '.join(CLASSIFIERS)}")
+    check_parameters("head.classifier", CLASSIFIERS[name], options, skip=BUILT_BY_THE_HEAD)
+    return functools.partial(CLASSIFIERS[name], **options)
 
 
 def create_head(
     name: str,
     embedding_size: int,
     num_classes: int,
-    classifier: Mapping | None = None,
-    partial_fc: Mapping | None = None,
-    **kwargs,
+    classifier: Mapping | Callable[..., FullClassifier] | None = None,
+    terms: Mapping[str, Any] | None = None,
+    subcenters: int = 1,
+    **margin: Any,
 ) -> Head:
-    """Builds the head registered as ``name`` (as in ``conf/head/<name>.yaml``), checking its parameters.
+    """A head with the margin registered as ``name``, for Python use (configs use :func:`build_head`).
 
     Args:
-        name: Registered head name, e.g. ``"arcface"``.
-        embedding_size: E, the embedding dimension.
-        num_classes: C, the number of identities.
-        classifier: ``{"name": "full"}`` (default) or ``{"name": "partial_fc", "sample_rate": r}``
-            (margin heads only: :class:`~facerec.heads.partial_fc.PartialFC`; with ``softmax``/``center``
-            a warning is logged and the full classifier kept).
-        partial_fc: Old-style ``{"enabled": bool, "sample_rate": r}``; used when ``classifier`` is None.
-        **kwargs: The head's own parameters (``scale``, ``margin``, ...).
-
-    Raises:
-        ValueError: Unregistered ``name``, unknown or out-of-range parameter, unknown ``classifier``
-            or option. Messages list the valid values.
-        TypeError: A parameter of the wrong type (e.g. ``margin="abc"``).
-    """
-    cls = head_class(name)
-    check_head_parameters(name, cls, kwargs)
-    head = cls(embedding_size=embedding_size, num_classes=num_classes, **kwargs)
-    if partial_fc is not None and classifier is None:
-        legacy = dict(partial_fc)  # when disabled, sample_rate is dropped: the full classifier takes no options
-        classifier = {"name": "partial_fc", **legacy} if legacy.pop("enabled", False) else {"name": "full"}
-    options = dict(classifier or {"name": "full"})
-    kind = options.pop("name", "full")
-    if kind not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier {kind!r}; valid classifiers: {', '.join(CLASSIFIERS)}")
-    unknown = set(options) - CLASSIFIERS[kind]
-    if unknown:
-        valid = ", ".join(sorted(CLASSIFIERS[kind])) or "none"
-        raise ValueError(f"classifier {kind} takes no options {sorted(unknown)}; valid: {valid}")
-    if kind == "full":
-        return head
-    if not isinstance(head, MarginHead):  # a preset's classifier=partial_fc composed with head=softmax or center
-        log.warning("classifier=partial_fc needs a margin head; head %s has none and keeps every class centre", name)
-        return head
-    head.classifier = PartialFC(head.classifier, sample_rate=float(options.get("sample_rate", 1.0)))
-    return head
-
-
-def build_head(config: Mapping, embedding_size: int, num_classes: int) -> Head:
-    """Builds a head from its ``conf/head`` config, as the LightningModule does.
-
-    Args:
-        config: ``_target_`` (a registered head class, e.g. ``facerec.heads.ArcFaceHead``, or
-            :data:`LEGACY_TARGET` with ``name``), the head's parameters and ``classifier``.
+        name: Registered margin name, e.g. ``"arcface"`` (:func:`~facerec.heads.list_margins`).
         embedding_size: E.
         num_classes: C.
+        classifier: ``{"name": "full"}`` (default) or ``{"name": "partial_fc", "sample_rate": r}``, or a factory.
+        terms: Extra loss terms by name (:class:`~facerec.heads.terms.LossTerm` or factories).
+        subcenters: K centres per class.
+        **margin: The margin's parameters (``scale``, ``margin``, ...).
 
     Raises:
-        ValueError, TypeError: As :func:`create_head`; ValueError also for an unregistered ``_target_``.
+        ValueError: Unregistered ``name``, unknown or out-of-range parameter, unknown classifier.
+        TypeError: A parameter of the wrong type.
     """
-    options = dict(config)
-    target = options.pop("_target_")
-    name = options.pop("name") if target == LEGACY_TARGET else registered_name(target)
-    return create_head(name, embedding_size, num_classes, **options)
+    cls = margin_class(name)
+    check_parameters("head.margin", cls, margin)
+    return Head(
+        embedding_size,
+        num_classes,
+        cls(**margin),
+        classifier=classifier_factory(classifier),
+        terms=terms,
+        subcenters=subcenters,
+    )

@@ -9,8 +9,6 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-BUILT_BY_THE_MODULE = ("self", "embedding_size", "num_classes")
-
 
 def _accepts(annotation: Any, value: Any) -> bool:
     """Whether ``value`` fits a parameter annotated ``float``, ``int``, ``bool``, ``str`` or a union of them."""
@@ -33,37 +31,39 @@ def _describe(annotation: Any) -> str:
     return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 
-def constructor_parameters(head_class: type) -> tuple[list[str], dict[str, Any]]:
-    """Names and annotations of a head's own constructor parameters, following ``**kwargs`` up the MRO."""
+def constructor_parameters(cls: type, skip: tuple[str, ...] = ()) -> tuple[list[str], dict[str, Any]]:
+    """Names and annotations of a class' constructor parameters (less ``skip``), following ``**kwargs`` up the MRO."""
     names: list[str] = []
     hints: dict[str, Any] = {}
-    for cls in head_class.__mro__:
-        if "__init__" not in vars(cls):
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
             continue
-        parameters = inspect.signature(cls.__init__).parameters.values()
+        parameters = inspect.signature(klass.__init__).parameters.values()
         named = [p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-        names += [key for key in named if key not in BUILT_BY_THE_MODULE and key not in names]
-        hints = typing.get_type_hints(cls.__init__) | hints
+        names += [key for key in named if key != "self" and key not in skip and key not in names]
+        hints = typing.get_type_hints(klass.__init__) | hints
         if not any(p.kind is p.VAR_KEYWORD for p in parameters):
             break
     return names, hints
 
 
-def check_head_parameters(name: str, head_class: type, parameters: Mapping[str, Any]) -> None:
-    """Checks ``parameters``' names and types against ``head_class.__init__`` (``name``: for messages).
+def check_parameters(path: str, cls: type, parameters: Mapping[str, Any], skip: tuple[str, ...] = ()) -> None:
+    """Checks ``parameters``' names and types against ``cls.__init__`` (``path``: the config key, for messages).
 
     Raises:
-        ValueError: A parameter the head does not take (the message lists those it takes).
-        TypeError: A value not matching its annotation, e.g. ``head.margin=abc``.
+        ValueError: A parameter the class does not take (the message lists those it takes).
+        TypeError: A value not matching its annotation, e.g. ``head.margin.margin=abc``.
     """
-    valid, hints = constructor_parameters(head_class)
+    valid, hints = constructor_parameters(cls, skip)
     unknown = sorted(set(parameters) - set(valid))
     if unknown:
-        raise ValueError(f"head {name} takes no parameter {', '.join(unknown)}; its parameters: {', '.join(valid)}")
+        raise ValueError(
+            f"{path} ({cls.__name__}) takes no parameter {', '.join(unknown)}; its parameters: {', '.join(valid)}"
+        )
     for key, value in parameters.items():
         if key in hints and not _accepts(hints[key], value):
             raise TypeError(
-                f"head.{key}={value} has type {type(value).__name__}; head {name} needs {_describe(hints[key])}"
+                f"{path}.{key}={value} has type {type(value).__name__}; {cls.__name__} needs {_describe(hints[key])}"
             )
 
 

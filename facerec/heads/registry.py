@@ -1,54 +1,48 @@
-"""Name → head class registry used by :func:`~facerec.heads.build.create_head`."""
+"""Name → margin class registry: ``conf/margin/<name>.yaml`` targets a registered class."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from facerec.heads.base import Head
+from facerec.heads.margin import Margin
 
-_HEADS: dict[str, type[Head]] = {}
+_MARGINS: dict[str, type[Margin]] = {}
 
 
-def register_head(name: str) -> Callable[[type[Head]], type[Head]]:
-    """Class decorator registering a :class:`Head` subclass as ``name``.
+def register_margin(name: str) -> Callable[[type[Margin]], type[Margin]]:
+    """Class decorator registering a :class:`~facerec.heads.margin.Margin` subclass as ``name``.
+
+    A registered margin may be built from a checkpoint's hyper-parameters and is covered by the head
+    contract tests (``tests/heads/test_contract.py``) without editing them.
 
     Raises:
-        TypeError: The class is not a :class:`Head`.
+        TypeError: The class is not a :class:`~facerec.heads.margin.Margin`.
         ValueError: ``name`` is already registered.
     """
 
-    def wrap(cls: type[Head]) -> type[Head]:
-        if not issubclass(cls, Head):
-            raise TypeError(f"{cls.__name__} must subclass facerec.heads.Head to be registered as a head")
-        if name in _HEADS:
-            raise ValueError(f"head {name!r} is already registered by {_HEADS[name].__name__}")
-        _HEADS[name] = cls
+    def wrap(cls: type[Margin]) -> type[Margin]:
+        if not (isinstance(cls, type) and issubclass(cls, Margin)):
+            raise TypeError(f"{cls!r} must subclass facerec.heads.Margin to be registered as a margin")
+        if name in _MARGINS and _MARGINS[name] is not cls:
+            raise ValueError(f"margin {name!r} is already registered by {_MARGINS[name].__name__}")
+        _MARGINS[name] = cls
         return cls
 
     return wrap
 
 
-def list_heads() -> list[str]:
-    """Sorted names of all registered heads."""
-    return sorted(_HEADS)
+def list_margins() -> list[str]:
+    """Sorted names of all registered margins."""
+    return sorted(_MARGINS)
 
 
-def registered_name(target: str | type) -> str:
-    """Registered name of a head class or its import path (a config's ``_target_``).
-
-    Raises:
-        ValueError: Not a registered head class (the message lists the valid ones).
-    """
-    path = target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}"
-    for name, cls in _HEADS.items():
-        if path in (f"{cls.__module__}.{cls.__qualname__}", f"facerec.heads.{cls.__qualname__}"):
-            return name
-    valid = ", ".join(f"facerec.heads.{_HEADS[name].__qualname__}" for name in list_heads())
-    raise ValueError(f"head _target_ {path} is not a registered head class; valid: {valid}")
+def margin_class(name: str) -> type[Margin]:
+    """Margin class registered as ``name``; ValueError (listing valid names) if there is none."""
+    if name not in _MARGINS:
+        raise ValueError(f"unknown margin {name!r}; valid margins: {', '.join(list_margins())}")
+    return _MARGINS[name]
 
 
-def head_class(name: str) -> type[Head]:
-    """Head class registered as ``name``; ValueError (listing valid names) if there is none."""
-    if name not in _HEADS:
-        raise ValueError(f"unknown head {name!r}; valid heads: {', '.join(list_heads())}")
-    return _HEADS[name]
+def registered_margins() -> list[type[Margin]]:
+    """Every registered margin class, in name order."""
+    return [_MARGINS[name] for name in list_margins()]

@@ -14,8 +14,8 @@ from lightning import LightningModule
 from lightning.pytorch.core.saving import CHECKPOINT_PAST_HPARAMS_KEYS
 
 from facerec.errors import CheckpointError
-from facerec.heads.build import LEGACY_TARGET
-from facerec.heads.registry import head_class, list_heads
+from facerec.heads import ClassificationLoss, FullClassifier, Head, LossTerm, registered_margins
+from facerec.heads.legacy import legacy_targets
 from facerec.models.backbone import WEIGHT_SOURCES, check_backbone_name, create_backbone
 from facerec.models.necks import NECKS
 from facerec.module.schedule import LEGACY_SCHEDULE, WarmupDecay
@@ -62,23 +62,44 @@ def allowed_parts() -> dict[str, Part]:
     return {
         "backbone": part([create_backbone], "facerec.models"),
         "neck": part(NECKS, "facerec.models"),
-        "head": part([head_class(name) for name in list_heads()], "facerec.heads", LEGACY_TARGET),
+        "head": part([Head], "facerec.heads", *sorted(legacy_targets())),
         "optimizer": part(optimizers, "torch.optim", described="a torch.optim optimizer (e.g. torch.optim.SGD)"),
         "scheduler": part([WarmupDecay], "facerec.module", LEGACY_SCHEDULE),
     }
 
 
-def refusals(value: Any, path: str, in_part: bool) -> Iterator[tuple[str, Any, str]]:
-    """(key path, value, why) for every ``_`` key at or below ``path``, and ``${...}`` strings in a part."""
+def subclasses(cls: type) -> list[type]:
+    """``cls`` and every subclass defined so far."""
+    return [cls, *(sub for child in cls.__subclasses__() for sub in subclasses(child))]
+
+
+def head_components() -> Part:
+    """What a head's nested ``_target_`` may name: registered margins, classifiers, losses and loss terms."""
+    classes = [*registered_margins(), *subclasses(FullClassifier), *subclasses(ClassificationLoss)]
+    classes += [cls for cls in subclasses(LossTerm) if cls is not LossTerm]
+    return part(classes, "facerec.heads", described="a registered margin or a facerec classifier, loss or loss term")
+
+
+def refusals(value: Any, path: str, in_part: bool, nested: Part | None = None) -> Iterator[tuple[str, Any, str]]:
+    """(key path, value, why) for every ``_`` key at or below ``path``, and ``${...}`` strings in a part.
+
+    ``nested``: the ``_target_`` values allowed below ``path`` (with ``_partial_: true``), for composed parts.
+    """
     if isinstance(value, Mapping):
         for key, item in value.items():
-            if isinstance(key, str) and key.startswith("_"):
+            if nested is not None and key == "_target_":
+                if not isinstance(item, str) or item not in nested.targets:
+                    yield f"{path}.{key}", item, f"a part of the head may only be {nested.described}"
+            elif nested is not None and key == "_partial_":
+                if item is not True:
+                    yield f"{path}.{key}", item, "_partial_ may only be true"
+            elif isinstance(key, str) and key.startswith("_"):
                 yield f"{path}.{key}", item, INSTRUCTION
             else:
-                yield from refusals(item, f"{path}.{key}", in_part)
+                yield from refusals(item, f"{path}.{key}", in_part, nested)
     elif isinstance(value, list | tuple | set | frozenset):
         for index, item in enumerate(value):
-            yield from refusals(item, f"{path}[{index}]", in_part)
+            yield from refusals(item, f"{path}[{index}]", in_part, nested)
     elif in_part and isinstance(value, str) and "${" in value:
         yield path, value, INTERPOLATION
 
@@ -109,7 +130,8 @@ def argument_refusals(arguments: Any, key: str) -> Iterator[tuple[str, Any, str]
         path, target = f"{key}.{name}", config.get("_target_")
         if not isinstance(target, str) or target not in parts[name].targets:
             yield f"{path}._target_", target, f"the {name} may only be {parts[name].described}"
-        yield from refusals({k: v for k, v in config.items() if k != "_target_"}, path, in_part=True)
+        nested = head_components() if name == "head" else None
+        yield from refusals({k: v for k, v in config.items() if k != "_target_"}, path, in_part=True, nested=nested)
         if name == "backbone":
             yield from backbone_refusals(config, path)
     for name, value in arguments.items():

@@ -7,14 +7,14 @@ import math
 import torch
 from torch import Tensor
 
-from facerec.heads.base import MarginHead
 from facerec.heads.checks import check_range
+from facerec.heads.margin import TargetMargin
 from facerec.heads.numerics import safe_acos
-from facerec.heads.registry import register_head
+from facerec.heads.registry import register_margin
 
 
-@register_head("combined")
-class CombinedMarginHead(MarginHead):
+@register_margin("combined")
+class CombinedMargin(TargetMargin):
     """Target logit ``s·(cos(m1·θ_y + m2) − m3)``.
 
     ``m1 = 1, m3 = 0``: ArcFace; ``m1 = 1, m2 = 0``: CosFace; ``m2 = m3 = 0``: SphereFace. Past
@@ -24,8 +24,6 @@ class CombinedMarginHead(MarginHead):
     target logit is non-increasing in θ on ``[0, π]`` for every valid combination.
 
     Args:
-        embedding_size: E.
-        num_classes: C.
         scale: s (default 64).
         m1: Multiplicative angular margin, > 0 (default 1.0).
         m2: Additive angular margin in radians, in [0, π) (default 0.3).
@@ -37,17 +35,15 @@ class CombinedMarginHead(MarginHead):
 
     def __init__(
         self,
-        embedding_size: int,
-        num_classes: int,
         scale: float = 64.0,
         m1: float = 1.0,
         m2: float = 0.3,
         m3: float = 0.2,
     ) -> None:
-        super().__init__(embedding_size, num_classes, scale)
-        check_range("m1", m1, 0.0, low_open=True)
-        check_range("m2", m2, 0.0, math.pi, high_open=True)
-        check_range("m3", m3, 0.0, 1.0, high_open=True)
+        super().__init__(scale)
+        check_range("margin.m1", m1, 0.0, low_open=True)
+        check_range("margin.m2", m2, 0.0, math.pi, high_open=True)
+        check_range("margin.m3", m3, 0.0, 1.0, high_open=True)
         self.m1, self.m2, self.m3 = m1, m2, m3
         self.theta_max = (math.pi - m2) / m1
         self.fallback_penalty = max(m2 * math.sin(m2), 1.0 + math.cos(min(self.theta_max, math.pi)))

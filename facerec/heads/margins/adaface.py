@@ -7,14 +7,14 @@ import math
 import torch
 from torch import Tensor
 
-from facerec.heads.base import MarginHead
 from facerec.heads.checks import check_range
+from facerec.heads.margin import TargetMargin
 from facerec.heads.numerics import safe_acos
-from facerec.heads.registry import register_head
+from facerec.heads.registry import register_margin
 
 
-@register_head("adaface")
-class AdaFaceHead(MarginHead):
+@register_margin("adaface")
+class AdaFace(TargetMargin):
     """Target logit ``s·(cos(clip(θ_y + g_angle, ε, π − ε)) − g_add)``, ``g_angle = −m·ẑ``, ``g_add = m·ẑ + m``.
 
     Quality proxy ``ẑ_i = clip((‖x_i‖ − μ)/(σ + ε) · h, −1, 1)`` from the detached norm clipped to
@@ -23,8 +23,6 @@ class AdaFaceHead(MarginHead):
     margin, low-norm ones a CosFace-like additive one.
 
     Args:
-        embedding_size: E.
-        num_classes: C.
         scale: s (default 64).
         margin: m (default 0.4).
         h: Concentration of ẑ (default 0.333).
@@ -37,19 +35,17 @@ class AdaFaceHead(MarginHead):
 
     def __init__(
         self,
-        embedding_size: int,
-        num_classes: int,
         scale: float = 64.0,
         margin: float = 0.4,
         h: float = 0.333,
         momentum: float = 0.01,
         eps: float = 1e-3,
     ) -> None:
-        super().__init__(embedding_size, num_classes, scale)
-        check_range("margin", margin, 0.0, math.pi / 2, high_open=True)
-        check_range("h", h, 0.0, 1.0)
-        check_range("momentum", momentum, 0.0, 1.0, low_open=True)
-        check_range("eps", eps, 0.0, 0.1, low_open=True)
+        super().__init__(scale)
+        check_range("margin.margin", margin, 0.0, math.pi / 2, high_open=True)
+        check_range("margin.h", h, 0.0, 1.0)
+        check_range("margin.momentum", momentum, 0.0, 1.0, low_open=True)
+        check_range("margin.eps", eps, 0.0, 0.1, low_open=True)
         self.margin = margin
         self.h = h
         self.momentum = momentum

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from facerec.heads.base import MarginHead
 from facerec.heads.checks import check_range
-from facerec.heads.registry import register_head
+from facerec.heads.margin import TargetMargin
+from facerec.heads.registry import register_margin
 
 
-@register_head("cosface")
-class CosFaceHead(MarginHead):
+@register_margin("cosface")
+class CosFace(TargetMargin):
     """Target logit ``s·(cos θ_y − m)``.
 
     Args:
-        embedding_size: E.
-        num_classes: C.
         scale: s (default 64).
         margin: m in [0, 1) (default 0.35).
     """
 
-    def __init__(self, embedding_size: int, num_classes: int, scale: float = 64.0, margin: float = 0.35) -> None:
-        super().__init__(embedding_size, num_classes, scale)
-        check_range("margin", margin, 0.0, 1.0, high_open=True)
+    def __init__(self, scale: float = 64.0, margin: float = 0.35) -> None:
+        super().__init__(scale)
+        check_range("margin.margin", margin, 0.0, 1.0, high_open=True)
         self.margin = margin
 
     def target_logit(self, cos_target: Tensor, norms: Tensor) -> Tensor:

@@ -7,21 +7,19 @@ import math
 import torch
 from torch import Tensor
 
-from facerec.heads.base import MarginHead
 from facerec.heads.checks import check_range
-from facerec.heads.registry import register_head
+from facerec.heads.margin import TargetMargin
+from facerec.heads.registry import register_margin
 
 
-@register_head("arcface")
-class ArcFaceHead(MarginHead):
+@register_margin("arcface")
+class ArcFace(TargetMargin):
     """Target logit ``s·cos(θ_y + m)``.
 
     Where ``θ_y + m > π`` it uses the monotonic fallback ``cos θ_y − m·sin m`` (insightface's
     ``th``/``mm``). With ``easy_margin`` the margin applies only where ``cos θ_y > 0``.
 
     Args:
-        embedding_size: E.
-        num_classes: C.
         scale: s (default 64).
         margin: m in radians (default 0.5).
         easy_margin: Apply the margin only to positive target cosines.
@@ -29,14 +27,12 @@ class ArcFaceHead(MarginHead):
 
     def __init__(
         self,
-        embedding_size: int,
-        num_classes: int,
         scale: float = 64.0,
         margin: float = 0.5,
         easy_margin: bool = False,
     ) -> None:
-        super().__init__(embedding_size, num_classes, scale)
-        check_range("margin", margin, 0.0, math.pi / 2, high_open=True)
+        super().__init__(scale)
+        check_range("margin.margin", margin, 0.0, math.pi / 2, high_open=True)
         self.margin = margin
         self.easy_margin = easy_margin
 

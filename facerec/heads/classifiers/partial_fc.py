@@ -4,20 +4,21 @@ With r = 1 loss and gradients equal the full classifier's on the global batch; n
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
-from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
 from facerec.distributed import all_reduce, gather_rows, gather_rows_with_grad, rank_and_world_size, scale_grad
-from facerec.heads.classifier import Classifier, Cosines
-from facerec.heads.sampled_rows import SampledRows, is_per_row
-
-CHECKPOINT_KEY = "partial_fc"
-"""Checkpoint entry recording the centres' optimizer slot and whether rows were sampled."""
+from facerec.heads.checks import check_range
+from facerec.heads.classifiers.full import FullClassifier
+from facerec.heads.classifiers.partial_fc_checkpoint import consolidate_checkpoint, shard_checkpoint
+from facerec.heads.classifiers.sampled_rows import SampledRows
+from facerec.heads.classifiers.sharded_clipping import clip_grad_norm_sharded_
+from facerec.heads.margin import MarginInput
 
 
 class _DistributedCrossEntropy(torch.autograd.Function):
@@ -47,30 +48,63 @@ class _DistributedCrossEntropy(torch.autograd.Function):
         return prob * (grad / labels.shape[0]), None
 
 
-class PartialFC(Classifier):
-    """A margin head's class centres sharded across ranks, negatives sampled (``classifier=partial_fc``).
+class ShardedColumns:
+    """:class:`~facerec.heads.margin.ClassColumns` of one rank's class columns (collectives over ranks)."""
+
+    def __init__(self, num_classes: int, local_columns: int, grad_scale: float) -> None:
+        self.num_classes = num_classes
+        self.local_columns = local_columns
+        self.grad_scale = grad_scale
+
+    @functools.cached_property
+    def num_columns(self) -> int:
+        """Columns of this step over all ranks (one collective, on first use)."""
+        return int(all_reduce(torch.tensor(self.local_columns)).item())
+
+    def sum(self, values: Tensor) -> Tensor:
+        """(B, n) → (B,) sum over all ranks' columns; the gradient reaches this rank's columns only."""
+        local = values.sum(dim=1)
+        total = all_reduce(local.detach().clone())
+        return local + (total - local.detach())
+
+    def max(self, values: Tensor) -> Tensor:
+        """(B, n) → (B,) max over all ranks' columns, no gradient."""
+        return all_reduce(values.detach().max(dim=1).values, torch.distributed.ReduceOp.MAX)
+
+    def cross_entropy(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Global-batch mean cross-entropy over all ranks' columns (distributed log-sum-exp)."""
+        return _DistributedCrossEntropy.apply(logits, labels)
+
+
+class PartialFC(FullClassifier):
+    """Class centres sharded across ranks, negatives sampled (``classifier=partial_fc``), for any margin.
 
     With C classes on W ranks, rank k holds classes ``[k·n, min((k+1)·n, C))``, ``n = ⌈C/W⌉``;
-    :attr:`weight` is that shard (K·classes, E), the full matrix until :meth:`shard`. Each step gathers
-    all ranks' embeddings (with gradient) and labels, keeps the shard's classes present in the global
-    batch plus random others up to ``⌈r·shard⌉``, and applies the margin to the global batch (so AdaFace
-    sees single-process batch statistics). Logits are (B_global, n_sampled), not class-indexed
-    (:attr:`full_logits` False); the loss is the global-batch mean, equal on all ranks. Per-sample terms
+    :attr:`weight` is that shard, the full matrix until :meth:`shard`. Each step gathers all ranks'
+    embeddings (with gradient) and labels, keeps the shard's classes present in the global batch plus
+    random others up to ``⌈r·shard⌉``, and gives the margin the global batch against those columns
+    (so batch statistics equal a single process'). Logits are (B_global, n_sampled), not class-indexed
+    (:attr:`full_logits` False); the loss is the global-batch mean, equal on all ranks. Extra loss terms
     (center loss, centres replicated) use each rank's own samples (:meth:`batch_mean`).
 
     With r < 1 only sampled centres get gradient and optimizer state
-    (:class:`~facerec.heads.sampled_rows.SampledRows`), so step cost scales with r. The optimizer must
-    hold ``head.param_groups()``; outside Lightning call the hooks around each step::
+    (:class:`~facerec.heads.classifiers.sampled_rows.SampledRows`), so step cost scales with r. The
+    optimizer must hold ``head.param_groups()``; outside Lightning call the hooks around each step::
 
         optimizer = torch.optim.SGD(head.param_groups(), lr=0.1, momentum=0.9)
         head(embeddings, labels).loss.backward()
         head.before_optimizer_step(optimizer)
         optimizer.step()
-        head.update_after_step()
+        head.after_optimizer_step()
         optimizer.zero_grad()
 
+    Checkpoints hold the centres unsharded (:mod:`~facerec.heads.classifiers.partial_fc_checkpoint`), so a
+    run resumes at any world size; gradient clipping by norm uses the whole gradient
+    (:mod:`~facerec.heads.classifiers.sharded_clipping`).
+
     Args:
-        centres: The full classifier to shard (a margin head's ``classifier``).
+        embedding_size, num_classes, rows_per_class, bias, linear_init: As
+            :class:`~facerec.heads.classifiers.full.FullClassifier`.
         sample_rate: r in (0, 1], share of the shard's classes used per step (batch classes always kept).
         rank: This process' rank; default: the process group's, 0 without one.
         world_size: Number of ranks; default: the process group's, 1 without one.
@@ -80,26 +114,24 @@ class PartialFC(Classifier):
             gradient), or the world size after :meth:`setup_distributed` (undoes DDP's averaging).
 
     Raises:
-        TypeError: ``centres`` is not a plain :class:`~facerec.heads.classifier.Classifier` (e.g. the
-            linear layer of ``softmax``/``center``).
         ValueError: ``sample_rate`` outside (0, 1], or a rank's shard would be empty.
     """
 
     full_logits = False
 
     def __init__(
-        self, centres: Classifier, sample_rate: float = 1.0, rank: int | None = None, world_size: int | None = None
+        self,
+        embedding_size: int,
+        num_classes: int,
+        rows_per_class: int = 1,
+        bias: bool = False,
+        linear_init: bool = False,
+        sample_rate: float = 1.0,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
-        if not isinstance(centres, Classifier) or isinstance(centres, PartialFC):
-            raise TypeError(
-                "partial FC shards a margin head's classifier (arcface, arcface_center, cosface, combined, "
-                f"subcenter_arcface, adaface), got {type(centres).__name__} (softmax and center have no margin); "
-                "use classifier=full"
-            )
-        if not 0.0 < sample_rate <= 1.0:
-            raise ValueError(f"partial FC sample_rate must be in (0, 1], got {sample_rate}")
-        weight = centres.weight.detach().clone()
-        super().__init__(centres.embedding_size, centres.num_classes, centres.rows_per_class, weight)
+        check_range("classifier.sample_rate", sample_rate, 0.0, 1.0, low_open=True)
+        super().__init__(embedding_size, num_classes, rows_per_class, bias, linear_init)
         self.sample_rate = sample_rate
         self.sampled = SampledRows(self.weight) if sample_rate < 1.0 else None
         self.rank, self.world_size = 0, 1
@@ -165,16 +197,14 @@ class PartialFC(Classifier):
         offsets = torch.arange(self.rows_per_class, device=classes.device)
         return (classes.unsqueeze(1) * self.rows_per_class + offsets).flatten()
 
-    def forward(self, embeddings: Tensor, labels: Tensor, scale: float) -> Cosines:
-        """Scaled cosines (B_global, n_sampled) of all ranks' embeddings (B, E) to this rank's sampled classes."""
+    def forward(self, embeddings: Tensor, labels: Tensor) -> MarginInput:
+        """All ranks' embeddings (B_global, E) against this rank's sampled class columns."""
         x = gather_rows_with_grad(scale_grad(embeddings, self.embedding_grad_scale))
         classes, local_labels = self.sample(gather_rows(labels))
         rows = self.weight if self.sampled is None else self.sampled.take(self.weight, self.centre_rows(classes))
-        return Cosines(self.class_cosines(x, scale, rows), local_labels, x)
-
-    def cross_entropy(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """Global-batch mean cross-entropy over all ranks' columns (distributed log-sum-exp)."""
-        return _DistributedCrossEntropy.apply(logits, labels)
+        local_columns = len(rows) // self.rows_per_class
+        columns = ShardedColumns(self.num_classes, local_columns, self.embedding_grad_scale)
+        return self.margin_input(x, local_labels, rows, columns)
 
     def batch_mean(self, local_mean: Tensor, local_batch: int, batch: int) -> Tensor:
         """``Σ_ranks local_mean·local_batch/batch`` (all-reduced); gradient via own share × ``embedding_grad_scale``."""
@@ -192,9 +222,15 @@ class PartialFC(Classifier):
         """Parameter receiving the centres' gradient: the shard, or with r < 1 the sampled rows'."""
         return self.weight if self.sampled is None else self.sampled.param
 
-    def optimized_parameters(self) -> list[Tensor]:
-        """The shard, plus with r < 1 the sampled rows' parameter."""
-        return [self.weight] if self.sampled is None else [self.weight, self.sampled.param]
+    def param_groups(self) -> list[dict]:
+        """The shard, plus with r < 1 the sampled rows' parameter, in one group."""
+        return [{"params": [self.weight] if self.sampled is None else [self.weight, self.sampled.param]}]
+
+    def setup_distributed(self, rank: int, world_size: int) -> list[str]:
+        """Shards the centres, sets ``embedding_grad_scale = world_size``; returns ``["weight"]`` (not synced)."""
+        self.shard(rank, world_size)
+        self.embedding_grad_scale = float(world_size)
+        return ["weight"]
 
     def before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """With r < 1: moves the sampled centres' optimizer state onto their parameter."""
@@ -205,12 +241,6 @@ class PartialFC(Classifier):
         """With r < 1: writes the stepped centres and their optimizer state back."""
         if self.sampled is not None:
             self.sampled.after_step(self.weight)
-
-    def setup_distributed(self, rank: int, world_size: int) -> list[str]:
-        """Shards the centres, sets ``embedding_grad_scale = world_size``; returns ``["weight"]`` (not synced)."""
-        self.shard(rank, world_size)
-        self.embedding_grad_scale = float(world_size)
-        return ["weight"]
 
     def clip_grad_norm_(self, parameters: Sequence[Tensor], max_norm: float) -> bool:
         """If sharded, clips by the whole gradient's norm (:func:`clip_grad_norm_sharded_`); returns whether it did."""
@@ -240,89 +270,3 @@ class PartialFC(Classifier):
                 f"({self.num_classes} classes); resume with the training data and head it was trained with"
             )
         return full[self.class_start * self.rows_per_class : self.class_end * self.rows_per_class].clone()
-
-
-def clip_grad_norm_sharded_(parameters: Iterable[Tensor], shard: Tensor, max_norm: float) -> Tensor:
-    """:func:`torch.nn.utils.clip_grad_norm_` (2-norm) with ``shard`` sharded across ranks (collective).
-
-    Norm ``√(Σ_other ‖g‖² + Σ_ranks ‖g_shard‖²)``; returns it (scalar, before clipping).
-    """
-    parameters = [p for p in parameters if p.grad is not None]
-    others = get_total_norm([p.grad for p in parameters if p is not shard]).to(shard.device)
-    shard_norm = get_total_norm([] if shard.grad is None else [shard.grad]).to(shard.device)
-    norm = (others.square() + all_reduce(shard_norm.square())).sqrt()
-    clip_grads_with_norm_(parameters, max_norm, norm)
-    return norm
-
-
-def _optimizer_slot(optimizers: list[torch.optim.Optimizer], parameter: Tensor) -> tuple[int, int] | None:
-    """(optimizer index, index in its state dict) of ``parameter``; None if not optimised."""
-    for opt_index, optimizer in enumerate(optimizers):
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        for param_index, param in enumerate(params):
-            if param is parameter:
-                return opt_index, param_index
-    return None
-
-
-def _per_row_state(state: Mapping, rows: int) -> list[str]:
-    """Keys of an optimizer state entry with one row per centre row (momentum, Adam moments)."""
-    return [key for key, value in state.items() if is_per_row(value, rows)]
-
-
-def consolidate_checkpoint(
-    classifier: PartialFC, prefix: str, checkpoint: dict, optimizers: list[torch.optim.Optimizer]
-) -> None:
-    """Replaces the centre shard and its optimizer state in ``checkpoint`` by the full (C·K, E) ones.
-
-    Collective (Lightning dumps on all ranks, writes rank 0's).
-
-    Args:
-        classifier: The Partial FC classifier.
-        prefix: Its state-dict prefix, e.g. ``"head.classifier."``.
-        checkpoint: Lightning checkpoint dict, edited in place.
-        optimizers: The trainer's optimizers, in ``optimizer_states`` order.
-    """
-    key = f"{prefix}weight"
-    rows = classifier.weight.shape[0]
-    checkpoint["state_dict"][key] = classifier.full_rows(checkpoint["state_dict"][key])
-    slot = _optimizer_slot(optimizers, classifier.weight)
-    checkpoint[CHECKPOINT_KEY] = {"optimizer_slot": slot, "sampled_rows": classifier.sampled is not None}
-    if slot is None or not checkpoint.get("optimizer_states"):
-        return
-    state = checkpoint["optimizer_states"][slot[0]]["state"].get(slot[1], {})
-    for name in _per_row_state(state, rows):
-        state[name] = classifier.full_rows(state[name])
-
-
-def shard_checkpoint(classifier: PartialFC, prefix: str, checkpoint: dict) -> None:
-    """Slices a consolidated checkpoint's centres and optimizer state for this rank, in place.
-
-    Raises:
-        ValueError: Centre count differs from the classifier's, or the checkpoint has optimizer state
-            but was not written by Partial FC with the same kind of sample rate (r < 1 vs r = 1).
-    """
-    key = f"{prefix}weight"
-    full = checkpoint["state_dict"][key]
-    checkpoint["state_dict"][key] = classifier.local_rows(full)
-    if not checkpoint.get("optimizer_states"):
-        return
-    if CHECKPOINT_KEY not in checkpoint:
-        raise ValueError(
-            "partial FC: this checkpoint was written without partial FC, so its optimizer state does not "
-            "fit the sharded centres; resume it with classifier=full, or start a new run from its weights"
-        )
-    sampled = checkpoint[CHECKPOINT_KEY].get("sampled_rows", False)
-    if sampled != (classifier.sampled is not None):
-        written = "below 1" if sampled else "1 (or by a facerec whose Partial FC gave every centre a gradient)"
-        raise ValueError(
-            f"partial FC: this checkpoint was written with classifier.sample_rate {written}; its optimizer "
-            f"state has {'a' if sampled else 'no'} slot for the sampled centres. Resume it with "
-            f"classifier.sample_rate {'below 1' if sampled else '1.0'}, or start a new run from its weights"
-        )
-    slot = checkpoint[CHECKPOINT_KEY]["optimizer_slot"]
-    if slot is None:
-        return
-    state = checkpoint["optimizer_states"][slot[0]]["state"].get(slot[1], {})
-    for name in _per_row_state(state, len(full)):
-        state[name] = classifier.local_rows(state[name])
