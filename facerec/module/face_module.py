@@ -16,6 +16,7 @@ from torch import Tensor
 from facerec.data.transforms import check_crop
 from facerec.errors import class_count_error
 from facerec.heads import build_head
+from facerec.heads.legacy import is_legacy, upgrade_config, upgrade_state
 from facerec.models import build_embedding_net, embed_with_mirror
 from facerec.models.backbone import WEIGHT_SOURCES
 from facerec.module.checkpoint import read_training_checkpoint
@@ -91,11 +92,14 @@ class FaceRecognitionModule(L.LightningModule):
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         backbone = _plain(backbone)
+        head = _plain(head)
+        if is_legacy(head):  # a checkpoint written before heads were composed
+            head = upgrade_config(head)
         self.save_hyperparameters(
             {
                 "backbone": without_weight_sources(backbone),
                 "neck": _plain(neck),
-                "head": _plain(head),
+                "head": head,
                 "optimizer": _plain(optimizer),
                 "scheduler": current_schedule(_plain(scheduler)),
                 "num_classes": int(num_classes),
@@ -165,10 +169,26 @@ class FaceRecognitionModule(L.LightningModule):
         self.head.on_save_checkpoint("head.", checkpoint, optimizers)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuses a checkpoint trained on another identity count, then lets the head slice its state (Partial FC)."""
-        saved = checkpoint.get("hyper_parameters", {}).get("num_classes", self.hparams.num_classes)
+        """Refuses a checkpoint trained on another identity count, renames an old head's weights, then lets the
+        head slice its state (Partial FC).
+
+        Raises:
+            ValueError: Another identity count, or resuming training from a checkpoint written before heads
+                were composed (its optimizer state does not fit; its weights still load for evaluation).
+        """
+        hyper_parameters = checkpoint.get("hyper_parameters", {})
+        saved = hyper_parameters.get("num_classes", self.hparams.num_classes)
         if saved != self.hparams.num_classes:
             raise class_count_error(saved, self.hparams.num_classes)
+        old_head = hyper_parameters.get("head") or {}
+        if is_legacy(old_head):
+            if self._trainer is not None and checkpoint.get("optimizer_states"):
+                raise ValueError(
+                    "this checkpoint was written before facerec's heads were composed (head._target_ "
+                    f"{old_head.get('_target_')}); its optimizer state does not fit today's head, so it cannot "
+                    "resume training. Evaluate or export it as is, or start a new run from its weights"
+                )
+            upgrade_state(old_head, checkpoint.get("state_dict", {}))
         self.head.on_load_checkpoint("head.", checkpoint)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -198,7 +218,7 @@ class FaceRecognitionModule(L.LightningModule):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if updates:
             scaler_skipped = scale is not None and scaler.get_scale() < scale
-            self.head.update_after_step(skipped=scaler_skipped or not has_gradients(optimizer))
+            self.head.after_optimizer_step(skipped=scaler_skipped or not has_gradients(optimizer))
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Lets the head prepare the step (Partial FC r < 1: sampled centres' state)."""
