@@ -10,7 +10,16 @@ from facerec.heads.classifiers import FullClassifier, PartialFC
 from facerec.heads.head import Head, HeadOutput
 from facerec.heads.losses import ClassificationLoss, CrossEntropy
 from facerec.heads.margin import ClassColumns, Margin, MarginInput, TargetMargin
-from facerec.heads.margins import AdaFace, ArcFace, CombinedMargin, CosFace, Softmax
+from facerec.heads.margins import (
+    AdaFace,
+    ArcFace,
+    CombinedMargin,
+    CosFace,
+    ElasticFace,
+    Softmax,
+    SphereFace2,
+    SphereFace2Loss,
+)
 from facerec.heads.registry import list_margins, margin_class, register_margin, registered_margins
 from facerec.heads.terms import LossTerm
 
@@ -23,6 +32,7 @@ __all__ = [
     "CombinedMargin",
     "CosFace",
     "CrossEntropy",
+    "ElasticFace",
     "FullClassifier",
     "Head",
     "HeadOutput",
@@ -31,6 +41,8 @@ __all__ = [
     "MarginInput",
     "PartialFC",
     "Softmax",
+    "SphereFace2",
+    "SphereFace2Loss",
     "TargetMargin",
     "build_head",
     "create_head",
