@@ -11,12 +11,27 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from facerec.heads import create_head, list_heads
+from facerec.heads import Head, build_head
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def conf_heads(embedding_size: int, num_classes: int) -> dict[str, Head]:
+    """Every ``conf/head/<name>.yaml`` built as ``train.py head=<name>`` would (``classifier=full``)."""
+    heads = {}
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for path in sorted((CONF_DIR / "head").glob("*.yaml")):
+            cfg = compose(config_name="train", overrides=[f"head={path.stem}"])
+            heads[path.stem] = build_head(OmegaConf.to_container(cfg.head, resolve=True), embedding_size, num_classes)
+    return heads
 
 
 class PlainLinear(nn.Module):
@@ -48,7 +63,7 @@ def step_fn(head: nn.Module, embeddings: Tensor, labels: Tensor) -> Callable[[],
 
 
 def main() -> None:
-    """Times every registered head and prints milliseconds and the ratio to the baseline."""
+    """Times every conf/head head and prints milliseconds and the ratio to the baseline."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--embedding-size", type=int, default=512)
@@ -66,7 +81,7 @@ def main() -> None:
     embeddings = torch.randn(args.batch_size, args.embedding_size, device=device)
     labels = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
     heads = {"linear+CE (baseline)": PlainLinear(args.embedding_size, args.num_classes)}
-    heads |= {name: create_head(name, args.embedding_size, args.num_classes) for name in list_heads()}
+    heads |= conf_heads(args.embedding_size, args.num_classes)
     steps = {name: step_fn(head.to(device).train(), embeddings, labels) for name, head in heads.items()}
     times: dict[str, list[float]] = {name: [] for name in steps}
     for round_index in range(args.warmup + args.rounds):

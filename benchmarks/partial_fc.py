@@ -70,7 +70,7 @@ def measure(num_classes: int, sample_rate: float | None, args: argparse.Namespac
         head(x, labels).loss.backward()
         head.before_optimizer_step(optimizer)
         optimizer.step()
-        head.update_after_step()
+        head.after_optimizer_step()
         optimizer.zero_grad(set_to_none=False)
         if device.type == "cuda":
             torch.cuda.synchronize()

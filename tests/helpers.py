@@ -25,9 +25,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from facerec.data.decode import encode_jpeg
-from facerec.heads import MarginHead, list_heads
-from facerec.heads.center_loss import CenterLossMixin
-from facerec.heads.registry import head_class
 from facerec.module import FaceRecognitionModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,18 +137,25 @@ def spawn(function: Callable, *args, nprocs: int = 2) -> None:
         pass
 
 
+def head_parts(name: str) -> tuple[str, list[str]]:
+    """``conf/head/<name>.yaml``'s margin and loss terms (``conf/margin``, ``conf/loss_term`` names)."""
+    defaults = OmegaConf.load(REPO / "conf" / "head" / f"{name}.yaml").get("defaults", [])
+    choices = {key: value for entry in defaults for key, value in entry.items()}
+    terms = [value for key, value in choices.items() if key.startswith("/loss_term@")]
+    return choices["/margin@margin"], terms
+
+
 def registered_heads(*, margin: bool | None = None, center_loss: bool | None = None) -> list[str]:
-    """The registered head names (sorted), filtered by class: ``margin`` (a :class:`MarginHead`), ``center_loss``
-    (it adds a centre loss); ``None`` takes either."""
+    """The heads of ``conf/head/`` (sorted), filtered: ``margin`` (a cosine margin, not ``softmax``'s linear
+    logits), ``center_loss`` (it adds the center term); ``None`` takes either."""
 
-    def keep(cls: type, base: type, wanted: bool | None) -> bool:
-        return wanted is None or issubclass(cls, base) == wanted
+    def keep(name: str) -> bool:
+        margin_name, terms = head_parts(name)
+        return (margin is None or (margin_name != "softmax") == margin) and (
+            center_loss is None or ("center" in terms) == center_loss
+        )
 
-    return [
-        name
-        for name in list_heads()
-        if keep(head_class(name), MarginHead, margin) and keep(head_class(name), CenterLossMixin, center_loss)
-    ]
+    return [name for name in sorted(p.stem for p in (REPO / "conf" / "head").glob("*.yaml")) if keep(name)]
 
 
 def compose_config(

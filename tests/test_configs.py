@@ -8,7 +8,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from facerec.heads import build_head, registered_name
+from facerec.heads import Head, build_head, list_margins, margin_class
 from tests.helpers import REPO, compose_config, run_entry_point
 
 GROUPS = ["backbone", "neck", "head", "data", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment"]
@@ -24,9 +24,23 @@ def test_every_option_composes(group, option):
     assert cfg.model._target_ == "facerec.module.FaceRecognitionModule"
 
 
-def test_head_configs_target_the_class_registered_under_their_file_name():
-    for path in (REPO / "conf" / "head").glob("*.yaml"):
-        assert registered_name(compose_config(f"head={path.stem}").head._target_) == path.stem
+def test_head_configs_compose_a_registered_margin_and_every_margin_has_its_config_and_a_head():
+    used = set()
+    for head in HEADS:
+        cfg = compose_config(f"head={head}").head
+        assert cfg._target_ == "facerec.heads.Head", head
+        used.add(cfg.margin._target_)
+    for name in list_margins():
+        target = f"facerec.heads.{margin_class(name).__qualname__}"
+        assert OmegaConf.load(REPO / "conf" / "margin" / f"{name}.yaml")._target_ == target
+        assert target in used, f"no conf/head/*.yaml uses margin {name}"
+
+
+@pytest.mark.parametrize("group", ["margin", "loss_term", "classifier"])
+def test_every_part_config_composes_into_a_head(group):
+    for path in sorted((REPO / "conf" / group).glob("*.yaml")):
+        cfg = compose_config("head=cosface", f"+{group}@head.parts.{path.stem}={path.stem}")
+        assert cfg.head.parts[path.stem]._target_.startswith("facerec.heads."), path
 
 
 def test_unknown_option_lists_the_valid_ones():
@@ -41,16 +55,23 @@ def test_every_preset_composes_with_every_head_and_builds_it(preset):
     for head in HEADS:
         cfg = compose_config(f"experiment={preset}", f"head={head}", "data.root=unused")
         built = build_head(OmegaConf.to_container(cfg.head, resolve=True), embedding_size=8, num_classes=4)
-        assert built.training, (preset, head)
+        assert isinstance(built, Head) and built.training, (preset, head)
 
 
 def test_a_preset_sets_each_head_it_names_and_the_command_line_wins():
-    cfg = compose_config("experiment=small_data", "head=cosface")
-    assert (cfg.head.scale, cfg.head.margin) == (32.0, 0.21)
-    assert compose_config("experiment=small_data", "head=cosface", "head.margin=0.3").head.margin == 0.3
-    assert (compose_config("experiment=quickstart", "head=cosface").head.margin) == 0.35  # not set by the preset
+    margin = compose_config("experiment=small_data", "head=cosface").head.margin
+    assert (margin.scale, margin.margin) == (32.0, 0.21)
+    overridden = compose_config("experiment=small_data", "head=cosface", "head.margin.margin=0.3")
+    assert overridden.head.margin.margin == 0.3
+    assert compose_config("experiment=quickstart", "head=cosface").head.margin.margin == 0.35  # not set by the preset
     partial = compose_config("experiment=ms1mv3_iresnet50", "head=combined", "data.root=unused").head.classifier
-    assert partial.name == "partial_fc"
+    assert partial._target_ == "facerec.heads.PartialFC"
+
+
+def test_every_experiment_head_file_names_a_preset_and_a_head():
+    for path in (REPO / "conf" / "experiment_head").glob("*.yaml"):
+        matches = [(p, h) for p in PRESETS for h in HEADS if path.stem == f"{p}_{h}"]
+        assert matches, f"{path.name} is <experiment>_<head> for no experiment and head: it would never be used"
 
 
 @pytest.mark.slow

@@ -49,14 +49,14 @@ class Run(NamedTuple):
     nan_sample: int | None = None
 
 
-CENTER = ("head=center", "head.update=paper")
+CENTER = ("head=center", "head.terms.center.update=paper")
 PARTIAL_FC = ("head=arcface", "classifier=partial_fc")
 RUNS = {
     "arcface": Run(("head=arcface",)),
     "center": Run(CENTER),
     "partial_fc": Run(PARTIAL_FC),
     "partial_fc_clipped": Run(PARTIAL_FC, gradient_clip_val=1.0),
-    "partial_fc_center": Run(("head=arcface_center", "classifier=partial_fc", "head.update=sgd")),
+    "partial_fc_center": Run(("head=arcface_center", "classifier=partial_fc", "head.terms.center.update=sgd")),
     "nonfinite_skipped": Run(CENTER, nan_sample=9),
 }
 STEPS, GLOBAL_BATCH, NUM_CLASSES = 3, 8, 5

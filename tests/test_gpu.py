@@ -22,7 +22,10 @@ pytestmark = pytest.mark.gpu
 STEPS, BATCH = 8, 8
 HEADS = {
     "arcface": ("head=arcface",),
-    "center_paper": ("head=center", "head.update=paper"),  # updated after each step, unless fp16's scaler skipped it
+    "center_paper": (
+        "head=center",
+        "head.terms.center.update=paper",
+    ),  # updated after each step, unless fp16's scaler skipped it
     "partial_fc": ("head=cosface", "classifier=partial_fc"),
 }
 AUTOCAST_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16, "32-true": None}

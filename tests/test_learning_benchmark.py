@@ -14,7 +14,6 @@ from facerec.data.training.folder import scan_identity_folder
 from facerec.data.verification.pairs import read_pairs
 from facerec.data.verification.sets import load_pairs_set
 from facerec.eval.baseline import raw_pixel_metrics
-from facerec.heads import registered_name
 from tests.helpers import shared_file
 
 # 5 folds of 5 same + 5 different pairs over 12 people with 3 images each, 32x32.
@@ -51,7 +50,7 @@ def test_quick_run_prints_the_table_with_baselines_and_reuses_finished_runs(tiny
         f"paths.log_dir={tmp_path / 'logs'}",
     ]  # fmt: skip
     assert learning_main(arguments) == 0, capsys.readouterr()
-    head = registered_name(recipe_config([]).head._target_)
+    head = recipe_config([]).hydra.runtime.choices.head
     table = (tmp_path / "learning.md").read_text()
     for row in (f"| {head} | 0 |", "| raw pixels |", "| eigenfaces (PCA-100) |", "| eigenfaces, whitened (PCA-100) |"):
         assert row in table

@@ -38,7 +38,7 @@ def test_every_head_trains_inside_the_module(head):
 
 
 def test_center_loss_paper_rule_moves_the_centres_outside_the_optimizer():
-    model = smoke_model("head=center", "head.update=paper")
+    model = smoke_model("head=center", "head.terms.center.update=paper")
     key = next(name for name in model.head.state_dict() if name.endswith("centers"))
     before = model.head.state_dict()[key].clone()
     fit_steps(model)
@@ -106,4 +106,4 @@ def test_center_update_follows_the_fp16_scaler(init_scale, moved):
     trainer = quiet_trainer(1, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
     trainer.fit(model, train_dataloaders=loader)
     assert (scaler.get_scale() < init_scale) is not moved
-    assert bool(model.head.center_loss.centers.any()) is moved
+    assert bool(model.head.terms.center.centers.any()) is moved

@@ -86,7 +86,7 @@ def test_optuna_search_runs_trials_on_the_monitored_accuracy(data_dir, tmp_path)
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
     best = OmegaConf.load(sweep / "optimization_results.yaml")
     assert 0.0 <= best["best_value"] <= 1.0
-    assert set(best["best_params"]) == {"head.margin", "head.scale", "optimizer.lr"}
+    assert set(best["best_params"]) == {"head.margin.margin", "head.margin.scale", "optimizer.lr"}
     assert len(json.loads((sweep / "multirun_summary.json").read_text())["jobs"]) == 2
 
 

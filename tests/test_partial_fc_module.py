@@ -12,13 +12,13 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
 from facerec.heads import PartialFC
-from facerec.heads.partial_fc import CHECKPOINT_KEY
+from facerec.heads.classifiers.partial_fc_checkpoint import CHECKPOINT_KEY
 from facerec.module import FaceRecognitionModule
 from tests.helpers import free_port, join_as_torchrun_rank, quiet_trainer, registered_heads, smoke_model, spawn
 
 PARTIAL_FC = ("head=arcface", "classifier=partial_fc", "classifier.sample_rate=0.5")
 MARGIN_HEADS = registered_heads(margin=True)
-CENTERS = "head.center_loss.centers"
+CENTERS = "head.terms.center.centers"
 WEIGHT = "head.classifier.weight"
 
 
@@ -58,7 +58,7 @@ def test_partial_fc_trains_checkpoints_whole_centres_and_resumes(tmp_path):
 @pytest.mark.parametrize("update", ["paper", "sgd"])
 def test_partial_fc_with_center_loss_trains_checkpoints_and_resumes_its_centres(tmp_path, update):
     """The center loss' centres (buffer or sgd parameter with its own lr) train, save and load replicated."""
-    overrides = ("head=arcface_center", "classifier=partial_fc", f"head.update={update}")
+    overrides = ("head=arcface_center", "classifier=partial_fc", f"head.terms.center.update={update}")
     model = smoke_model(*overrides, num_classes=6)
     fit = trainer(2, tmp_path)
     fit.fit(model, train_dataloaders=loader(6))
@@ -66,7 +66,7 @@ def test_partial_fc_with_center_loss_trains_checkpoints_and_resumes_its_centres(
     checkpoint = torch.load(tmp_path / "center.ckpt", map_location="cpu", weights_only=False)
     centers = checkpoint["state_dict"][CENTERS]
     assert centers.shape == (6, 16) and centers.abs().sum() > 0, "the centres moved from zero"
-    center_loss = model.head.center_loss
+    center_loss = model.head.terms.center
     own_group = [g for g in fit.optimizers[0].param_groups if [id(p) for p in g["params"]] == [id(center_loss.centers)]]
     assert [g.get("initial_lr", g["lr"]) for g in own_group] == ([center_loss.center_lr] if update == "sgd" else [])
 
@@ -75,7 +75,7 @@ def test_partial_fc_with_center_loss_trains_checkpoints_and_resumes_its_centres(
     resume.fit(resumed, train_dataloaders=loader(6), ckpt_path=tmp_path / "center.ckpt")
     assert torch.equal(resumed.state_dict()[CENTERS], centers)
     if update == "sgd":
-        slot = resume.optimizers[0].state[resumed.head.center_loss.centers]
+        slot = resume.optimizers[0].state[resumed.head.terms.center.centers]
         assert slot["momentum_buffer"].abs().sum() > 0
     restored = FaceRecognitionModule.load_from_checkpoint(tmp_path / "center.ckpt", map_location="cpu")
     assert torch.equal(restored.state_dict()[CENTERS], centers)
@@ -133,15 +133,26 @@ def test_sampled_partial_fc_trains_with_every_margin_head_in_two_processes(tmp_p
             assert torch.equal(nets[1][key], value), f"{name}: {key} differs between the ranks"
 
 
+OLD_HEADS = {  # head configs as checkpoints written before heads were composed hold them
+    "head=arcface": {"_target_": "facerec.heads.ArcFaceHead", "scale": 64.0, "margin": 0.5, "easy_margin": False},
+    "head=arcface_center": {
+        "_target_": "facerec.heads.ArcFaceCenterHead", "scale": 64.0, "margin": 0.5, "easy_margin": False,
+        "center_weight": 0.003, "alpha": 0.5, "update": "paper", "center_lr": None, "center_on": "normalized",
+        "classifier": {"name": "partial_fc", "sample_rate": 1.0},
+    },
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("overrides", [("head=arcface",), ("head=arcface_center", "classifier=partial_fc")])
-def test_checkpoints_written_before_the_classifier_split_load(tmp_path, overrides):
-    """They held the centres in ``head.weight`` and Partial FC heads' own state under ``head.margin_head.``."""
+def test_checkpoints_written_before_heads_were_composed_load(tmp_path, overrides):
+    """Old head configs, centres in ``head.weight`` and center-loss state under ``head.margin_head.center_loss.``."""
     model = smoke_model(*overrides, num_classes=6)
     fit = trainer(1, tmp_path)
     fit.fit(model, train_dataloaders=loader(6))
     fit.save_checkpoint(tmp_path / "new.ckpt")
     checkpoint = torch.load(tmp_path / "new.ckpt", map_location="cpu", weights_only=False)
     expected = dict(checkpoint["state_dict"])
+    checkpoint["hyper_parameters"]["head"] = OLD_HEADS[overrides[0]]
     state = checkpoint["state_dict"]
     state["head.weight"] = state.pop(WEIGHT)
     if "classifier=partial_fc" in overrides:
@@ -150,3 +161,7 @@ def test_checkpoints_written_before_the_classifier_split_load(tmp_path, override
     restored = FaceRecognitionModule.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu")
     assert restored.state_dict().keys() == expected.keys()
     assert all(torch.equal(restored.state_dict()[key], value) for key, value in expected.items())
+    assert restored.hparams.head == model.hparams.head  # upgraded to today's composed config
+    with pytest.raises(ValueError, match="cannot resume training"):
+        trainer(2, tmp_path).fit(smoke_model(*overrides, num_classes=6), train_dataloaders=loader(6),
+                                 ckpt_path=tmp_path / "old.ckpt")  # fmt: skip

@@ -14,17 +14,25 @@ from omegaconf.errors import InterpolationResolutionError
 from facerec.data.decode import encode_jpeg
 from facerec.data.tools import folder_to_rec
 from facerec.data.verification.bin import write_verification_bin
-from facerec.heads import registered_name
+from facerec.heads import margin_class
 from facerec.run.resolvers import device_count, global_batch, lr_for_batch, steps_for_batch
 from facerec.run.training import train
 from tests.helpers import REPO, compose_config
 
 VAL_SETS = ("lfw", "cfp_fp", "agedb_30")
+FULL = {"_target_": "facerec.heads.FullClassifier", "_partial_": True}
+PARTIAL_FC = {"_target_": "facerec.heads.PartialFC", "_partial_": True, "sample_rate": 1.0}
+
+
+def margin_target(name: str) -> str:
+    """``_target_`` of the margin registered as ``name``."""
+    return f"facerec.heads.{margin_class(name).__qualname__}"
+
 
 # The facts each preset must carry, from its source (see the header comment of conf/experiment/<name>.yaml).
 RECIPES = {
     "casia_iresnet50": {  # ArcFace paper (Deng et al., CVPR 2019), Sec. 3.1 and Table 2
-        "backbone": "iresnet50", "head": "arcface", "margin": 0.5, "classifier": {"name": "full"},
+        "backbone": "iresnet50", "head": "arcface", "margin": 0.5, "classifier": FULL,
         "batch": 128, "devices": 4, "lr": 0.1, "weight_decay": 5e-4, "precision": "32-true", "dropout": 0.4,
         "schedule": {"decay": "step", "milestones": [20000, 28000], "milestone_unit": "step", "gamma": 0.1,
                      "warmup_epochs": 0},
@@ -32,21 +40,21 @@ RECIPES = {
     },
     "ms1mv3_iresnet50": {  # insightface recognition/arcface_torch/configs/ms1mv3_r50.py
         "backbone": "iresnet50", "head": "arcface", "margin": 0.5,
-        "classifier": {"name": "partial_fc", "sample_rate": 1.0},
+        "classifier": PARTIAL_FC,
         "batch": 128, "devices": 8, "lr": 0.2, "weight_decay": 5e-4, "precision": "16-mixed", "dropout": 0.0,
         "schedule": {"decay": "poly", "power": 2.0, "warmup_epochs": 2, "min_lr_ratio": 0.0},
         "length": {"max_epochs": 25},
     },
     "ms1mv3_iresnet100": {  # insightface recognition/arcface_torch/configs/ms1mv3_r100.py
         "backbone": "iresnet100", "head": "arcface", "margin": 0.5,
-        "classifier": {"name": "partial_fc", "sample_rate": 1.0},
+        "classifier": PARTIAL_FC,
         "batch": 128, "devices": 8, "lr": 0.2, "weight_decay": 5e-4, "precision": "16-mixed", "dropout": 0.0,
         "schedule": {"decay": "poly", "power": 2.0, "warmup_epochs": 0, "min_lr_ratio": 0.0},
         "length": {"max_epochs": 25},
     },
     "glint360k_iresnet100": {  # insightface recognition/arcface_torch/configs/glint360k_r100.py
         "backbone": "iresnet100", "head": "cosface", "margin": 0.4,
-        "classifier": {"name": "partial_fc", "sample_rate": 1.0},
+        "classifier": PARTIAL_FC,
         "batch": 128, "devices": 8, "lr": 0.1, "weight_decay": 1e-4, "precision": "16-mixed", "dropout": 0.0,
         "schedule": {"decay": "poly", "power": 2.0, "warmup_epochs": 0, "min_lr_ratio": 0.0},
         "length": {"max_epochs": 20},
@@ -84,7 +92,12 @@ def test_preset_carries_the_published_recipe(name, presets):
     assert (cfg.neck._target_, cfg.neck.dropout) == ("facerec.models.LinearNeck", facts["dropout"])
     assert cfg.model.embedding_size == 512
     head = plain(cfg.head)
-    assert (registered_name(head["_target_"]), head["scale"], head["margin"]) == (facts["head"], 64.0, facts["margin"])
+    margin = head["margin"]
+    assert (margin["_target_"], margin["scale"], margin["margin"]) == (
+        margin_target(facts["head"]),
+        64.0,
+        facts["margin"],
+    )
     assert head["classifier"] == facts["classifier"]
     assert cfg.optimizer._target_ == "torch.optim.SGD"
     assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.9, pytest.approx(facts["weight_decay"]))
@@ -268,7 +281,7 @@ def test_two_training_steps_on_tiny_data(name, tiny_root, tmp_path):
     hparams = checkpoint["hyper_parameters"]
     assert hparams["optimizer"]["lr"] == pytest.approx(facts["lr"] * 2 / (facts["batch"] * facts["devices"]))
     assert (
-        registered_name(hparams["head"]["_target_"]) == facts["head"]
+        hparams["head"]["margin"]["_target_"] == margin_target(facts["head"])
         and hparams["scheduler"]["decay"] == facts["schedule"]["decay"]
     )
     assert hparams["backbone"]["name"] == facts["backbone"]

@@ -125,7 +125,9 @@ def test_ckpt_path_last_without_a_checkpoint_says_how_to_resume(data_dir, tmp_pa
 
 def test_nonfinite_loss_stops_naming_step_head_and_causes(data_dir, tmp_path):
     cfg = compose_config("experiment=smoke", "optimizer.lr=1e30", output_dir=tmp_path, data_dir=data_dir)
-    with pytest.raises(NonFiniteLossError, match=r"at step \d+ .*head ArcFaceHead.*learning rate.*fp16.*margin"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"at step \d+ .*head ArcFace margin on FullClassifier.*learning rate.*fp16.*margin"
+    ):
         train(cfg)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
@@ -166,10 +168,12 @@ def test_resume_does_not_reread_the_initial_backbone_weights(smoke_run, data_dir
 
 def test_resume_refuses_other_data_or_model_than_the_checkpoints_unless_forced(smoke_run, data_dir, tmp_path):
     last = f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}"
-    with pytest.raises(ValueError, match=r"model\.head\.margin: 0\.5 in the checkpoint, 0\.123 now.*force_resume=true"):
+    with pytest.raises(
+        ValueError, match=r"model\.head\.margin\.margin: 0\.5 in the checkpoint, 0\.123 now.*force_resume=true"
+    ):
         train(
             compose_config(
-                "experiment=smoke", last, "head.margin=0.123", output_dir=tmp_path / "head", data_dir=data_dir
+                "experiment=smoke", last, "head.margin.margin=0.123", output_dir=tmp_path / "head", data_dir=data_dir
             )
         )
     with pytest.raises(ValueError, match=r"data\.batch_size: \d+ in the checkpoint, 5 now"):
@@ -179,7 +183,7 @@ def test_resume_refuses_other_data_or_model_than_the_checkpoints_unless_forced(s
             )
         )
     forced = compose_config(
-        "experiment=smoke", last, "head.margin=0.123", output_dir=tmp_path / "forced", data_dir=data_dir
+        "experiment=smoke", last, "head.margin.margin=0.123", output_dir=tmp_path / "forced", data_dir=data_dir
     )
     forced.force_resume = True
     with pytest.raises(RuntimeError, match=r"training took no step .* raise trainer.max_epochs \(now 2\)"):

@@ -119,7 +119,7 @@ def test_another_runs_checkpoint_is_not_resumed_into_a_finished_run_dir_and_refu
     with pytest.raises(RunDirInUseError, match=message):
         train(compose_config(*resume, output_dir=tmp_path / "x", data_dir=data_dir))
     with pytest.raises(ValueError, match="model.head.margin"):  # a refused resume of its own run writes no record
-        train(compose_config("experiment=smoke", "ckpt_path=last", "head.margin=.1", output_dir=tmp_path / "x",
+        train(compose_config("experiment=smoke", "ckpt_path=last", "head.margin.margin=.1", output_dir=tmp_path / "x",
                              data_dir=data_dir))  # fmt: skip
     assert x_last.read_bytes() == before
     assert sorted(path.name for path in (tmp_path / "x" / ".hydra").iterdir()) == ["config.yaml", RUN_ID_NAME]

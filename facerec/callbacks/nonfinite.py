@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from facerec.distributed import all_reduce
+from facerec.heads.head import describe_head
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,14 @@ class NonFiniteLossGuard(Callback):
             return
         value = loss.item()
         loss_is = "non-finite in another process" if math.isfinite(value) else value
-        head = type(pl_module.head).__name__
+        head = describe_head(pl_module.head)
         if not self.skip:
             raise NonFiniteLossError(
                 f"training loss is {loss_is} at step {trainer.global_step} "
                 f"(epoch {trainer.current_epoch}) with head {head}. Usual causes: a learning rate too high "
                 "(lower optimizer.lr or lengthen scheduler.warmup_epochs), fp16 overflow "
                 "(use trainer.precision=bf16-mixed or 32-true), or a margin too large for the head "
-                "(lower head.margin). The checkpoints on disk are from before this step; "
+                "(lower head.margin.margin). The checkpoints on disk are from before this step; "
                 "callbacks.nonfinite.skip=true skips such batches instead"
             )
         optimizer.zero_grad(set_to_none=True)

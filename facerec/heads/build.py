@@ -13,12 +13,13 @@ from facerec.heads.classifiers.full import FullClassifier
 from facerec.heads.classifiers.partial_fc import PartialFC
 from facerec.heads.head import Head
 from facerec.heads.legacy import is_legacy, upgrade_config
+from facerec.heads.losses import ClassificationLoss
 from facerec.heads.registry import margin_class
 
 CLASSIFIERS: dict[str, type[FullClassifier]] = {"full": FullClassifier, "partial_fc": PartialFC}
 """``conf/classifier/`` names and their classes."""
 BUILT_BY_THE_HEAD = ("embedding_size", "num_classes", "rows_per_class", "bias", "linear_init")
-"""Arguments the head passes to its classifier and terms; a config must not set them."""
+"""Arguments the head (or the module, for the head) passes to the factories it is given; a config does not set them."""
 
 
 def check_head_config(config: Mapping, path: str = "head") -> None:
@@ -36,7 +37,8 @@ def check_head_config(config: Mapping, path: str = "head") -> None:
         except Exception as error:  # Hydra raises ImportError or ValueError variants
             raise ValueError(f"{path}._target_={target} cannot be imported: {error}") from None
         own = {key: value for key, value in config.items() if not key.startswith("_")}
-        check_parameters(path, cls, own, skip=BUILT_BY_THE_HEAD)
+        skip = BUILT_BY_THE_HEAD if config.get("_partial_") or cls is Head else ()
+        check_parameters(path, cls, own, skip=skip)
     for key, value in config.items():
         if isinstance(value, Mapping):
             check_head_config(value, f"{path}.{key}")
@@ -75,6 +77,7 @@ def create_head(
     classifier: Mapping | Callable[..., FullClassifier] | None = None,
     terms: Mapping[str, Any] | None = None,
     subcenters: int = 1,
+    loss: ClassificationLoss | None = None,
     **margin: Any,
 ) -> Head:
     """A head with the margin registered as ``name``, for Python use (configs use :func:`build_head`).
@@ -86,6 +89,8 @@ def create_head(
         classifier: ``{"name": "full"}`` (default) or ``{"name": "partial_fc", "sample_rate": r}``, or a factory.
         terms: Extra loss terms by name (:class:`~facerec.heads.terms.LossTerm` or factories).
         subcenters: K centres per class.
+        loss: The classification loss; default: the margin's own (``SphereFace2Loss`` for ``sphereface2``),
+            else softmax cross-entropy.
         **margin: The margin's parameters (``scale``, ``margin``, ...).
 
     Raises:
@@ -99,6 +104,7 @@ def create_head(
         num_classes,
         cls(**margin),
         classifier=classifier_factory(classifier),
+        loss=loss,
         terms=terms,
         subcenters=subcenters,
     )

@@ -49,7 +49,8 @@ class Head(nn.Module):
         num_classes: C.
         margin: The logit transform (``conf/margin``).
         classifier: Factory of the classifier (``conf/classifier``: ``full`` or ``partial_fc``); default full.
-        loss: The classification loss; default softmax cross-entropy.
+        loss: The classification loss; default: the margin's :meth:`~facerec.heads.margin.Margin.default_loss`,
+            else softmax cross-entropy.
         terms: Extra loss terms by name (``conf/loss_term``), each a :class:`~facerec.heads.terms.LossTerm`
             or a factory taking ``embedding_size`` and ``num_classes``.
         subcenters: K centres per class; a class' cosine is the max over its K (sub-center ArcFace).
@@ -84,7 +85,13 @@ class Head(nn.Module):
             linear_init=margin.linear_init,
         )
         self.margin = margin
-        self.loss = CrossEntropy() if loss is None else loss
+        needed = margin.default_loss()
+        self.loss = loss or needed or CrossEntropy()
+        if needed is not None and not isinstance(self.loss, type(needed)):
+            raise ValueError(
+                f"the {type(margin).__name__} margin's logits need the loss {type(needed).__name__}, not "
+                f"{type(self.loss).__name__}"
+            )
         built = {
             name: term if isinstance(term, LossTerm) else term(embedding_size=embedding_size, num_classes=num_classes)
             for name, term in (terms or {}).items()
@@ -158,3 +165,11 @@ class Head(nn.Module):
     def on_load_checkpoint(self, prefix: str, checkpoint: dict) -> None:
         """Lets the classifier slice its state out of a checkpoint before the weights are loaded."""
         self.classifier.on_load_checkpoint(f"{prefix}classifier.", checkpoint)
+
+
+def describe_head(head: nn.Module) -> str:
+    """``"ArcFace margin on FullClassifier + center"``: what a head is made of, for messages."""
+    if not isinstance(head, Head):
+        return type(head).__name__
+    terms = "".join(f" + {name}" for name in head.terms)
+    return f"{type(head.margin).__name__} margin on {type(head.classifier).__name__}{terms}"

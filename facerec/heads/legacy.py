@@ -103,13 +103,13 @@ def upgrade_config(config: Mapping) -> dict:
         "_target_": "facerec.heads.Head",
         "margin": {"_target_": MARGIN_TARGETS[margin], **{k: old[k] for k in margin_keys if k in old}},
         "classifier": _classifier(config),
-        "subcenters": int(old.get("subcenters", 3 if name == "subcenter_arcface" else 1)),
-        "terms": {},
     }
+    if name == "subcenter_arcface":
+        head["subcenters"] = int(old.get("subcenters", 3))
     if name in ("center", "arcface_center"):
         center = {new: old[key] for key, new in CENTER_KEYS.items() if key in old}
         center_on = old.get("center_on", "normalized") if name == "arcface_center" else "raw"
-        head["terms"]["center"] = {"_target_": "facerec.heads.CenterLoss", "_partial_": True, **center}
+        head["terms"] = {"center": {"_target_": "facerec.heads.CenterLoss", "_partial_": True, **center}}
         head["terms"]["center"]["center_on"] = center_on
     return head
 

@@ -118,6 +118,11 @@ class Margin(nn.Module, ABC):
     def after_optimizer_step(self, skipped: bool = False) -> None:
         """Called after every optimizer step (``skipped``: its gradients were dropped); no-op by default."""
 
+    def default_loss(self) -> nn.Module | None:
+        """The classification loss this margin's logits need (a head refuses another kind); None: any,
+        cross-entropy by default."""
+        return None
+
     @property
     def updates_after_step(self) -> bool:
         """Whether the subclass overrides :meth:`after_optimizer_step`."""

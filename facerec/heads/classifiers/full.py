@@ -95,8 +95,8 @@ class FullClassifier(nn.Module):
 
     @property
     def centres(self) -> Tensor:
-        """(C·K, E) the centres, without the bias column."""
-        return self.weight[:, : self.embedding_size]
+        """(C·K, E) the centres: :attr:`weight` itself, or a view of it without the bias column."""
+        return self.weight[:, : self.embedding_size] if self.has_bias else self.weight
 
     @property
     def bias(self) -> Tensor | None:

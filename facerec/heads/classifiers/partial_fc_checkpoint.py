@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from facerec.heads.classifiers.sampled_rows import is_per_row
-
-if TYPE_CHECKING:
-    from facerec.heads.classifiers.partial_fc import PartialFC
+from facerec.heads.classifiers.sampled_rows import SampledRows, is_per_row
 
 CHECKPOINT_KEY = "partial_fc"
 """Checkpoint entry recording the centres' optimizer slot and whether rows were sampled."""
+
+
+class ShardedCentres(Protocol):
+    """What the checkpoint functions need of :class:`~facerec.heads.classifiers.partial_fc.PartialFC`."""
+
+    weight: Tensor
+    sampled: SampledRows | None
+
+    def full_rows(self, shard: Tensor) -> Tensor:
+        """All ranks' slices of a per-row tensor, in class order (collective)."""
+
+    def local_rows(self, full: Tensor) -> Tensor:
+        """This rank's slice of a full per-row tensor."""
 
 
 def _optimizer_slot(optimizers: list[torch.optim.Optimizer], parameter: Tensor) -> tuple[int, int] | None:
@@ -33,7 +43,7 @@ def _per_row_state(state: Mapping, rows: int) -> list[str]:
 
 
 def consolidate_checkpoint(
-    classifier: PartialFC, prefix: str, checkpoint: dict, optimizers: list[torch.optim.Optimizer]
+    classifier: ShardedCentres, prefix: str, checkpoint: dict, optimizers: list[torch.optim.Optimizer]
 ) -> None:
     """Replaces the centre shard and its optimizer state in ``checkpoint`` by the full (C·K, E) ones.
 
@@ -57,7 +67,7 @@ def consolidate_checkpoint(
         state[name] = classifier.full_rows(state[name])
 
 
-def shard_checkpoint(classifier: PartialFC, prefix: str, checkpoint: dict) -> None:
+def shard_checkpoint(classifier: ShardedCentres, prefix: str, checkpoint: dict) -> None:
     """Slices a consolidated checkpoint's centres and optimizer state for this rank, in place.
 
     Raises:
