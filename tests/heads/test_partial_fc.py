@@ -28,7 +28,7 @@ HEAD_KWARGS = {name: {"name": name} for name in list_margins()} | {
 }
 MARGIN_HEADS = sorted(HEAD_KWARGS)
 CENTER_HEAD_KWARGS = {"name": "arcface", "scale": 30.0}
-"""``arcface_center`` with r < 1: ArcFace with a center term (``center_term``)."""
+"""``arcface_center`` in :func:`build`: ArcFace (s = 30) with the center term of :func:`center_term`."""
 CENTER_VARIANTS = [(center_on, update) for center_on in ("normalized", "raw") for update in ("paper", "sgd")]
 E, C, B = 6, 7, 8
 
