@@ -6,6 +6,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 
 from facerec.heads.checks import check_parameters
@@ -37,8 +38,10 @@ def check_head_config(config: Mapping, path: str = "head") -> None:
         except Exception as error:  # Hydra raises ImportError or ValueError variants
             raise ValueError(f"{path}._target_={target} cannot be imported: {error}") from None
         own = {key: value for key, value in config.items() if not key.startswith("_")}
-        skip = BUILT_BY_THE_HEAD if config.get("_partial_") or cls is Head else ()
-        check_parameters(path, cls, own, skip=skip)
+        # Only factories the head calls (classifier, terms: ``_partial_``) get the head's arguments; a margin's
+        # own ``bias`` (softmax) is a parameter of the config.
+        built = BUILT_BY_THE_HEAD if config.get("_partial_") or path == "head" else ()
+        check_parameters(path, cls, own, skip=built)
     for key, value in config.items():
         if isinstance(value, Mapping):
             check_head_config(value, f"{path}.{key}")
@@ -51,11 +54,24 @@ def build_head(config: Mapping, embedding_size: int, num_classes: int) -> Head:
     (:func:`~facerec.heads.legacy.upgrade_config`).
 
     Raises:
-        ValueError, TypeError: As :func:`check_head_config`, or a value out of range.
+        ValueError, TypeError: As :func:`check_head_config`, a ``_target_`` that is not :class:`Head`, or a
+            value out of range.
     """
     config = upgrade_config(config) if is_legacy(config) else config
     check_head_config(config)
-    return instantiate(config, embedding_size=embedding_size, num_classes=num_classes, _convert_="all")
+    target = config.get("_target_")
+    cls = get_class(target) if isinstance(target, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, Head)):
+        raise ValueError(
+            f"head._target_={target} is not facerec.heads.Head: a head config targets Head and composes "
+            "conf/margin, conf/classifier and conf/loss_term"
+        )
+    try:
+        return instantiate(config, embedding_size=embedding_size, num_classes=num_classes, _convert_="all")
+    except InstantiationException as error:  # a range check in a constructor: raise it, not Hydra's wrapper
+        if isinstance(error.__cause__, ValueError | TypeError):
+            raise error.__cause__ from None
+        raise
 
 
 def classifier_factory(classifier: Mapping | Callable[..., FullClassifier] | None) -> Callable[..., FullClassifier]:
@@ -99,6 +115,7 @@ def create_head(
     """
     cls = margin_class(name)
     check_parameters("head.margin", cls, margin)
+    check_parameters("head", Head, {"subcenters": subcenters})
     return Head(
         embedding_size,
         num_classes,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facerec.heads import MarginHead, create_head
+from facerec.heads import Head, Softmax, create_head
 
 Row = list[Tensor]
 
@@ -184,17 +184,17 @@ def assert_matches(
         torch.testing.assert_close(got, want, **tol)
 
 
-def class_scores(head: nn.Module, embeddings: Tensor) -> Tensor:
-    """(B, C) scores without margin: cosines for margin heads, linear logits otherwise."""
-    if isinstance(head, MarginHead):
-        return head.cosines(embeddings)
-    return head.classifier(embeddings)
+def class_scores(head: Head, embeddings: Tensor) -> Tensor:
+    """(B, C) scores without margin: cosines (max over sub-centres), or the linear logits of a softmax head."""
+    inputs = head.classifier(embeddings, torch.zeros(len(embeddings), dtype=torch.long, device=embeddings.device))
+    return head.margin(inputs) if isinstance(head.margin, Softmax) else inputs.cos
 
 
-def train_separable(head: nn.Module, steps: int = 200, seed: int = 0) -> tuple[float, float, float]:
+def train_separable(head: Head, steps: int = 200, seed: int = 0) -> tuple[float, float, float]:
     """Trains a linear layer + ``head`` on 4 separable 8-D clusters (64 samples, full batch).
 
-    Uses the head's ``param_groups``/``update_after_step`` hooks like the training module.
+    Uses the head's ``param_groups`` and ``before_optimizer_step``/``after_optimizer_step`` hooks like the
+    training module.
 
     Returns:
         First loss, last loss and final train accuracy.
@@ -205,23 +205,22 @@ def train_separable(head: nn.Module, steps: int = 200, seed: int = 0) -> tuple[f
     means = 3.0 * F.normalize(torch.randn(num_classes, dim), dim=1)
     data = means[labels] + 0.3 * torch.randn(64, dim)
     net = nn.Linear(dim, dim)
-    groups = head.param_groups() if hasattr(head, "param_groups") else [{"params": list(head.parameters())}]
-    optimizer = torch.optim.SGD([{"params": list(net.parameters())}, *groups], lr=0.05, momentum=0.9)
+    optimizer = torch.optim.SGD([{"params": list(net.parameters())}, *head.param_groups()], lr=0.05, momentum=0.9)
     losses = []
     for _ in range(steps):
         loss = head(net(data), labels).loss
         optimizer.zero_grad()
         loss.backward()
+        head.before_optimizer_step(optimizer)
         optimizer.step()
-        if hasattr(head, "update_after_step"):
-            head.update_after_step()
+        head.after_optimizer_step()
         losses.append(loss.item())
     with torch.no_grad():
         accuracy = (class_scores(head, net(data)).argmax(dim=1) == labels).float().mean().item()
     return losses[0], losses[-1], accuracy
 
 
-def assert_trains(head: nn.Module) -> None:
+def assert_trains(head: Head) -> None:
     """200 steps on a separable problem reduce the loss and reach > 95% train accuracy."""
     first, last, accuracy = train_separable(head)
     assert last < first, (first, last)

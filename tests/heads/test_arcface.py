@@ -17,8 +17,8 @@ from tests.heads.reference import (
 
 
 def test_defaults() -> None:
-    head = create_head("arcface", 8, 5)
-    assert (head.scale, head.margin, head.easy_margin) == (64.0, 0.5, False)
+    margin = create_head("arcface", 8, 5).margin
+    assert (margin.scale, margin.margin, margin.easy_margin) == (64.0, 0.5, False)
 
 
 @pytest.mark.parametrize("easy_margin", [False, True])
@@ -34,7 +34,7 @@ def test_matches_reference(easy_margin: bool) -> None:
         lambda x: ref_arcface(x, labels, head.weight, 30.0, 0.5, easy_margin),
         embeddings,
         labels,
-        [head.weight],
+        [head.classifier.weight],
     )
 
 
@@ -51,12 +51,12 @@ def test_edge_angles(theta: float, dtype: torch.dtype) -> None:
     head = create_head("arcface", 2, 2, margin=0.5).to(dtype)
     weight, embedding = at_angle(theta, dtype)
     with torch.no_grad():
-        head.weight.copy_(weight)
+        head.classifier.weight.copy_(weight)
     x = embedding.clone().requires_grad_()
     out = head(x, torch.tensor([0]))
     out.loss.backward()
     assert torch.isfinite(out.loss)
-    assert torch.isfinite(x.grad).all() and torch.isfinite(head.weight.grad).all()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(head.classifier.weight.grad).all()
     cos = torch.tensor(math.cos(theta), dtype=torch.float64).clamp(-1 + 1e-15, 1 - 1e-15)
     expected = 64.0 * arcface_target(cos, 0.5, False).item()
     assert out.logits[0, 0].item() == pytest.approx(expected, abs=1e-2 if dtype == torch.float32 else 1e-4)
@@ -65,7 +65,7 @@ def test_edge_angles(theta: float, dtype: torch.dtype) -> None:
 def test_target_logit_monotonic() -> None:
     head = create_head("arcface", 2, 2).double()
     cos = torch.cos(torch.linspace(0, math.pi, 2001, dtype=torch.float64))
-    target = head.target_logit(cos, torch.ones_like(cos))
+    target = head.margin.target_logit(cos, torch.ones_like(cos))
     assert (target.diff() <= 0).all()
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facerec.heads import create_head
+from facerec.heads import CenterLoss, create_head
 
 
 def intra_to_inter_class_spread(center_weight: float, steps: int = 300) -> tuple[float, float]:
-    """Trains a small MLP to 2-d features with the ``center`` head on 4 noisy 8-d clusters.
+    """Trains a small MLP to 2-d features with the ``center`` head (softmax + center term) on 4 noisy 8-d clusters.
 
     Returns:
         Mean squared distance of the features to their class mean, divided by the mean squared
@@ -21,14 +23,14 @@ def intra_to_inter_class_spread(center_weight: float, steps: int = 300) -> tuple
     labels = torch.arange(128) % num_classes
     data = 3.0 * F.normalize(torch.randn(num_classes, dim), dim=1)[labels] + torch.randn(128, dim)
     net = nn.Sequential(nn.Linear(dim, 32), nn.ReLU(), nn.Linear(32, 2))
-    head = create_head("center", 2, num_classes, center_weight=center_weight)
+    head = create_head("softmax", 2, num_classes, terms={"center": partial(CenterLoss, weight=center_weight)})
     optimizer = torch.optim.SGD([*net.parameters(), *head.parameters()], lr=0.05, momentum=0.9)
     for _ in range(steps):
         loss = head(net(data), labels).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        head.update_after_step()
+        head.after_optimizer_step()
     with torch.no_grad():
         features = net(data)
         accuracy = float((head(features, labels).logits.argmax(dim=1) == labels).float().mean())

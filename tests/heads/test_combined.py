@@ -19,8 +19,8 @@ COMBINATIONS = [
 
 
 def test_defaults() -> None:
-    head = create_head("combined", 8, 5)
-    assert (head.scale, head.m1, head.m2, head.m3) == (64.0, 1.0, 0.3, 0.2)
+    margin = create_head("combined", 8, 5).margin
+    assert (margin.scale, margin.m1, margin.m2, margin.m3) == (64.0, 1.0, 0.3, 0.2)
 
 
 @pytest.mark.parametrize(("m1", "m2", "m3"), COMBINATIONS)
@@ -33,7 +33,7 @@ def test_matches_reference(m1: float, m2: float, m3: float) -> None:
         lambda x: ref_combined(x, labels, head.weight, 30.0, m1, m2, m3),
         spread_batch(head.weight.detach(), labels),
         labels,
-        [head.weight],
+        [head.classifier.weight],
     )
 
 
@@ -44,8 +44,8 @@ def test_matches_reference(m1: float, m2: float, m3: float) -> None:
 def test_special_cases(name: str, kwargs: dict, combined: dict) -> None:
     cos = torch.cos(torch.linspace(0, math.pi, 1001, dtype=torch.float64))[1:-1]
     norms = torch.ones_like(cos)
-    special = create_head(name, 2, 2, **kwargs).target_logit(cos, norms)
-    general = create_head("combined", 2, 2, **combined).target_logit(cos, norms)
+    special = create_head(name, 2, 2, **kwargs).margin.target_logit(cos, norms)
+    general = create_head("combined", 2, 2, **combined).margin.target_logit(cos, norms)
     torch.testing.assert_close(general, special, rtol=1e-12, atol=1e-12)
 
 
@@ -54,12 +54,12 @@ def test_special_cases(name: str, kwargs: dict, combined: dict) -> None:
 def test_target_logit_monotonic(m1: float, m2: float) -> None:
     head = create_head("combined", 2, 2, m1=m1, m2=m2, m3=0.2).double()
     cos = torch.cos(torch.linspace(0, math.pi, 4001, dtype=torch.float64))
-    assert (head.target_logit(cos, torch.ones_like(cos)).diff() <= 1e-12).all()
+    assert (head.margin.target_logit(cos, torch.ones_like(cos)).diff() <= 1e-12).all()
 
 
 @pytest.mark.parametrize("kwargs", [{"m1": 0.0}, {"m2": -0.1}, {"m2": math.pi}])
 def test_invalid(kwargs: dict) -> None:
-    with pytest.raises(ValueError, match=rf"head\.{next(iter(kwargs))}=.* is outside"):
+    with pytest.raises(ValueError, match=rf"head\.margin\.{next(iter(kwargs))}=.* is outside"):
         create_head("combined", 2, 2, **kwargs)
 
 
@@ -67,11 +67,11 @@ def test_invalid(kwargs: dict) -> None:
 def test_finite_at_parallel_and_opposite(m1: float, m2: float, m3: float) -> None:
     head = create_head("combined", 2, 2, m1=m1, m2=m2, m3=m3)
     with torch.no_grad():
-        head.weight.copy_(torch.eye(2))
+        head.classifier.weight.copy_(torch.eye(2))
     x = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], requires_grad=True)
     loss = head(x, torch.tensor([0, 0])).loss
     loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(x.grad).all() and torch.isfinite(head.weight.grad).all()
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all() and torch.isfinite(head.classifier.weight.grad).all()
 
 
 @pytest.mark.parametrize(("m1", "m2", "m3"), [(1.0, 0.3, 0.2), (2.0, 0.0, 0.0)])

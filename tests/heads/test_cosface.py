@@ -2,7 +2,7 @@
 
 import torch
 
-from facerec.heads import create_head
+from facerec.heads import CosFace, create_head
 from tests.heads.reference import (
     assert_autocast_close,
     assert_matches,
@@ -14,7 +14,8 @@ from tests.heads.reference import (
 
 def test_defaults() -> None:
     head = create_head("cosface", 8, 5)
-    assert (head.scale, head.margin) == (64.0, 0.35)
+    assert isinstance(head.margin, CosFace)
+    assert (head.margin.scale, head.margin.margin) == (64.0, 0.35)
 
 
 def test_matches_reference() -> None:
@@ -26,7 +27,7 @@ def test_matches_reference() -> None:
         lambda x: ref_cosface(x, labels, head.weight, 30.0, 0.2),
         spread_batch(head.weight.detach(), labels),
         labels,
-        [head.weight],
+        [head.classifier.weight],
     )
 
 

@@ -1,26 +1,51 @@
-"""A margin head with a Partial FC classifier equals it with the full one on the global batch (1 and 2 gloo
+"""A head with a Partial FC classifier equals it with the full one on the global batch (1 and 2 gloo
 processes, r = 1), and with r < 1 equals the full classifier restricted to the sampled classes.
 
-``arcface_center`` is checked through a whole step: loss, gradients (embeddings, class centres,
-``update="sgd"`` centre-loss centres) and the centre-loss centres after the post-step hook.
+Every registered margin is checked (a new one is picked up without editing this file), and ArcFace with
+sub-centres. ArcFace + center loss (``arcface_center``) is checked through a whole step: loss, gradients
+(embeddings, class centres, ``update="sgd"`` centre-loss centres) and the centre-loss centres after the
+post-step hook.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
 import torch.distributed as dist
 
-from facerec.heads import PartialFC, create_head
-from facerec.heads.partial_fc import CHECKPOINT_KEY, clip_grad_norm_sharded_, shard_checkpoint
-from tests.helpers import free_port, registered_heads, spawn
+from facerec.heads import CenterLoss, Head, PartialFC, build_head, create_head, list_margins
+from facerec.heads.classifiers.partial_fc_checkpoint import CHECKPOINT_KEY, shard_checkpoint
+from facerec.heads.classifiers.sharded_clipping import clip_grad_norm_sharded_
+from tests.helpers import free_port, spawn
 
-# The margin heads without a centre loss; arcface_center (one with) is checked through a whole step.
-MARGIN_HEADS = registered_heads(margin=True, center_loss=False)
+# Heads without a centre loss (every registered margin, and sub-center ArcFace); arcface_center (one with) is
+# checked through a whole step.
+HEAD_KWARGS = {name: {"name": name} for name in list_margins()} | {
+    "subcenter_arcface": {"name": "arcface", "subcenters": 3}
+}
+MARGIN_HEADS = sorted(HEAD_KWARGS)
+CENTER_HEAD_KWARGS = {"name": "arcface", "scale": 30.0}
+"""``arcface_center`` in :func:`build`: ArcFace (s = 30) with the center term of :func:`center_term`."""
 CENTER_VARIANTS = [(center_on, update) for center_on in ("normalized", "raw") for update in ("paper", "sgd")]
 E, C, B = 6, 7, 8
+
+
+def build(name: str, num_classes: int = C, **options) -> Head:
+    """The head ``name`` of :data:`HEAD_KWARGS` (or ``arcface_center``) with ``num_classes`` classes."""
+    if name == "arcface_center":
+        return create_head(
+            **CENTER_HEAD_KWARGS, embedding_size=E, num_classes=num_classes, **options, terms=center_term()
+        )
+    return create_head(**HEAD_KWARGS[name], embedding_size=E, num_classes=num_classes, **options)
+
+
+def center_term(**options) -> dict:
+    """``terms`` of ``arcface_center``: center loss on normalized features, λ = 0.2 unless ``options`` say."""
+    options = {"weight": 0.2, "center_on": "normalized", **options}
+    return {"center": functools.partial(CenterLoss, **options)}
 
 
 def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,28 +54,33 @@ def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randint(0, C, (B,), generator=generator)
 
 
-def with_partial_fc(head: torch.nn.Module, **options) -> torch.nn.Module:
-    """A copy of a margin head whose classifier is a :class:`PartialFC` built with ``options``."""
-    partial = copy.deepcopy(head)
-    partial.classifier = PartialFC(partial.classifier, **options)
-    return partial
+def with_partial_fc(head: Head, rank: int = 0, world_size: int = 1, **options) -> Head:
+    """A copy of a head whose classifier is a :class:`PartialFC` built with ``options`` and the same centres,
+    sharded for ``rank`` of ``world_size``."""
+    copied = copy.deepcopy(head)
+    full = head.classifier
+    classifier = PartialFC(
+        full.embedding_size, full.num_classes, full.rows_per_class, full.has_bias, rank=0, world_size=1, **options
+    )
+    classifier.weight = torch.nn.Parameter(full.weight.detach().clone())
+    classifier.shard(rank, world_size)
+    copied.classifier = classifier
+    return copied
 
 
-def plain_and_partial(name: str, rank: int | None = None, world_size: int | None = None):
+def plain_and_partial(name: str) -> tuple[Head, Head]:
     torch.manual_seed(0)
-    plain = create_head(name, E, C).double()
-    return plain, with_partial_fc(plain, rank=rank, world_size=world_size)
+    plain = build(name).double()
+    return plain, with_partial_fc(plain)
 
 
-def center_heads(center_on: str, update: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+def center_heads(center_on: str, update: str) -> tuple[Head, Head]:
     """A plain ``arcface_center`` head with random centre-loss centres and a copy with Partial FC (1 process)."""
     torch.manual_seed(0)
-    plain = create_head(
-        "arcface_center", E, C, scale=30.0, center_weight=0.2, update=update, center_on=center_on
-    ).double()
+    plain = create_head("arcface", E, C, scale=30.0, terms=center_term(update=update, center_on=center_on)).double()
     with torch.no_grad():
-        plain.center_loss.centers.normal_()
-    return plain, with_partial_fc(plain, rank=0, world_size=1)
+        plain.terms["center"].centers.normal_()
+    return plain, with_partial_fc(plain)
 
 
 def center_step(head: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor | None]:
@@ -58,12 +88,12 @@ def center_step(head: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) ->
     x = x.clone().requires_grad_(True)
     loss = head(x, labels).loss
     loss.backward()
-    centers = head.center_loss.centers
-    head.update_after_step()
+    centers = head.terms["center"].centers
+    head.after_optimizer_step()
     return {
         "loss": loss.detach(),
         "grad x": x.grad,
-        "grad weight": head.weight.grad,
+        "grad weight": head.classifier.weight.grad,
         "grad centers": centers.grad,
         "centers": centers.detach().clone(),
     }
@@ -76,26 +106,25 @@ def sampled_and_sub_problem(name: str, rank: int = 0, world_size: int = 1, seed:
     centres, and centre-loss centres), the softmax Partial FC computes when it samples them.
     """
     torch.manual_seed(0)
-    kwargs = {"center_weight": 0.2, "scale": 30.0} if name == "arcface_center" else {}
-    plain = create_head(name, E, C, **kwargs).double()
+    plain = build(name).double()
     if name == "arcface_center":
         with torch.no_grad():
-            plain.center_loss.centers.normal_()
-    partial = with_partial_fc(plain, sample_rate=0.5, rank=rank, world_size=world_size)
-    partial.classifier.embedding_grad_scale = float(world_size)
+            plain.terms["center"].centers.normal_()
+    sampled = with_partial_fc(plain, sample_rate=0.5, rank=rank, world_size=world_size)
+    sampled.classifier.embedding_grad_scale = float(world_size)
 
-    def sub_problem(classes: torch.Tensor) -> torch.nn.Module:
+    def sub_problem(classes: torch.Tensor) -> Head:
         torch.manual_seed(0)
-        sub = create_head(name, E, len(classes), **kwargs).double()
-        rows = partial.classifier.centre_rows(classes)
+        sub = build(name, len(classes)).double()
+        rows = sampled.classifier.centre_rows(classes)
         with torch.no_grad():
-            sub.weight.copy_(plain.weight[rows])
+            sub.classifier.weight.copy_(plain.classifier.weight[rows])
             if name == "arcface_center":
-                sub.center_loss.centers.copy_(plain.center_loss.centers[classes])
+                sub.terms["center"].centers.copy_(plain.terms["center"].centers[classes])
         return sub
 
     torch.manual_seed(seed)
-    return partial, sub_problem
+    return sampled, sub_problem
 
 
 def sampled_classes(partial: torch.nn.Module) -> torch.Tensor:
@@ -109,8 +138,7 @@ def loss_and_grads(head, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     x = x.clone().requires_grad_(True)
     loss = head(x, labels).loss
     loss.backward()
-    weight = head.weight if hasattr(head, "weight") else None
-    return loss.detach(), x.grad, weight.grad
+    return loss.detach(), x.grad, head.classifier.weight.grad
 
 
 @pytest.mark.parametrize("name", MARGIN_HEADS)
@@ -125,7 +153,7 @@ def test_one_process_full_rate_equals_the_plain_head(name):
 @pytest.mark.parametrize(("center_on", "update"), CENTER_VARIANTS)
 def test_one_process_full_rate_equals_the_plain_head_with_center_loss(center_on, update):
     plain, partial = center_heads(center_on, update)
-    initial = plain.center_loss.centers.detach().clone()
+    initial = plain.terms["center"].centers.detach().clone()
     x, labels = batch()
     expected, got = center_step(plain, x, labels), center_step(partial, x, labels)
     assert (expected["grad centers"] is None) == (update == "paper")
@@ -134,7 +162,7 @@ def test_one_process_full_rate_equals_the_plain_head_with_center_loss(center_on,
         torch.testing.assert_close(got[key], want, rtol=1e-12, atol=1e-12, msg=key)
 
 
-@pytest.mark.parametrize("name", registered_heads(margin=True))
+@pytest.mark.parametrize("name", [*MARGIN_HEADS, "arcface_center"])
 def test_one_process_sampled_rate_trains_the_sampled_centres_as_their_plain_head(name):
     partial, sub_problem = sampled_and_sub_problem(name)
     x, labels = batch()
@@ -149,34 +177,36 @@ def test_one_process_sampled_rate_trains_the_sampled_centres_as_their_plain_head
     expected.backward()
     torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(x.grad, sub_x.grad, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(partial.classifier.sampled.param.grad, sub.weight.grad, rtol=1e-12, atol=1e-12)
-    assert partial.weight.grad is None, "the whole centre matrix gets no gradient"
+    sub_grad = sub.classifier.weight.grad
+    torch.testing.assert_close(partial.classifier.sampled.param.grad, sub_grad, rtol=1e-12, atol=1e-12)
+    weight = partial.classifier.weight
+    assert weight.grad is None, "the whole centre matrix gets no gradient"
 
-    before = partial.weight.detach().clone()
+    before = weight.detach().clone()
     optimizer = torch.optim.SGD(partial.param_groups(), lr=0.1, momentum=0.9)
     partial.before_optimizer_step(optimizer)
     optimizer.step()
-    partial.update_after_step()
+    partial.after_optimizer_step()
     rows = partial.classifier.centre_rows(classes)
     others = torch.ones(len(before), dtype=torch.bool).index_fill_(0, rows, False)
-    assert others.any() and torch.equal(partial.weight.detach()[others], before[others]), "only sampled ones move"
-    torch.testing.assert_close(partial.weight.detach()[rows], before[rows] - 0.1 * sub.weight.grad)
-    assert optimizer.state[partial.weight]["momentum_buffer"].shape == partial.weight.shape
+    assert others.any() and torch.equal(weight.detach()[others], before[others]), "only sampled ones move"
+    torch.testing.assert_close(weight.detach()[rows], before[rows] - 0.1 * sub_grad)
+    assert optimizer.state[weight]["momentum_buffer"].shape == weight.shape
 
 
 def test_center_loss_hooks_are_forwarded():
     _, sgd = center_heads("normalized", "sgd")
-    centers = sgd.center_loss.centers
+    centers = sgd.terms["center"].centers
     groups = sgd.param_groups()
-    assert [g["params"] for g in groups] == [[sgd.weight], [centers]]
+    assert [g["params"] for g in groups] == [[sgd.classifier.weight], [centers]]
     assert (groups[1]["lr"], groups[1]["weight_decay"]) == (0.5 / 0.2, 0.0)
     _, paper = center_heads("normalized", "paper")
-    before = paper.center_loss.centers.clone()
+    before = paper.terms["center"].centers.clone()
     paper(*batch())
-    paper.update_after_step(skipped=True)
-    paper.update_after_step()
-    assert torch.equal(paper.center_loss.centers, before), "a skipped step's batch is dropped"
-    assert [g["params"] for g in paper.param_groups()] == [[paper.weight]]
+    paper.after_optimizer_step(skipped=True)
+    paper.after_optimizer_step()
+    assert torch.equal(paper.terms["center"].centers, before), "a skipped step's batch is dropped"
+    assert [g["params"] for g in paper.param_groups()] == [[paper.classifier.weight]]
 
 
 def parameters_with_gradients() -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
@@ -236,7 +266,7 @@ def _two_process_worker(rank: int, port: int) -> None:
             want = {**want, "grad x": want["grad x"][local], "grad weight": local_weight}
             for key, value in want.items():
                 torch.testing.assert_close(got[key], value, rtol=1e-12, atol=1e-12, msg=f"{variant} {key}")
-        for name in registered_heads(margin=True):
+        for name in [*MARGIN_HEADS, "arcface_center"]:
             check_two_process_sampling(name, rank, x, labels, local)
         check_sharded_clipping(rank, 2)
     finally:
@@ -268,7 +298,8 @@ def check_two_process_sampling(name: str, rank: int, x: torch.Tensor, labels: to
     sampled = partial.classifier.sampled
     mine_in_union = partial.classifier.centre_rows(torch.searchsorted(classes, mine))
     got = sampled.param.grad[sampled.rows.argsort()]
-    torch.testing.assert_close(got, sub.weight.grad[mine_in_union], rtol=1e-12, atol=1e-12, msg=f"{name} grad")
+    want = sub.classifier.weight.grad[mine_in_union]
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=f"{name} grad")
 
 
 def dist_mean(tensor: torch.Tensor) -> torch.Tensor:
@@ -294,13 +325,13 @@ def test_sampling_keeps_the_batch_classes_and_rate_of_the_shard():
     out = head(x.requires_grad_(True), labels)
     assert out.logits.shape == (B, 10)
     out.loss.backward()
-    assert torch.isfinite(out.loss) and head.weight.grad is None
+    assert torch.isfinite(out.loss) and head.classifier.weight.grad is None
     sampled = head.classifier.sampled.param
     assert sampled.shape == (10, E) and sampled.grad.abs().sum(dim=1).count_nonzero() == 10
 
 
 def test_shards_are_contiguous_and_cover_every_class():
-    head = PartialFC(create_head("arcface", E, 10).classifier, rank=2, world_size=4)
+    head = PartialFC(E, 10, rank=2, world_size=4)
     assert [head.class_range(k, 4) for k in range(4)] == [(0, 3), (3, 6), (6, 9), (9, 10)]
     assert head.weight.shape == (3, E)
     with pytest.raises(ValueError, match="already sharded for rank 2 of 4"):
@@ -308,73 +339,70 @@ def test_shards_are_contiguous_and_cover_every_class():
 
 
 @pytest.mark.parametrize(
-    ("build", "error", "match"),
+    ("make", "error", "match"),
     [
-        (lambda: PartialFC(create_head("softmax", E, C).classifier), TypeError, "shards a margin head's classifier"),
-        (lambda: PartialFC(create_head("center", E, C).classifier), TypeError, "softmax and center have no margin"),
-        (
-            lambda: PartialFC(create_head("arcface", E, C).classifier, sample_rate=0.0),
-            ValueError,
-            r"sample_rate must be in \(0, 1\]",
-        ),
-        (
-            lambda: PartialFC(create_head("arcface", E, 3).classifier, rank=3, world_size=4),
-            ValueError,
-            "use fewer processes",
-        ),
+        (lambda: PartialFC(E, C, sample_rate=0.0), ValueError, r"head.classifier.sample_rate=0.0 is outside \(0, 1\]"),
+        (lambda: PartialFC(E, 3, rank=3, world_size=4), ValueError, "use fewer processes"),
         (
             lambda: create_head("arcface", E, C, classifier={"name": "partial_fc", "rate": 0.1}),
             ValueError,
-            "classifier partial_fc takes no options",
+            r"head.classifier \(PartialFC\) takes no parameter rate; its parameters: sample_rate, rank, world_size",
         ),
         (lambda: create_head("arcface", E, C, classifier={"name": "sampled"}), ValueError, "valid classifiers: full"),
     ],
 )
-def test_errors_are_explained(build, error, match):
+def test_errors_are_explained(make, error, match):
     with pytest.raises(error, match=match):
-        build()
+        make()
 
 
 def test_config_enables_partial_fc():
-    head = create_head("subcenter_arcface", E, C, classifier={"name": "partial_fc", "sample_rate": 0.5})
+    head = create_head("arcface", E, C, subcenters=3, classifier={"name": "partial_fc", "sample_rate": 0.5})
     assert isinstance(head.classifier, PartialFC) and head.weight.shape == (3 * C, E)
     assert head.classifier.sample_rate == 0.5
     assert not isinstance(create_head("arcface", E, C, classifier={"name": "full"}).classifier, PartialFC)
-    legacy = create_head("cosface", E, C, partial_fc={"enabled": True, "sample_rate": 0.25})  # old checkpoints
+    old = {
+        "_target_": "facerec.heads.create_head",
+        "name": "cosface",
+        "partial_fc": {"enabled": True, "sample_rate": 0.25},
+    }
+    legacy = build_head(old, E, C)  # old checkpoints
     assert isinstance(legacy.classifier, PartialFC) and legacy.classifier.sample_rate == 0.25
 
 
-def test_partial_fc_asked_of_a_head_without_margin_warns_and_keeps_every_centre(caplog):
+def test_partial_fc_shards_a_softmax_head_with_its_bias():
+    """Formerly refused (softmax had no margin); now the bias column is sharded with its centre."""
     head = create_head("softmax", E, C, classifier={"name": "partial_fc", "sample_rate": 0.5})
-    assert not isinstance(head.classifier, PartialFC) and head.weight.shape == (C, E)
-    assert "classifier=partial_fc needs a margin head; head softmax has none" in caplog.text
+    assert isinstance(head.classifier, PartialFC) and head.classifier.weight.shape == (C, E + 1)
+    assert head.weight.shape == (C, E) and head.classifier.bias.shape == (C,)
 
 
 def test_a_consolidated_checkpoint_reshards_for_another_world_size():
     full = torch.randn(C, E)
     momentum = torch.randn(C, E)
     checkpoint = {
-        "state_dict": {"head.weight": full.clone()},
+        "state_dict": {"head.classifier.weight": full.clone()},
         "optimizer_states": [{"state": {3: {"momentum_buffer": momentum.clone()}}}],
         CHECKPOINT_KEY: {"optimizer_slot": (0, 3)},
     }
-    shard_checkpoint(PartialFC(create_head("arcface", E, C).classifier, rank=1, world_size=2), "head.", checkpoint)
-    assert torch.equal(checkpoint["state_dict"]["head.weight"], full[4:])
+    shard_checkpoint(PartialFC(E, C, rank=1, world_size=2), "head.classifier.", checkpoint)
+    assert torch.equal(checkpoint["state_dict"]["head.classifier.weight"], full[4:])
     assert torch.equal(checkpoint["optimizer_states"][0]["state"][3]["momentum_buffer"], momentum[4:])
 
 
 def test_checkpoint_errors_say_how_to_proceed():
-    head = PartialFC(create_head("arcface", E, C).classifier, rank=0, world_size=2)
+    head = PartialFC(E, C, rank=0, world_size=2)
+    key = "head.classifier.weight"
     with pytest.raises(ValueError, match="holds 5 centre rows but this head needs 7"):
-        shard_checkpoint(head, "head.", {"state_dict": {"head.weight": torch.randn(5, E)}})
-    plain = {"state_dict": {"head.weight": torch.randn(C, E)}, "optimizer_states": [{"state": {}}]}
+        shard_checkpoint(head, "head.classifier.", {"state_dict": {key: torch.randn(5, E)}})
+    plain = {"state_dict": {key: torch.randn(C, E)}, "optimizer_states": [{"state": {}}]}
     with pytest.raises(ValueError, match="resume it with classifier=full"):
-        shard_checkpoint(head, "head.", plain)
-    plain = {"state_dict": {"head.weight": torch.randn(C, E)}, "optimizer_states": [{"state": {}}]}
+        shard_checkpoint(head, "head.classifier.", plain)
+    plain = {"state_dict": {key: torch.randn(C, E)}, "optimizer_states": [{"state": {}}]}
     every_row = {**plain, CHECKPOINT_KEY: {"optimizer_slot": (0, 0)}}  # r = 1, or facerec before sampled rows
-    sampled = PartialFC(create_head("arcface", E, C).classifier, sample_rate=0.5)
+    sampled = PartialFC(E, C, sample_rate=0.5)
     with pytest.raises(ValueError, match=r"no slot for the sampled centres. Resume it with classifier.sample_rate 1.0"):
-        shard_checkpoint(sampled, "head.", copy.deepcopy(every_row))
+        shard_checkpoint(sampled, "head.classifier.", copy.deepcopy(every_row))
     with_rows = {**plain, CHECKPOINT_KEY: {"optimizer_slot": (0, 0), "sampled_rows": True}}
     with pytest.raises(ValueError, match="Resume it with classifier.sample_rate below 1"):
-        shard_checkpoint(PartialFC(create_head("arcface", E, C).classifier), "head.", copy.deepcopy(with_rows))
+        shard_checkpoint(PartialFC(E, C), "head.classifier.", copy.deepcopy(with_rows))

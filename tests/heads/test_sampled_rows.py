@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facerec.heads.sampled_rows import SampledRows
+from facerec.heads.classifiers.sampled_rows import SampledRows
 
 N, E = 9, 3
 LR, MOMENTUM, DECAY = 0.1, 0.9, 0.01

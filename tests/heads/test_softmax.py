@@ -12,13 +12,14 @@ def test_matches_reference(bias: bool) -> None:
     torch.manual_seed(0)
     head = create_head("softmax", 8, 5, bias=bias).double()
     labels = torch.tensor([0, 1, 2, 3, 4, 0])
-    params = [p for p in (head.classifier.weight, head.classifier.bias) if p is not None]
+    cl = head.classifier
+    assert cl.weight.shape == ((5, 9) if bias else (5, 8)), "the bias is the last column of classifier.weight"
     assert_matches(
         head,
-        lambda x: ref_softmax(x, labels, head.classifier.weight, head.classifier.bias),
+        lambda x: ref_softmax(x, labels, cl.centres, cl.bias),
         torch.randn(6, 8, dtype=torch.float64),
         labels,
-        params,
+        [cl.weight],
     )
 
 
