@@ -10,14 +10,26 @@ from facerec.heads.classifiers import FullClassifier, PartialFC
 from facerec.heads.head import Head, HeadOutput
 from facerec.heads.losses import ClassificationLoss, CrossEntropy
 from facerec.heads.margin import ClassColumns, Margin, MarginInput, TargetMargin
-from facerec.heads.margins import AdaFace, ArcFace, CombinedMargin, CosFace, Softmax
+from facerec.heads.margins import (
+    AdaCos,
+    AdaFace,
+    ArcFace,
+    CircleLoss,
+    CombinedMargin,
+    CosFace,
+    MagFace,
+    MagFaceRegularizer,
+    Softmax,
+)
 from facerec.heads.registry import list_margins, margin_class, register_margin, registered_margins
 from facerec.heads.terms import LossTerm
 
 __all__ = [
+    "AdaCos",
     "AdaFace",
     "ArcFace",
     "CenterLoss",
+    "CircleLoss",
     "ClassColumns",
     "ClassificationLoss",
     "CombinedMargin",
@@ -27,6 +39,8 @@ __all__ = [
     "Head",
     "HeadOutput",
     "LossTerm",
+    "MagFace",
+    "MagFaceRegularizer",
     "Margin",
     "MarginInput",
     "PartialFC",
