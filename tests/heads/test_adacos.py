@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import math
 import socket
+from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torch import Tensor
 
 from facerec.heads import AdaCos, create_head
+from facerec.heads.build import build_head
 
+CONF = Path(__file__).resolve().parents[2] / "conf"
 TOL = {"rtol": 1e-12, "atol": 1e-12}
 E, C = 6, 12
 FIXED = math.sqrt(2) * math.log(C - 1)
@@ -233,3 +238,16 @@ def test_two_gloo_ranks() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     mp.spawn(_two_ranks, args=(port,), nprocs=2)
+
+
+def composed_head(*overrides: str):
+    """``conf/train.yaml`` composed with ``overrides``; its head built for E, C."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    return build_head(OmegaConf.to_container(cfg.head, resolve=True), E, C)
+
+
+def test_head_config_and_small_data_preset() -> None:
+    for overrides in (["head=adacos"], ["experiment=small_data", "head=adacos"]):
+        head = composed_head(*overrides)
+        assert isinstance(head.margin, AdaCos) and head.margin.dynamic

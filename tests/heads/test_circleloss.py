@@ -8,13 +8,18 @@ positive and negative similarities: ``O_p = 1 + m``, ``O_n = −m``, ``Δ_p = 1 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torch import Tensor
 
 from facerec.heads import CircleLoss, create_head
+from facerec.heads.build import build_head
 
+CONF = Path(__file__).resolve().parents[2] / "conf"
 TOL = {"rtol": 1e-12, "atol": 1e-12}
 E, C = 6, 5
 
@@ -141,3 +146,18 @@ def test_half_precision_embeddings(dtype: torch.dtype) -> None:
 def test_bad_values_are_refused(options: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name.replace(".", r"\.")):
         CircleLoss(**options)
+
+
+def composed_head(*overrides: str):
+    """``conf/train.yaml`` composed with ``overrides``; its head built for E, C."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    return build_head(OmegaConf.to_container(cfg.head, resolve=True), E, C)
+
+
+def test_head_config_and_small_data_preset() -> None:
+    head = composed_head("experiment=small_data", "head=circleloss")
+    assert isinstance(head.margin, CircleLoss)
+    assert (head.margin.scale, head.margin.margin) == (128.0, 0.15)
+    default = composed_head("head=circleloss").margin
+    assert (default.scale, default.margin) == (256.0, 0.25)

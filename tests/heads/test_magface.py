@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -102,7 +103,7 @@ def test_matches_the_authors_math_with_the_fallback() -> None:
     head = magface_head()
     x, labels = batch()
     cos = F.cosine_similarity(with_target_angles(x, labels, head.classifier.weight.detach()), head.weight[labels])
-    margin = head.margin.margin(x.norm(dim=1))
+    margin = head.margin.adaptive_margin(x.norm(dim=1))
     assert (cos <= torch.cos(math.pi - margin)).sum() >= 1, "a sample in the fallback region"
     check_against_reference(head)
 
@@ -197,31 +198,44 @@ def test_bad_values_are_refused(build, name: str) -> None:
 
 
 def test_quality_is_the_raw_magnitude_of_the_embedders_output() -> None:
-    """``quality`` of a :class:`FaceEmbedder`'s raw output (what ``facerec.load_model`` returns, ``flip=False``)
-    is each embedding's norm, unclipped, float32 for half input; with ``flip=True`` it is the norm of the
-    image's plus its mirror's embedding, which the docstring warns about."""
+    """``quality``'s docstring recipe on a :class:`FaceEmbedder` (what ``facerec.load_model`` returns) with
+    ``flip=False`` gives each raw embedding's norm, unclipped, float32 for half input; with ``flip=True`` the
+    norm of the image's plus its mirror's embedding, which the docstring warns about."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, E))
-    images = torch.rand(3, 3, 4, 4) * 2 - 1
+    faces = [np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8) for seed in range(3)]
+    embedder = FaceEmbedder(net, (4, 4), flip=False)
+    images = torch.stack([embedder.transform(image=rgb)["image"] for rgb in faces])
     with torch.no_grad():
-        raw = net(images)
-        scores = quality(FaceEmbedder(net, (4, 4), flip=False)(images))
+        scores = quality(embedder(images.to(embedder.device)))
         flipped = quality(FaceEmbedder(net, (4, 4), flip=True)(images))
+        raw = net(images)
+        mirrored = net(images.flip(3))
+    assert images.shape == (3, 3, 4, 4) and images.min() >= -1 and images.max() <= 1
     assert scores.shape == (3,)
     torch.testing.assert_close(scores, raw.norm(dim=1))
-    torch.testing.assert_close(flipped, (raw + net(images.flip(3))).norm(dim=1))
+    torch.testing.assert_close(flipped, (raw + mirrored).norm(dim=1))
     assert quality(torch.tensor([[300.0, 400.0]], dtype=torch.float16)).tolist() == [500.0]
     assert quality(torch.ones(2, 4, dtype=torch.bfloat16)).dtype == torch.float32
 
 
+def composed_head(*overrides: str):
+    """``conf/train.yaml`` composed with ``overrides``; its head built for E, C."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    return build_head(OmegaConf.to_container(cfg.head, resolve=True), E, C)
+
+
 def test_head_config_shares_the_magnitude_bounds() -> None:
     """``conf/head/magface.yaml`` gives the regulariser the margin's l_a, u_a, also when they are overridden."""
-    overrides = ["head=magface", "head.margin.lower_norm=5", "head.margin.upper_norm=50"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    config = OmegaConf.to_container(cfg.head, resolve=True)
-    head = build_head(config, E, C)
+    head = composed_head("head=magface", "head.margin.lower_norm=5", "head.margin.upper_norm=50")
     assert isinstance(head.margin, MagFace) and isinstance(head.terms.magface, MagFaceRegularizer)
     term, margin = head.terms.magface, head.margin
     assert (term.lower_norm, term.upper_norm) == (margin.lower_norm, margin.upper_norm) == (5, 50)
     assert (margin.scale, margin.lower_margin, margin.upper_margin, term.weight) == (64.0, 0.45, 0.8, 35.0)
+    assert not margin.easy_margin
+
+
+def test_small_data_preset() -> None:
+    margin = composed_head("experiment=small_data", "head=magface").margin
+    assert (margin.scale, margin.lower_margin, margin.upper_margin) == (32.0, 0.27, 0.48)

@@ -60,10 +60,9 @@ class AdaCos(Margin):
         columns = inputs.columns
         if columns.num_columns < 2:
             raise ValueError("margin adacos needs at least 2 class columns per step; raise classifier.sample_rate")
-        logits = scale * inputs.cos.detach()
+        logits = (scale * inputs.cos.detach()).masked_fill(inputs.target_mask(), -math.inf)  # other classes only
         row_max = columns.max(logits)
-        others = torch.where(inputs.target_mask(), 0.0, (logits - row_max.unsqueeze(1)).exp())
-        log_sums = row_max + columns.sum(others).log()  # (B,) log Σ_{k≠y_i} exp(s·cos θ_{i,k})
+        log_sums = row_max + columns.sum((logits - row_max.unsqueeze(1)).exp()).log()  # log Σ_{k≠y_i} e^{s·cos}
         coverage = (columns.num_classes - 1) / (columns.num_columns - 1)
         log_b_avg = torch.logsumexp(log_sums, dim=0) + math.log(coverage / len(log_sums))
         theta_med = safe_acos(inputs.target_cos()).median()

@@ -17,15 +17,16 @@ from facerec.heads.terms import LossTerm
 def quality(embeddings: Tensor) -> Tensor:
     """MagFace's quality score of each face: the magnitude ``a = ‖x‖`` of its raw embedding, (B, E) → (B,).
 
-    Higher is better: MagFace training ties the magnitude to how easily a face is recognised, so
-    ``a`` ranks faces by quality (the paper filters low-quality faces by it). The score is the raw norm,
-    unclipped, as the authors' quality evaluation computes it; training kept it in
-    ``[lower_norm, upper_norm]`` (10 to 110 by default). It is meaningful only for a network trained
-    with ``head=magface``, on raw embeddings::
+    Higher is better: MagFace training ties the magnitude to how easily a face is recognised, so ``a``
+    ranks faces by quality (the paper drops the lowest-quality faces by it). The score is the raw norm,
+    unclipped, as the authors' quality evaluation computes it; training pulls it into
+    ``[lower_norm, upper_norm]`` (10 to 110 by default), where m(a) and g(a) act. It means something
+    only for a network trained with ``head=magface``, on raw embeddings::
 
-        embedder = facerec.load_model("run/checkpoints/last.ckpt", flip=False)
+        embedder = facerec.load_model("run/checkpoints/last.ckpt", flip=False)  # or an ONNX export
+        images = torch.stack([embedder.transform(image=rgb)["image"] for rgb in faces])  # RGB uint8 (H, W, 3)
         with torch.no_grad():
-            scores = quality(embedder(images))  # images: (B, 3, H, W) in [-1, 1], see embedder.transform
+            scores = quality(embedder(images.to(embedder.device)))
 
     Use ``flip=False``: with ``flip=True`` the embedder returns the sum of the image's and its mirror's
     embeddings, whose norm is not on the training scale (up to twice it). ``embed_images`` returns
@@ -51,9 +52,11 @@ class MagFace(TargetMargin):
     """Target logit ``s·cos(θ_y + m(a))``, ``m(a)`` linear in the clipped magnitude ``a = clip(‖x‖, l_a, u_a)``.
 
     ``m(a) = l_m + (u_m − l_m)·(a − l_a)/(u_a − l_a)``: from ``l_m`` at ``a = l_a`` to ``u_m`` at
-    ``a = u_a``. The gradient flows through ``a`` (zero outside ``[l_a, u_a]``), so the margin pulls
-    confident faces to larger magnitudes; :class:`MagFaceRegularizer` (``conf/loss_term/magface.yaml``)
-    adds ``λ_g·g(a)`` and must share ``l_a``, ``u_a`` (``conf/head/magface.yaml`` does). Where
+    ``a = u_a``. The gradient flows through ``a`` (zero outside ``[l_a, u_a]``): the margin pulls
+    magnitudes down, the regulariser ``λ_g·g(a)`` (:class:`MagFaceRegularizer`) pushes them up, and the
+    balance gives easier faces (closer to their centre) larger magnitudes. The regulariser is a loss
+    term that must share ``l_a``, ``u_a`` (``conf/head/magface.yaml`` sets them from the margin); in
+    Python: ``create_head("magface", E, C, terms={"magface": MagFaceRegularizer()})``. Where
     ``θ_y > π − m(a)`` the target is the authors' fallback ``cos θ_y − m(a)·sin m(a)``; with
     ``easy_margin`` (the authors' code's default) the margin applies only where ``cos θ_y > 0``.
 
@@ -85,14 +88,14 @@ class MagFace(TargetMargin):
         self.upper_margin = upper_margin
         self.easy_margin = easy_margin
 
-    def margin(self, norms: Tensor) -> Tensor:
+    def adaptive_margin(self, norms: Tensor) -> Tensor:
         """m(a) (B,) from the magnitudes ‖x‖ (B,), differentiable."""
         slope = (self.upper_margin - self.lower_margin) / (self.upper_norm - self.lower_norm)
         return self.lower_margin + slope * (norms.clamp(self.lower_norm, self.upper_norm) - self.lower_norm)
 
     def target_logit(self, cos_target: Tensor, norms: Tensor) -> Tensor:
         """``cos(θ + m(a))`` (B,), the fallback past ``π − m(a)``; finite gradients at ``cos = ±1``."""
-        margin = self.margin(norms)
+        margin = self.adaptive_margin(norms)
         sin_target = torch.sqrt((1.0 - cos_target * cos_target).clamp_min(1e-12))
         with_margin = cos_target * torch.cos(margin) - sin_target * torch.sin(margin)
         if self.easy_margin:
