@@ -18,8 +18,8 @@ class CircleLoss(Margin):
     ``α_p = max(O_p − cos θ_y, 0)``, ``α_n = max(cos θ_j − O_n, 0)`` are detached (the paper treats them
     as constants in the gradient), ``O_p = 1 + m``, ``O_n = −m``, ``Δ_p = 1 − m``, ``Δ_n = m``: each
     similarity is weighted by how far it is from its optimum, and the boundary between the target and a
-    class j is the circle ``cos² θ_j + (cos θ_y − 1)² = 2m²``. Every column is elementwise, so it is exact
-    under Partial FC at any sample rate.
+    class j is the circle ``cos² θ_j + (cos θ_y − 1)² = 2m²``. Each logit depends on its own cosine only,
+    so Partial FC (any rank's columns, any sample rate) needs no reduction.
 
     Args:
         scale: γ > 0 (default 256).
