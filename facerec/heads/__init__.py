@@ -11,11 +11,15 @@ from facerec.heads.head import Head, HeadOutput
 from facerec.heads.losses import ClassificationLoss, CrossEntropy
 from facerec.heads.margin import ClassColumns, Margin, MarginInput, TargetMargin
 from facerec.heads.margins import (
+    AdaCos,
     AdaFace,
     ArcFace,
+    CircleLoss,
     CombinedMargin,
     CosFace,
     ElasticFace,
+    MagFace,
+    MagFaceRegularizer,
     Softmax,
     SphereFace2,
     SphereFace2Loss,
@@ -24,9 +28,11 @@ from facerec.heads.registry import list_margins, margin_class, register_margin, 
 from facerec.heads.terms import LossTerm
 
 __all__ = [
+    "AdaCos",
     "AdaFace",
     "ArcFace",
     "CenterLoss",
+    "CircleLoss",
     "ClassColumns",
     "ClassificationLoss",
     "CombinedMargin",
@@ -37,6 +43,8 @@ __all__ = [
     "Head",
     "HeadOutput",
     "LossTerm",
+    "MagFace",
+    "MagFaceRegularizer",
     "Margin",
     "MarginInput",
     "PartialFC",
