@@ -10,7 +10,16 @@ from facerec.heads.classifiers import FullClassifier, PartialFC
 from facerec.heads.head import Head, HeadOutput
 from facerec.heads.losses import ClassificationLoss, CrossEntropy
 from facerec.heads.margin import ClassColumns, Margin, MarginInput, TargetMargin
-from facerec.heads.margins import AdaFace, ArcFace, CombinedMargin, CosFace, Softmax
+from facerec.heads.margins import (
+    AdaFace,
+    ArcFace,
+    CombinedMargin,
+    CosFace,
+    CurricularFace,
+    MVSoftmax,
+    NPCFace,
+    Softmax,
+)
 from facerec.heads.registry import list_margins, margin_class, register_margin, registered_margins
 from facerec.heads.terms import LossTerm
 
@@ -23,12 +32,15 @@ __all__ = [
     "CombinedMargin",
     "CosFace",
     "CrossEntropy",
+    "CurricularFace",
     "FullClassifier",
     "Head",
     "HeadOutput",
     "LossTerm",
+    "MVSoftmax",
     "Margin",
     "MarginInput",
+    "NPCFace",
     "PartialFC",
     "Softmax",
     "TargetMargin",
