@@ -159,3 +159,17 @@ def two_rank_worker(rank: int, port: int, name: str, margin: dict) -> None:
             torch.testing.assert_close(partial.margin.state_dict(), full.margin.state_dict(), **TOL)
     finally:
         dist.destroy_process_group()
+
+
+def assert_finite_at_parallel_and_opposite(name: str, **margin: Any) -> None:
+    """Embeddings along, opposite and orthogonal to their centre (cos θ_y = ±1, 0): finite loss and gradients."""
+    for dtype in (torch.float32, torch.float64):
+        head = create_head(name, 2, 2, **margin).to(dtype)
+        with torch.no_grad():
+            head.classifier.weight.copy_(torch.eye(2))
+        x = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [30.0, 0.0], [0.0, 1.0]], dtype=dtype, requires_grad=True)
+        loss = head(x, torch.zeros(4, dtype=torch.long)).loss
+        loss.backward()
+        assert (
+            torch.isfinite(loss) and torch.isfinite(x.grad).all() and torch.isfinite(head.classifier.weight.grad).all()
+        )

@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from facerec.heads import create_head
+from facerec.heads.margins.hard_negative import arc_target
 from tests.heads.hard_negative_checks import (
     arc,
+    assert_finite_at_parallel_and_opposite,
     assert_low_precision_inputs,
     assert_matches_reference,
     assert_partial_fc_full_rate_exact,
@@ -88,6 +90,13 @@ def test_hand_worked_example() -> None:
     torch.testing.assert_close(head.margin.t.item(), t, rtol=1e-12, atol=1e-12)
 
 
+def test_target_is_arcfaces() -> None:
+    """The target logit (shared with mv_arc and npcface) equals the ``arcface`` margin's, fallback included."""
+    cos = torch.cos(torch.linspace(0, math.pi, 1001, dtype=torch.float64))
+    arcface = create_head("arcface", 2, 2, margin=MARGIN).margin
+    torch.testing.assert_close(arc_target(cos, MARGIN), arcface.target_logit(cos, torch.ones_like(cos)))
+
+
 def test_eval_keeps_t() -> None:
     head = create_head("curricularface", 4, 3).eval()
     head(torch.randn(2, 4), torch.tensor([0, 1]))
@@ -108,6 +117,10 @@ def test_partial_fc_two_ranks_exact() -> None:
     from tests.helpers import free_port, spawn
 
     spawn(two_rank_worker, free_port(), "curricularface", {"momentum": MOMENTUM})
+
+
+def test_finite_at_parallel_and_opposite() -> None:
+    assert_finite_at_parallel_and_opposite("curricularface")
 
 
 def test_low_precision_inputs() -> None:

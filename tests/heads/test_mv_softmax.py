@@ -24,6 +24,7 @@ from hydra import compose, initialize_config_dir
 from facerec.heads import build_head, create_head
 from tests.heads.hard_negative_checks import (
     arc,
+    assert_finite_at_parallel_and_opposite,
     assert_low_precision_inputs,
     assert_matches_reference,
     assert_partial_fc_full_rate_exact,
@@ -120,6 +121,11 @@ def test_partial_fc_two_ranks_exact(base: str) -> None:
     from tests.helpers import free_port, spawn
 
     spawn(two_rank_worker, free_port(), "mv_softmax", {"base": base})
+
+
+@pytest.mark.parametrize("base", ["am", "arc"])
+def test_finite_at_parallel_and_opposite(base: str) -> None:
+    assert_finite_at_parallel_and_opposite("mv_softmax", base=base)
 
 
 @pytest.mark.parametrize("base", ["am", "arc"])

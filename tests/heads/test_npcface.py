@@ -22,6 +22,7 @@ import torch
 from facerec.heads import create_head
 from tests.heads.hard_negative_checks import (
     arc,
+    assert_finite_at_parallel_and_opposite,
     assert_low_precision_inputs,
     assert_matches_reference,
     assert_partial_fc_full_rate_exact,
@@ -108,6 +109,10 @@ def test_partial_fc_two_ranks_exact() -> None:
     from tests.helpers import free_port, spawn
 
     spawn(two_rank_worker, free_port(), "npcface", {})
+
+
+def test_finite_at_parallel_and_opposite() -> None:
+    assert_finite_at_parallel_and_opposite("npcface")
 
 
 def test_low_precision_inputs() -> None:
