@@ -3,6 +3,8 @@
 Reference: HuangYG123/CurricularFace ``head/metrics.py`` (and TFace's copy): target ``cos(θ_y + m)`` with
 ArcFace's fallback ``cos θ_y − m·sin m`` past ``π − m``; a negative is hard where ``cos θ_j > cos(θ_y + m)``
 and becomes ``cos θ_j·(t + cos θ_j)``; ``t ← 0.99·t + 0.01·mean_i cos θ_{y_i}`` on each batch, before use.
+One difference: the reference also updates ``t`` in eval mode (a validation loss would move it); here eval
+keeps it, as AdaFace's statistics.
 """
 
 from __future__ import annotations

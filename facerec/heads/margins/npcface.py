@@ -19,7 +19,9 @@ class NPCFace(Margin):
 
     A negative is hard where ``cos θ_j > cos(θ_y + m0)``. Each sample's positive margin grows with its
     hard negatives' mean cosine (no gradient; ``m0`` without hard negatives), summed over every rank's
-    columns under Partial FC. Past ``θ_y = π − m'`` the target uses ArcFace's monotonic fallback.
+    columns under Partial FC (over the sampled columns with r < 1). Past ``θ_y = π − m'`` the target uses
+    ArcFace's monotonic fallback. Where FaceX-Zoo's code departs from the paper (the hard-negative threshold's
+    margin, no margin where ``cos θ_y ≤ 0``) this follows the paper (``tests/heads/test_npcface.py``).
 
     Args:
         scale: s (default 64).
