@@ -84,6 +84,11 @@ class Head(nn.Module):
             bias=margin.class_bias,
             linear_init=margin.linear_init,
         )
+        if margin.sampling == "refused" and getattr(self.classifier, "sample_rate", 1.0) < 1.0:
+            raise ValueError(
+                f"the {type(margin).__name__} margin needs every class in each step, so Partial FC cannot sample: "
+                "set classifier.sample_rate=1.0 (Partial FC still shards the centres)"
+            )
         self.margin = margin
         needed = margin.default_loss()
         self.loss = loss or needed or CrossEntropy()

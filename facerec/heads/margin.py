@@ -106,9 +106,13 @@ class Margin(nn.Module, ABC):
         class_bias: The classifier holds a per-class bias for this margin (``MarginInput.bias``).
         linear_init: Initialise the centres as ``nn.Linear`` does (U(±1/√E)) rather than N(0, 0.01²).
         updates_after_step: :meth:`after_optimizer_step` does something.
+        sampling: Under Partial FC with r < 1: ``"exact"``, the margin of the sampled classes' sub-problem;
+            ``"estimate"``, a statistic over all classes is estimated from the sampled ones (AdaCos);
+            ``"refused"``, the math needs every class and the head refuses r < 1 (SphereFace2).
     """
 
     class_bias: bool = False
+    sampling: str = "exact"
     linear_init: bool = False
 
     @abstractmethod

@@ -33,6 +33,8 @@ class AdaCos(Margin):
         dynamic: Update the scale from each training batch (default True); False: the fixed scale.
     """
 
+    sampling = "estimate"
+
     def __init__(self, dynamic: bool = True) -> None:
         super().__init__()
         self.dynamic = dynamic

@@ -87,6 +87,8 @@ class SphereFace2(Margin):
         t: Exponent of the similarity adjustment g (default 3; t = 1 is no adjustment).
     """
 
+    sampling = "refused"
+
     def __init__(self, scale: float = 40.0, margin: float = 0.4, lam: float = 0.7, t: float = 3.0) -> None:
         super().__init__()
         check_range("margin.scale", scale, 0.0, low_open=True, high_open=True)
