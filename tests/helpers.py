@@ -140,7 +140,7 @@ def spawn(function: Callable, *args, nprocs: int = 2) -> None:
 def head_parts(name: str) -> tuple[str, list[str]]:
     """``conf/head/<name>.yaml``'s margin and loss terms (``conf/margin``, ``conf/loss_term`` names)."""
     defaults = OmegaConf.load(REPO / "conf" / "head" / f"{name}.yaml").get("defaults", [])
-    choices = {key: value for entry in defaults for key, value in entry.items()}
+    choices = {key: value for entry in defaults if not isinstance(entry, str) for key, value in entry.items()}
     terms = [value for key, value in choices.items() if key.startswith("/loss_term@")]
     return choices["/margin@margin"], terms
 

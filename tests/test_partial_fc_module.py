@@ -11,13 +11,21 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
-from facerec.heads import PartialFC
+from facerec.heads import PartialFC, margin_class
 from facerec.heads.classifiers.partial_fc_checkpoint import CHECKPOINT_KEY
 from facerec.module import FaceRecognitionModule
-from tests.helpers import free_port, join_as_torchrun_rank, quiet_trainer, registered_heads, smoke_model, spawn
+from tests.helpers import (
+    free_port,
+    head_parts,
+    join_as_torchrun_rank,
+    quiet_trainer,
+    registered_heads,
+    smoke_model,
+    spawn,
+)
 
 PARTIAL_FC = ("head=arcface", "classifier=partial_fc", "classifier.sample_rate=0.5")
-MARGIN_HEADS = registered_heads(margin=True)
+HEADS = registered_heads()
 CENTERS = "head.terms.center.centers"
 WEIGHT = "head.classifier.weight"
 
@@ -81,10 +89,17 @@ def test_partial_fc_with_center_loss_trains_checkpoints_and_resumes_its_centres(
     assert torch.equal(restored.state_dict()[CENTERS], centers)
 
 
+def sample_rate(name: str) -> float:
+    """0.5, or 1.0 for a head whose margin refuses sampling (it needs every class: SphereFace2)."""
+    return 1.0 if margin_class(head_parts(name)[0]).sampling == "refused" else 0.5
+
+
 def train_sampled(name: str, steps: int = 3, **trainer_options) -> tuple[FaceRecognitionModule, torch.Tensor]:
-    """Trains ``name`` with ``classifier=partial_fc`` at r = 0.5 over 6 classes; the model and its initial centres."""
+    """Trains ``name`` with ``classifier=partial_fc`` at r = :func:`sample_rate` over 6 classes; the model and its
+    initial centres."""
     torch.manual_seed(0)
-    model = smoke_model(f"head={name}", "classifier=partial_fc", "classifier.sample_rate=0.5", num_classes=6)
+    rate = f"classifier.sample_rate={sample_rate(name)}"
+    model = smoke_model(f"head={name}", "classifier=partial_fc", rate, num_classes=6)
     initial = model.head.weight.detach().clone()
     quiet_trainer(steps, **trainer_options).fit(model, train_dataloaders=loader(6))
     return model, initial
@@ -93,13 +108,18 @@ def train_sampled(name: str, steps: int = 3, **trainer_options) -> tuple[FaceRec
 def assert_trained_sampled_centres(model: FaceRecognitionModule, initial: torch.Tensor) -> None:
     head = model.head.classifier
     assert torch.isfinite(head.weight).all() and not torch.equal(head.weight.detach(), initial), "centres trained"
+    if head.sampled is None:  # a head that refuses sampling, trained at r = 1
+        return
     assert head.weight.grad is None and head.sampled.param.numel() == 0, "only the sampled rows had a gradient"
     state = model.trainer.optimizers[0].state
     assert head.sampled.param not in state and state[head.weight]["momentum_buffer"].shape == head.weight.shape
 
 
-@pytest.mark.parametrize("name", MARGIN_HEADS)
-def test_sampled_partial_fc_trains_with_every_margin_head(name):
+@pytest.mark.parametrize("name", HEADS)
+def test_sampled_partial_fc_trains_with_every_head(name):
+    if sample_rate(name) == 1.0:
+        with pytest.raises(Exception, match="needs every class"):
+            smoke_model(f"head={name}", "classifier=partial_fc", "classifier.sample_rate=0.5", num_classes=6)
     model, initial = train_sampled(name)
     assert_trained_sampled_centres(model, initial)
     assert torch.isfinite(model.trainer.callback_metrics["train/loss"])
@@ -114,23 +134,31 @@ def test_sampled_partial_fc_accumulates_micro_batches_and_clips():
 def _two_process_worker(rank: int, port: int, root: Path) -> None:
     join_as_torchrun_rank(rank, port)
     torch.set_num_threads(1)
-    for name in MARGIN_HEADS:
+    for name in HEADS:
         strategy = DDPStrategy(process_group_backend="gloo")
         model, initial = train_sampled(name, devices=2, strategy=strategy, default_root_dir=root)
         shard = model.head.classifier
         assert_trained_sampled_centres(model, initial[shard.class_start * shard.rows_per_class :][: len(shard.weight)])
-        torch.save(dict(model.net.named_parameters()), root / f"{name}_net_rank{rank}.pt")
+        torch.save(dict(model.net.named_parameters()), root / f"{name}_partial_fc_rank{rank}.pt")
+        torch.manual_seed(0)
+        full = smoke_model(f"head={name}", num_classes=6)
+        strategy = DDPStrategy(process_group_backend="gloo")
+        quiet_trainer(2, devices=2, strategy=strategy, default_root_dir=root).fit(full, train_dataloaders=loader(6))
+        torch.save(dict(full.named_parameters()), root / f"{name}_full_rank{rank}.pt")
 
 
 @pytest.mark.slow
-def test_sampled_partial_fc_trains_with_every_margin_head_in_two_processes(tmp_path):
-    """Each rank trains its own shard's sampled centres; the network's weights stay identical on both ranks
+def test_every_head_trains_with_either_classifier_in_two_processes(tmp_path):
+    """``classifier=full``: the whole model stays identical on both ranks. ``partial_fc`` (r = 0.5, or 1 where the
+    margin refuses sampling): each rank trains its own shard's sampled centres and the network stays identical
     (batch-norm statistics are each rank's own)."""
     spawn(_two_process_worker, free_port(), tmp_path)
-    for name in MARGIN_HEADS:
-        nets = [torch.load(tmp_path / f"{name}_net_rank{r}.pt", weights_only=True) for r in range(2)]
-        for key, value in nets[0].items():
-            assert torch.equal(nets[1][key], value), f"{name}: {key} differs between the ranks"
+    for name in HEADS:
+        for kind in ("partial_fc", "full"):
+            weights = [torch.load(tmp_path / f"{name}_{kind}_rank{r}.pt", weights_only=True) for r in range(2)]
+            for key, value in weights[0].items():
+                assert torch.isfinite(value).all(), f"{name} {kind}: {key} is not finite"
+                assert torch.equal(weights[1][key], value), f"{name} {kind}: {key} differs between the ranks"
 
 
 OLD_HEADS = {  # head configs as checkpoints written before heads were composed hold them
