@@ -55,7 +55,7 @@ def _align(args: argparse.Namespace) -> int:
         )
         print(report.table())
         print(
-            f"wrote {report.aligned} aligned {height}x{width} crops under {args.dst}; the {len(report.problems)} "
+            f"wrote {report.kept} aligned {height}x{width} crops under {args.dst}; the {len(report.problems)} "
             f"photos with no face, several faces, only low scores or an unreadable file: {args.dst}/{REPORT_JSON}"
         )
         return 0

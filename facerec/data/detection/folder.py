@@ -11,98 +11,22 @@ cannot hold, are left out of it).
 from __future__ import annotations
 
 import json
-import logging
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rich.progress import Progress
 
 from facerec.data.align import OUTPUT_EXTENSIONS, TEMPLATE_SIZE, check_folders, check_link, check_size, write_crop
 from facerec.data.decode import CorruptImageError, read_image
-from facerec.data.detection.choice import DEFAULT_MIN_SCORE, FaceChoice, Outcome
+from facerec.data.detection.choice import DEFAULT_MIN_SCORE, FaceChoice
 from facerec.data.detection.mtcnn import FaceDetector
-from facerec.data.detection.networks import WEIGHTS_PACKAGE
 from facerec.data.detection.photos import align_photos
+from facerec.data.detection.report import DetectionReport, detector_settings
 from facerec.data.training.folder import list_image_files
 
-log = logging.getLogger(__name__)
-
 REPORT_JSON, REPORT_TABLE, LANDMARKS_FILE = "detection_report.json", "detection_report.txt", "landmarks.txt"
-UNREADABLE = "unreadable"
-"""Report status of a file that cannot be decoded (no detection ran)."""
 READ_CHUNK = 64
 """Photos decoded and held in memory at a time."""
-
-
-@dataclass
-class DetectionReport:
-    """What ``align --detect`` did.
-
-    Attributes:
-        counts: Photos per status (:class:`~facerec.data.detection.choice.Outcome` values and ``unreadable``).
-        problems: One JSON-ready entry per photo not ``one_face``: ``path``, ``status``, ``faces`` (box, score,
-            landmarks of each), ``kept`` (index into ``faces`` or null) and, if unreadable, ``error``.
-        seconds: Wall time of decoding, detection, alignment and writing.
-        settings: The detector and rule settings.
-    """
-
-    counts: Counter = field(default_factory=Counter)
-    problems: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def photos(self) -> int:
-        """Photos seen."""
-        return sum(self.counts.values())
-
-    @property
-    def aligned(self) -> int:
-        """Crops written."""
-        return self.counts[Outcome.ONE_FACE] + self.counts[Outcome.SEVERAL_FACES]
-
-    def table(self) -> str:
-        """The summary table (plain text)."""
-        rows = [(status, self.counts[status]) for status in [*Outcome, UNREADABLE]]
-        rows += [("aligned (crop written)", self.aligned), ("photos", self.photos)]
-        width = max(len(name) for name, _ in rows)
-        lines = [f"{'outcome':<{width}}  {'photos':>7}  {'share':>7}", f"{'-' * width}  {'-' * 7}  {'-' * 7}"]
-        lines += [f"{name:<{width}}  {count:>7}  {count / max(self.photos, 1):>7.2%}" for name, count in rows]
-        speed = self.photos / self.seconds if self.seconds else float("nan")
-        lines.append(f"{self.seconds:.1f} s, {speed:.2f} photos/s, {1000 / speed:.1f} ms per photo")
-        return "\n".join(lines)
-
-    def to_json(self) -> dict[str, Any]:
-        """The report as written to ``detection_report.json``."""
-        return {
-            **self.settings,
-            "counts": {status: self.counts[status] for status in [*Outcome, UNREADABLE]},
-            "photos": self.photos,
-            "aligned": self.aligned,
-            "seconds": round(self.seconds, 3),
-            "photos_per_second": round(self.photos / self.seconds, 3) if self.seconds else None,
-            "problems": self.problems,
-        }
-
-
-def _problem(path: str, choice: FaceChoice) -> dict[str, Any]:
-    faces = choice.faces
-    return {
-        "path": path,
-        "status": str(choice.outcome),
-        "kept": choice.index,
-        "faces": [
-            {
-                "box": [round(float(v), 2) for v in faces.boxes[k]],
-                "score": round(float(faces.scores[k]), 5),
-                "landmarks": [[round(float(v), 2) for v in point] for point in faces.landmarks[k]],
-            }
-            for k in range(len(faces))
-        ],
-    }
 
 
 def _landmark_line(path: str, choice: FaceChoice) -> str:
@@ -182,22 +106,7 @@ def align_photo_folder(
     for file, path in zip(files, paths, strict=True):
         check_link(file, dst / path, src, dst, path)
     report = DetectionReport(
-        settings={
-            "src": str(src),
-            "dst": str(dst),
-            "size": list(size),
-            "min_score": min_score,
-            "rule": "largest x most central face with score >= min_score: box area x (1 - centre offset / half "
-            "diagonal)",
-            "detector": {
-                "name": "MTCNN",
-                "weights": WEIGHTS_PACKAGE,
-                "min_face_size": detector.min_face_size,
-                "thresholds": list(detector.thresholds),
-                "factor": detector.factor,
-                "device": str(detector.device),
-            },
-        }
+        {"src": str(src), "dst": str(dst), "size": list(size)} | detector_settings(detector, min_score)
     )
     dst.mkdir(parents=True, exist_ok=True)
     landmark_lines = []
@@ -211,12 +120,9 @@ def align_photo_folder(
                     images.append(read_image(src / path))
                     readable.append(path)
                 except CorruptImageError as error:
-                    report.counts[UNREADABLE] += 1
-                    report.problems.append({"path": path, "status": UNREADABLE, "kept": None, "error": str(error)})
+                    report.add_unreadable(path, error)
             for path, photo in zip(readable, align_photos(images, detector, size, min_score, batch_size), strict=True):
-                report.counts[photo.choice.outcome] += 1
-                if photo.choice.outcome is not Outcome.ONE_FACE:
-                    report.problems.append(_problem(path, photo.choice))
+                report.add(path, photo.choice)
                 if photo.crop is not None:
                     write_crop(dst / path, photo.crop)
                     landmark_lines.append(_landmark_line(path, photo.choice))
