@@ -139,14 +139,13 @@ class FaceDetector(nn.Module):
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for index, image in enumerate(images):
             by_shape.setdefault(image.shape, []).append(index)
-        found: list[Faces | None] = [None] * len(images)
+        found: dict[int, Faces] = {}
         for indices in by_shape.values():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
                 batch = torch.from_numpy(np.stack([images[i] for i in chunk])).to(self.device)
-                for index, faces in zip(chunk, self._detect_batch(batch.permute(0, 3, 1, 2).float()), strict=True):
-                    found[index] = faces
-        return found  # type: ignore[return-value]
+                found.update(zip(chunk, self._detect_batch(batch.permute(0, 3, 1, 2).float()), strict=True))
+        return [found[index] for index in range(len(images))]
 
     @torch.inference_mode()
     def _detect_batch(self, images: Tensor) -> list[Faces]:
