@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output file: .npz or .parquet")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (not with --detect)")
     parser.add_argument("--no-flip", action="store_true", help="embed the image only, not image + mirror image")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument(
