@@ -6,9 +6,10 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: install quickstart test test-fast lint
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	touch $@
 
 install: $(VENV)/.installed

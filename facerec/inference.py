@@ -9,7 +9,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnxruntime
@@ -19,6 +19,9 @@ from rich.progress import Progress
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from facerec.data.detection.choice import DEFAULT_MIN_SCORE, FaceChoice
+from facerec.data.detection.mtcnn import FaceDetector
+from facerec.data.detection.photos import align_photos
 from facerec.data.transforms import Crop, check_crop, eval_transform
 from facerec.data.verification.sets import VerificationImages
 from facerec.errors import DataFileError
@@ -49,6 +52,23 @@ class OnnxModelError(DataFileError):
 def sidecar_path(onnx_path: str | Path) -> Path:
     """``<export>.json`` beside an ONNX export: input size, crop, flip, threshold (what the graph lacks)."""
     return Path(onnx_path).with_suffix(".json")
+
+
+class PhotoEmbeddings(NamedTuple):
+    """Embeddings of raw photos (:meth:`FaceEmbedder.embed_photos`).
+
+    Attributes:
+        embeddings: (N, E) float32 L2-normalised, one row per photo; NaN where no face was kept.
+        choices: Per photo, what detection found and which face was kept (:class:`FaceChoice`).
+    """
+
+    embeddings: np.ndarray
+    choices: list[FaceChoice]
+
+    @property
+    def found(self) -> np.ndarray:
+        """(N,) bool: a face was kept (its row is an embedding)."""
+        return np.array([choice.index is not None for choice in self.choices], dtype=bool)
 
 
 class FaceEmbedder(nn.Module):
@@ -87,6 +107,44 @@ class FaceEmbedder(nn.Module):
         """RGB uint8 (H, W, 3) images of any size -> (N, E) L2-normalised float32."""
         raw = embed_dataset(self, VerificationImages(images, self.transform), batch_size=batch_size)
         return l2_normalize(raw).astype(np.float32)
+
+    def embed_photos(
+        self,
+        images: Sequence[np.ndarray],
+        detector: FaceDetector | None = None,
+        min_score: float = DEFAULT_MIN_SCORE,
+        batch_size: int = 64,
+    ) -> PhotoEmbeddings:
+        """Raw RGB uint8 (H, W, 3) photos -> detect, keep one face, align (ArcFace 112x112), embed.
+
+        The face kept is the largest x most central one scoring at least ``min_score``
+        (:mod:`facerec.data.detection.choice`); the crop then goes through :attr:`transform` as at evaluation.
+
+        Args:
+            images: The photos, any sizes.
+            detector: Default a new MTCNN :class:`FaceDetector` on :attr:`device` (pass one to reuse it).
+            min_score: Minimum score of a kept face.
+            batch_size: Photos per detector and embedding pass.
+
+        Returns:
+            :class:`PhotoEmbeddings`: NaN rows for photos without a kept face (``found`` is False there), so a
+            distance to them is never below a threshold.
+        """
+        detector = detector or FaceDetector().to(self.device)
+        photos = align_photos(images, detector, min_score=min_score, batch_size=batch_size)
+        crops = [photo.crop for photo in photos if photo.crop is not None]
+        kept = self.embed_images(crops, batch_size) if crops else None
+        width = self._embedding_size() if kept is None else kept.shape[1]
+        embeddings = np.full((len(photos), width), np.nan, dtype=np.float32)
+        if kept is not None:
+            embeddings[[photo.crop is not None for photo in photos]] = kept
+        return PhotoEmbeddings(embeddings, [photo.choice for photo in photos])
+
+    def _embedding_size(self) -> int:
+        """E, from one forward pass of a blank input."""
+        blank = torch.zeros(1, 3, *self.input_size, device=self.device)
+        with torch.inference_mode():
+            return int(self(blank).shape[1])
 
 
 class OnnxFaceEmbedder(FaceEmbedder):

@@ -7,6 +7,18 @@ import logging
 import sys
 
 from facerec.data import align, tools
+from facerec.data.detection.choice import DEFAULT_MIN_SCORE
+from facerec.data.detection.folder import REPORT_JSON, align_photo_folder
+from facerec.data.detection.mtcnn import FaceDetector
+
+ALIGN_DETECT_DEFAULTS = {
+    "overwrite": False,
+    "min_score": DEFAULT_MIN_SCORE,
+    "min_face_size": 20.0,
+    "batch_size": 16,
+    "device": None,
+}
+"""Defaults of ``align``'s ``--detect`` options (given with ``--landmarks`` they are refused)."""
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -35,16 +47,32 @@ def _make_pairs(args: argparse.Namespace) -> int:
 
 
 def _align(args: argparse.Namespace) -> int:
-    count = align.align_folder(args.src, args.dst, args.landmarks, tuple(args.size))
     height, width = args.size
+    if args.landmarks is None:
+        detector = FaceDetector(min_face_size=args.min_face_size).to(args.device or "cpu")
+        report = align_photo_folder(
+            args.src, args.dst, detector, tuple(args.size), args.min_score, args.overwrite, args.batch_size
+        )
+        print(report.table())
+        print(
+            f"wrote {report.kept} aligned {height}x{width} crops under {args.dst}; the {len(report.problems)} "
+            f"photos with no face, several faces, only low scores or an unreadable file: {args.dst}/{REPORT_JSON}"
+        )
+        return 0
+    for option in ("overwrite", "min_score", "min_face_size", "batch_size", "device"):
+        if getattr(args, option) != ALIGN_DETECT_DEFAULTS[option]:
+            raise ValueError(f"--{option.replace('_', '-')} is an option of --detect, not of --landmarks")
+    count = align.align_folder(args.src, args.dst, args.landmarks, tuple(args.size))
     print(f"wrote {count} aligned {height}x{width} crops under {args.dst}")
     return 0
 
 
 def _make_search(args: argparse.Namespace) -> int:
     gallery, probe, unenrolled = tools.make_search(args.dir, args.out, args.gallery_images, args.unenrolled, args.seed)
-    print(f"wrote {args.out}/gallery ({gallery} images) and {args.out}/probe ({probe} images, {unenrolled} "
-          "identities not in the gallery)")  # fmt: skip
+    print(
+        f"wrote {args.out}/gallery ({gallery} images) and {args.out}/probe ({probe} images, {unenrolled} "
+        "identities not in the gallery)"
+    )
     return 0
 
 
@@ -71,12 +99,37 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--seed", type=int, default=0)
     pairs.set_defaults(run=_make_pairs)
     aligner = commands.add_parser("align", help="5-landmark ArcFace alignment: SRC/PATH -> DST/PATH crops")
-    aligner.add_argument("src", help="folder the landmark file's image paths are relative to")
+    aligner.add_argument("src", help="the photos (with --detect: every image at any depth)")
     aligner.add_argument("dst", help="output folder (same relative paths)")
-    aligner.add_argument(
-        "--landmarks", required=True, metavar="FILE", help="lines 'PATH x1 y1 ... x5 y5 [score]' (IJB's format)"
+    source = aligner.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--landmarks", metavar="FILE", help="lines 'PATH x1 y1 ... x5 y5 [score]' (IJB's format), PATH relative to SRC"
+    )
+    source.add_argument(
+        "--detect", action="store_true", help="find the faces (MTCNN), keep the largest x most central one per photo"
     )
     aligner.add_argument("--size", type=int, nargs=2, default=[112, 112], metavar=("H", "W"), help="crop size")
+    detection = aligner.add_argument_group("--detect options")
+    detection.add_argument(
+        "--min-score",
+        type=float,
+        default=ALIGN_DETECT_DEFAULTS["min_score"],
+        help="minimum face probability of a kept face (default %(default)s)",
+    )
+    detection.add_argument(
+        "--min-face-size",
+        type=float,
+        default=ALIGN_DETECT_DEFAULTS["min_face_size"],
+        help="smallest face side searched for, in pixels (default %(default)s)",
+    )
+    detection.add_argument(
+        "--batch-size",
+        type=int,
+        default=ALIGN_DETECT_DEFAULTS["batch_size"],
+        help="photos per detector pass (default %(default)s)",
+    )
+    detection.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
+    detection.add_argument("--overwrite", action="store_true", help="write into a non-empty DST")
     aligner.set_defaults(run=_align)
     search = commands.add_parser("make-search", help="identity folder -> 1:N search set OUT/gallery + OUT/probe")
     search.add_argument("dir", help="identity folder (held-out identities)")

@@ -62,7 +62,8 @@ class LandmarkRow(NamedTuple):
     score: float | None
 
 
-def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+def check_size(size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` as two ints (H, W); ValueError unless two positive integers."""
     if (
         len(size) != 2
         or not all(isinstance(side, int | np.integer) and not isinstance(side, bool) for side in size)
@@ -77,7 +78,7 @@ def template(size: tuple[int, int] = (TEMPLATE_SIZE, TEMPLATE_SIZE)) -> np.ndarr
 
     Raises ValueError if ``size`` is not two positive integers.
     """
-    height, width = _check_size(size)
+    height, width = check_size(size)
     points = ARCFACE_TEMPLATE * (height / TEMPLATE_SIZE)
     points[:, 0] += (width - height) / 2
     return points
@@ -133,7 +134,7 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int] =
     Raises:
         ValueError: For a bad image, non-finite/degenerate/non-(5, 2) landmarks, or a bad ``size``.
     """
-    height, width = _check_size(size)
+    height, width = check_size(size)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
         raise ValueError(f"image must be a non-empty (H, W, 3) uint8 array, got {image.dtype} {image.shape}")
     landmarks = _check_points(landmarks, "landmarks")
@@ -280,7 +281,8 @@ def image_size(path: Path) -> tuple[int, int]:
         return read_image(path).shape[:2]
 
 
-def _check_folders(src: Path, dst: Path) -> None:
+def check_folders(src: Path, dst: Path) -> None:
+    """Refuses an output folder ``dst`` that is, holds or lies inside the image folder ``src`` (links resolved)."""
     real_src, real_dst = src.resolve(), dst.resolve()
     if real_dst == real_src:
         raise ValueError(f"the output folder must differ from the image folder {src}: crops would replace the images")
@@ -296,7 +298,7 @@ def _check_folders(src: Path, dst: Path) -> None:
         )
 
 
-def _check_link(image: Path, target: Path, src: Path, dst: Path, where: str) -> None:
+def check_link(image: Path, target: Path, src: Path, dst: Path, where: str) -> None:
     """Refuses an image linked into ``dst`` or a crop linked into ``src``."""
     if image.resolve().is_relative_to(dst.resolve()):
         raise ValueError(
@@ -335,10 +337,10 @@ def align_folder(
         CorruptImageError: An image cannot be decoded.
     """
     src, dst, landmarks_file = Path(src), Path(dst), Path(landmarks_file)
-    size = _check_size(size)
+    size = check_size(size)
     if not src.is_dir():
         raise FileNotFoundError(f"image folder not found: {src}")
-    _check_folders(src, dst)
+    check_folders(src, dst)
     rows = _numbered_rows(landmarks_file)
     first_line: dict[str, int] = {}
     for number, row in rows:
@@ -352,18 +354,20 @@ def align_folder(
             raise TextFileError(f"{where}: cannot write {row.path}: the extension must be one of {OUTPUT_EXTENSIONS}")
         if not (src / row.path).is_file():
             raise FileNotFoundError(f"{where}: image not found: {src / row.path}")
-        _check_link(src / row.path, dst / row.path, src, dst, where)
+        check_link(src / row.path, dst / row.path, src, dst, where)
     check_landmark_rows(rows, landmarks_file, np.array([image_size(src / row.path) for _, row in rows]))
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     for _, row in rows:
-        crop = align_face(read_image(src / row.path), row.landmarks, size)
-        target = dst / row.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.{tag}.tmp")
-        try:
-            temporary.write_bytes(_encode(crop, target.suffix.lower()))
-            os.replace(temporary, target)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        write_crop(dst / row.path, align_face(read_image(src / row.path), row.landmarks, size))
     return len(rows)
+
+
+def write_crop(target: Path, crop: np.ndarray) -> None:
+    """Writes an RGB uint8 crop to ``target`` in its extension's format, atomically (temporary file + rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        temporary.write_bytes(_encode(crop, target.suffix.lower()))
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -29,7 +29,7 @@ class FaceDataModule(L.LightningDataModule):
     Args:
         root: Training data: one sub-folder per identity (``format=folder``) or a folder with ``train.rec``
             + ``train.idx`` (``format=rec``); None for evaluation only.
-        val_sets: ``{name: {"pairs": pairs.txt, "images": root[, "drop_missing": bool]}}`` or
+        val_sets: ``{name: {"pairs": pairs.txt, "images": root[, "drop_missing": bool][, "detect": bool]}}`` or
             ``{name: {"bin": insightface .bin}}``.
         format: ``folder`` or ``rec``.
         image_size: (H, W) the network sees.

@@ -9,15 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from facerec.data.decode import read_image
+from facerec.data.detection.mtcnn import FaceDetector
+from facerec.data.detection.photos import align_photos
 from facerec.data.verification.bin import load_verification_bin
 from facerec.data.verification.pairs import read_pairs
 
 log = logging.getLogger(__name__)
 
-PAIRS_OPTIONS = frozenset({"pairs", "images", "drop_missing"})
+PAIRS_OPTIONS = frozenset({"pairs", "images", "drop_missing", "detect"})
+DETECT_CHUNK = 64
+"""Photos decoded and detected at a time by ``detect=true``."""
 BIN_OPTIONS = frozenset({"bin"})
 
 
@@ -43,7 +48,9 @@ class VerificationSet:
         return len(self.issame)
 
 
-def load_pairs_set(name: str, pairs: str | Path, images: str | Path, drop_missing: bool = False) -> VerificationSet:
+def load_pairs_set(
+    name: str, pairs: str | Path, images: str | Path, drop_missing: bool = False, detect: bool = False
+) -> VerificationSet:
     """Reads a ``pairs.txt`` protocol with images under ``images``; keeps a ``folds n`` header's fold count.
 
     Args:
@@ -51,11 +58,15 @@ def load_pairs_set(name: str, pairs: str | Path, images: str | Path, drop_missin
         pairs: The ``pairs.txt``.
         images: Root of the relative image paths.
         drop_missing: Drop pairs with a missing image (warned; folds then differ from the published ones).
+        detect: The images are raw photos: detect and align each one now (:func:`detect_and_align`).
 
     Raises:
         FileNotFoundError: Missing pairs file, or (unless ``drop_missing``) images; names the first ones.
-        ValueError: Malformed pairs file (:func:`~facerec.data.verification.pairs.read_pairs`), or no pair left.
+        ValueError: Malformed pairs file (:func:`~facerec.data.verification.pairs.read_pairs`), no pair left, or
+            ``detect`` not a boolean.
     """
+    if not isinstance(detect, bool):
+        raise ValueError(f"data.val_sets.{name}.detect must be true or false, got {detect!r}")
     protocol = read_pairs(pairs)
     root = Path(images)
     unique = dict.fromkeys(protocol.left + protocol.right)
@@ -89,7 +100,40 @@ def load_pairs_set(name: str, pairs: str | Path, images: str | Path, drop_missin
     index = np.array([[paths[left], paths[right]] for left, right, _ in kept], dtype=np.int64)
     issame = np.array([same for _, _, same in kept], dtype=bool)
     folds = protocol.folds if protocol.folds is not None and protocol.folds > 1 else None
-    return VerificationSet(name, [root / path for path in paths], index, issame, folds)
+    files = [root / path for path in paths]
+    return VerificationSet(name, detect_and_align(name, files) if detect else files, index, issame, folds)
+
+
+def detect_and_align(name: str, files: list[Path]) -> list[np.ndarray]:
+    """The ArcFace-aligned 112x112 face of each photo (``data.val_sets.<name>.detect=true``), as deployed.
+
+    Each photo's face is found and chosen as ``python -m facerec.data align --detect`` does (MTCNN, the largest x
+    most central face scoring at least 0.9), on the GPU when there is one. A photo without such a face is kept
+    whole (the model's transform then resizes it, as without ``detect``), so every pair keeps its place in the
+    folds; their number and first names are logged as a warning.
+
+    Raises:
+        FileNotFoundError, CorruptImageError: A photo cannot be read.
+    """
+    detector = FaceDetector().to("cuda" if torch.cuda.is_available() else "cpu")
+    faces, missed = [], []
+    for first in range(0, len(files), DETECT_CHUNK):
+        photos = [read_image(file) for file in files[first : first + DETECT_CHUNK]]
+        for offset, (photo, aligned) in enumerate(zip(photos, align_photos(photos, detector), strict=True)):
+            faces.append(photo if aligned.crop is None else aligned.crop)
+            if aligned.crop is None:
+                missed.append(files[first + offset])
+    log.info("verification set %r: detected and aligned %d of %d photos", name, len(files) - len(missed), len(files))
+    if missed:
+        log.warning(
+            "verification set %r: no face scoring at least the minimum in %d of %d photos (e.g. %s); they are "
+            "embedded whole",
+            name,
+            len(missed),
+            len(files),
+            ", ".join(str(file) for file in missed[:3]),
+        )
+    return faces
 
 
 def load_bin_set(name: str, path: str | Path, expected_size: tuple[int, int] | None = None) -> VerificationSet:
@@ -102,7 +146,7 @@ def load_bin_set(name: str, path: str | Path, expected_size: tuple[int, int] | N
 def load_verification_set(
     name: str, options: Mapping[str, Any], expected_size: tuple[int, int] | None = None
 ) -> VerificationSet:
-    """Loads ``data.val_sets.<name>``: ``{pairs, images[, drop_missing]}`` or ``{bin}``.
+    """Loads ``data.val_sets.<name>``: ``{pairs, images[, drop_missing][, detect]}`` or ``{bin}``.
 
     ``expected_size`` (``data.strict_size``) checks ``.bin`` images here, folder images when read.
     Raises ValueError for other keys.
@@ -114,7 +158,7 @@ def load_verification_set(
         return load_pairs_set(name, **options)
     raise ValueError(
         f"data.val_sets.{name} has keys {sorted(keys)}: give either 'pairs' and 'images' (optionally "
-        "'drop_missing') for a pairs.txt protocol, or only 'bin' for an insightface .bin file"
+        "'drop_missing', 'detect') for a pairs.txt protocol, or only 'bin' for an insightface .bin file"
     )
 
 
