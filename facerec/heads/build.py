@@ -13,7 +13,7 @@ from facerec.heads.checks import check_parameters
 from facerec.heads.classifiers.full import FullClassifier
 from facerec.heads.classifiers.partial_fc import PartialFC
 from facerec.heads.head import Head
-from facerec.heads.legacy import is_legacy, upgrade_config
+from facerec.heads.legacy import current_config
 from facerec.heads.losses import ClassificationLoss
 from facerec.heads.registry import margin_class
 
@@ -57,7 +57,7 @@ def build_head(config: Mapping, embedding_size: int, num_classes: int) -> Head:
         ValueError, TypeError: As :func:`check_head_config`, a ``_target_`` that is not :class:`Head`, or a
             value out of range.
     """
-    config = upgrade_config(config) if is_legacy(config) else config
+    config = current_config(dict(config))
     check_head_config(config)
     target = config.get("_target_")
     cls = get_class(target) if isinstance(target, str) else None

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from facerec.heads.classifiers.full import FullClassifier
+from facerec.heads.legacy import upgrade_checkpoint
 from facerec.heads.losses import ClassificationLoss, CrossEntropy
 from facerec.heads.margin import Margin
 from facerec.heads.numerics import full_precision
@@ -167,8 +168,10 @@ class Head(nn.Module):
         """Lets the classifier store world-size-independent state (``prefix``: the head's state-dict prefix)."""
         self.classifier.on_save_checkpoint(f"{prefix}classifier.", checkpoint, optimizers)
 
-    def on_load_checkpoint(self, prefix: str, checkpoint: dict) -> None:
-        """Lets the classifier slice its state out of a checkpoint before the weights are loaded."""
+    def on_load_checkpoint(self, prefix: str, checkpoint: dict, resuming: bool = False) -> None:
+        """Before the weights are loaded: renames an old head's weights (:mod:`~facerec.heads.legacy`; ValueError
+        when ``resuming`` its training), then lets the classifier slice its state (Partial FC)."""
+        upgrade_checkpoint(prefix, checkpoint, resuming)
         self.classifier.on_load_checkpoint(f"{prefix}classifier.", checkpoint)
 
 

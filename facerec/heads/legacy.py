@@ -131,3 +131,31 @@ def upgrade_state(config: Mapping, state_dict: dict[str, torch.Tensor], prefix: 
     if name in ("softmax", "center") and bias is not None:
         weight = state_dict[f"{prefix}classifier.weight"]
         state_dict[f"{prefix}classifier.weight"] = torch.cat([weight, bias.unsqueeze(1).to(weight.dtype)], dim=1)
+
+
+def upgrade_checkpoint(prefix: str, checkpoint: dict, resuming: bool) -> None:
+    """Renames an old head's weights in a Lightning checkpoint (in place); no-op for today's checkpoints.
+
+    Args:
+        prefix: The head's state-dict prefix, e.g. ``"head."``.
+        checkpoint: The checkpoint dict (``hyper_parameters.head`` tells an old head).
+        resuming: The checkpoint resumes training (its optimizer state will be loaded).
+
+    Raises:
+        ValueError: Resuming an old head's training: its optimizer state does not fit today's head.
+    """
+    old_head = checkpoint.get("hyper_parameters", {}).get("head") or {}
+    if not is_legacy(old_head):
+        return
+    if resuming and checkpoint.get("optimizer_states"):
+        raise ValueError(
+            "this checkpoint was written before facerec's heads were composed (head._target_ "
+            f"{old_head.get('_target_')}); its optimizer state does not fit today's head, so it cannot resume "
+            "training. Evaluate or export it as is, or start a new run from its weights"
+        )
+    upgrade_state(old_head, checkpoint.get("state_dict", {}), prefix)
+
+
+def current_config(config: dict) -> dict:
+    """Today's head config: ``config`` itself, or the upgrade of an old one (:func:`upgrade_config`)."""
+    return upgrade_config(config) if is_legacy(config) else config

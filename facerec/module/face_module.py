@@ -16,7 +16,7 @@ from torch import Tensor
 from facerec.data.transforms import check_crop
 from facerec.errors import class_count_error
 from facerec.heads import build_head
-from facerec.heads.legacy import is_legacy, upgrade_config, upgrade_state
+from facerec.heads.legacy import current_config
 from facerec.models import build_embedding_net, embed_with_mirror
 from facerec.models.backbone import WEIGHT_SOURCES
 from facerec.module.checkpoint import read_training_checkpoint
@@ -92,9 +92,7 @@ class FaceRecognitionModule(L.LightningModule):
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         backbone = _plain(backbone)
-        head = _plain(head)
-        if is_legacy(head):  # a checkpoint written before heads were composed
-            head = upgrade_config(head)
+        head = current_config(_plain(head))  # a checkpoint's head config from before heads were composed: upgraded
         self.save_hyperparameters(
             {
                 "backbone": without_weight_sources(backbone),
@@ -169,27 +167,12 @@ class FaceRecognitionModule(L.LightningModule):
         self.head.on_save_checkpoint("head.", checkpoint, optimizers)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuses a checkpoint trained on another identity count, renames an old head's weights, then lets the
-        head slice its state (Partial FC).
-
-        Raises:
-            ValueError: Another identity count, or resuming training from a checkpoint written before heads
-                were composed (its optimizer state does not fit; its weights still load for evaluation).
-        """
-        hyper_parameters = checkpoint.get("hyper_parameters", {})
-        saved = hyper_parameters.get("num_classes", self.hparams.num_classes)
+        """Refuses a checkpoint trained on another identity count, then lets the head prepare its state
+        (:meth:`~facerec.heads.Head.on_load_checkpoint`; ``resuming`` when a trainer will load the optimizer)."""
+        saved = checkpoint.get("hyper_parameters", {}).get("num_classes", self.hparams.num_classes)
         if saved != self.hparams.num_classes:
             raise class_count_error(saved, self.hparams.num_classes)
-        old_head = hyper_parameters.get("head") or {}
-        if is_legacy(old_head):
-            if self._trainer is not None and checkpoint.get("optimizer_states"):
-                raise ValueError(
-                    "this checkpoint was written before facerec's heads were composed (head._target_ "
-                    f"{old_head.get('_target_')}); its optimizer state does not fit today's head, so it cannot "
-                    "resume training. Evaluate or export it as is, or start a new run from its weights"
-                )
-            upgrade_state(old_head, checkpoint.get("state_dict", {}))
-        self.head.on_load_checkpoint("head.", checkpoint)
+        self.head.on_load_checkpoint("head.", checkpoint, resuming=self._trainer is not None)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
@@ -207,7 +190,7 @@ class FaceRecognitionModule(L.LightningModule):
         optimizer: torch.optim.Optimizer,
         optimizer_closure: Callable[[], Any] | None = None,
     ) -> None:
-        """Steps, then lets heads with non-gradient state (center loss) update once per optimizer step.
+        """Steps, then lets heads with non-gradient state update once per optimizer step.
 
         The head's update is marked skipped when the step changed nothing: no gradients
         (:class:`~facerec.callbacks.NonFiniteLossGuard` ``skip=True``) or the fp16 scaler lowered its scale.
