@@ -30,7 +30,7 @@ def test_head_configs_compose_a_registered_margin_and_every_margin_has_its_confi
         cfg = compose_config(f"head={head}").head
         assert cfg._target_ == "facerec.heads.Head", head
         used.add(cfg.margin._target_)
-    for name in list_margins():
+    for name in list_margins(facerec_only=True):
         target = f"facerec.heads.{margin_class(name).__qualname__}"
         assert OmegaConf.load(REPO / "conf" / "margin" / f"{name}.yaml")._target_ == target
         assert target in used, f"no conf/head/*.yaml uses margin {name}"

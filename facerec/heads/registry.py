@@ -31,9 +31,9 @@ def register_margin(name: str) -> Callable[[type[Margin]], type[Margin]]:
     return wrap
 
 
-def list_margins() -> list[str]:
-    """Sorted names of all registered margins."""
-    return sorted(_MARGINS)
+def list_margins(facerec_only: bool = False) -> list[str]:
+    """Sorted names of the registered margins (``facerec_only``: those facerec defines, not a user's or a test's)."""
+    return sorted(name for name, cls in _MARGINS.items() if not facerec_only or cls.__module__.startswith("facerec."))
 
 
 def margin_class(name: str) -> type[Margin]:

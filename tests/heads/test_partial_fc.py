@@ -23,7 +23,7 @@ from tests.helpers import free_port, spawn
 
 # Heads without a centre loss (every registered margin, and sub-center ArcFace); arcface_center (one with) is
 # checked through a whole step.
-HEAD_KWARGS = {name: {"name": name} for name in list_margins()} | {
+HEAD_KWARGS = {name: {"name": name} for name in list_margins(facerec_only=True)} | {
     "subcenter_arcface": {"name": "arcface", "subcenters": 3}
 }
 MARGIN_HEADS = sorted(HEAD_KWARGS)

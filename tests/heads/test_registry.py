@@ -48,8 +48,8 @@ def test_unknown_name_lists_valid_margins() -> None:
 
 
 def test_every_margin_has_a_yaml_targeting_its_class() -> None:
-    assert sorted(p.stem for p in (CONF / "margin").glob("*.yaml")) == list_margins()
-    for name in list_margins():
+    assert sorted(p.stem for p in (CONF / "margin").glob("*.yaml")) == list_margins(facerec_only=True)
+    for name in list_margins(facerec_only=True):
         target = OmegaConf.load(CONF / "margin" / f"{name}.yaml")["_target_"]
         assert hydra.utils.get_class(target) is margin_class(name), name
 

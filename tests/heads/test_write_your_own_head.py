@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 
+import pytest
 import torch
 from torch import Tensor
 
@@ -57,6 +58,7 @@ def test_it_equals_arcface_at_the_margin_of_its_step():
     assert head.margin.steps.item() == 5.0, "the skipped step did not count"
 
 
+@pytest.mark.slow  # starts train.py
 def test_a_head_defined_in_this_file_trains_through_train_py(data_dir, tmp_path):
     margin = f"{{_target_:{__name__}.WarmupArcFace,scale:30.0,margin:0.3,warmup_steps:2}}"
     run_entry_point(
