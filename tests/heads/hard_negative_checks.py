@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from facerec.heads import Head, create_head
@@ -137,28 +136,6 @@ def assert_low_precision_inputs(name: str, **margin: Any) -> None:
         assert loss.dtype == torch.float32 and torch.isfinite(loss)
         assert torch.isfinite(embeddings.grad).all() and torch.isfinite(head.classifier.weight.grad).all()
         head.zero_grad()
-
-
-def two_rank_worker(rank: int, port: int, name: str, margin: dict) -> None:
-    """One of 2 gloo ranks: partial FC (r = 1) on its half of the classes and its half of the global batch,
-    two steps; asserts loss, logits, gradients and margin state equal one process' full head."""
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        weight, x, labels = batch()
-        full = double_head(name, weight, **margin)
-        partial = double_head(name, weight, {"name": "partial_fc", "rank": rank, "world_size": 2}, **margin)
-        start, end = partial.classifier.class_start, partial.classifier.class_end
-        rows = slice(rank * B // 2, (rank + 1) * B // 2)
-        for _ in range(2):
-            loss, logits, grad_x, grad_w = step(full, x, labels)
-            got = step(partial, x[rows], labels[rows])
-            torch.testing.assert_close(got[0], loss, **TOL)
-            torch.testing.assert_close(got[1], logits[:, start:end], **TOL)
-            torch.testing.assert_close(got[2], grad_x[rows], **TOL)
-            torch.testing.assert_close(got[3], grad_w[start:end], **TOL)
-            torch.testing.assert_close(partial.margin.state_dict(), full.margin.state_dict(), **TOL)
-    finally:
-        dist.destroy_process_group()
 
 
 def assert_finite_at_parallel_and_opposite(name: str, **margin: Any) -> None:

@@ -27,7 +27,6 @@ from tests.heads.hard_negative_checks import (
     cosine_table,
     double_head,
     finish,
-    two_rank_worker,
 )
 
 SCALE, MARGIN, MOMENTUM = 30.0, 0.5, 0.3
@@ -111,14 +110,6 @@ def test_partial_fc_full_rate_exact() -> None:
 
 def test_partial_fc_sampled() -> None:
     assert_partial_fc_sampled("curricularface", momentum=MOMENTUM)
-
-
-@pytest.mark.slow
-def test_partial_fc_two_ranks_exact() -> None:
-    """2 gloo ranks, r = 1: each rank's logits, gradients and ``t`` equal one process' (``t`` from the global batch)."""
-    from tests.helpers import free_port, spawn
-
-    spawn(two_rank_worker, free_port(), "curricularface", {"momentum": MOMENTUM})
 
 
 def test_finite_at_parallel_and_opposite() -> None:

@@ -33,7 +33,6 @@ from tests.heads.hard_negative_checks import (
     cosine_table,
     double_head,
     finish,
-    two_rank_worker,
 )
 
 SCALE, MARGIN, T = 30.0, 0.35, 1.3
@@ -112,15 +111,6 @@ def test_partial_fc_full_rate_exact(base: str) -> None:
 @pytest.mark.parametrize("base", ["am", "arc"])
 def test_partial_fc_sampled(base: str) -> None:
     assert_partial_fc_sampled("mv_softmax", base=base)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("base", ["am", "arc"])
-def test_partial_fc_two_ranks_exact(base: str) -> None:
-    """2 gloo ranks, r = 1: each rank's logits and gradients equal one process' (masks from every rank's targets)."""
-    from tests.helpers import free_port, spawn
-
-    spawn(two_rank_worker, free_port(), "mv_softmax", {"base": base})
 
 
 @pytest.mark.parametrize("base", ["am", "arc"])

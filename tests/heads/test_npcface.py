@@ -31,7 +31,6 @@ from tests.heads.hard_negative_checks import (
     cosine_table,
     double_head,
     finish,
-    two_rank_worker,
 )
 
 SCALE, M0, M1, T, ALPHA = 30.0, 0.5, 0.3, 1.2, 0.1
@@ -101,14 +100,6 @@ def test_partial_fc_full_rate_exact() -> None:
 def test_partial_fc_sampled() -> None:
     """At r = 0.5 the hard-negative mean is over the sampled columns, as the sub-problem of those classes."""
     assert_partial_fc_sampled("npcface")
-
-
-@pytest.mark.slow
-def test_partial_fc_two_ranks_exact() -> None:
-    """2 gloo ranks, r = 1: the per-sample hard-negative sums go over both ranks' columns; all equals one process."""
-    from tests.helpers import free_port, spawn
-
-    spawn(two_rank_worker, free_port(), "npcface", {})
 
 
 def test_finite_at_parallel_and_opposite() -> None:

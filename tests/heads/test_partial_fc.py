@@ -24,7 +24,9 @@ from tests.helpers import free_port, spawn
 # Heads without a centre loss (every registered margin, and sub-center ArcFace); arcface_center (one with) is
 # checked through a whole step.
 HEAD_KWARGS = {name: {"name": name} for name in list_margins(facerec_only=True)} | {
-    "subcenter_arcface": {"name": "arcface", "subcenters": 3}
+    "subcenter_arcface": {"name": "arcface", "subcenters": 3},
+    "mv_arc": {"name": "mv_softmax", "base": "arc"},  # variants whose math differs from their margin's defaults
+    "elastic_cos_plus": {"name": "elasticface", "kind": "cos", "plus": True},
 }
 MARGIN_HEADS = sorted(HEAD_KWARGS)
 CENTER_HEAD_KWARGS = {"name": "arcface", "scale": 30.0}
@@ -263,15 +265,22 @@ def _two_process_worker(rank: int, port: int) -> None:
     torch.set_num_threads(1)
     try:
         local = slice(rank * B // 2, (rank + 1) * B // 2)
-        for name in MARGIN_HEADS:
+        for name in MARGIN_HEADS:  # two steps: running state (CurricularFace's t, AdaCos' s, ...) follows
             plain, partial = plain_and_partial(name)
             partial.classifier.shard(rank, 2)
-            loss, grad_x, grad_w = loss_and_grads(plain, x, labels)
-            got_loss, got_x, got_w = loss_and_grads(partial, x[local], labels[local])
-            torch.testing.assert_close(got_loss, loss, rtol=1e-12, atol=1e-12, msg=f"{name} loss")
-            torch.testing.assert_close(got_x, grad_x[local], rtol=1e-12, atol=1e-12, msg=f"{name} grad x")
-            want_w = partial.classifier.local_rows(grad_w)
-            torch.testing.assert_close(got_w, want_w, rtol=1e-12, atol=1e-12, msg=f"{name} grad w")
+            for step in range(2):
+                loss, grad_x, grad_w = loss_and_grads(plain, x, labels)
+                got_loss, got_x, got_w = loss_and_grads(partial, x[local], labels[local])
+                at = f"{name} step {step}"
+                torch.testing.assert_close(got_loss, loss, rtol=1e-12, atol=1e-12, msg=f"{at} loss")
+                torch.testing.assert_close(got_x, grad_x[local], rtol=1e-12, atol=1e-12, msg=f"{at} grad x")
+                want_w = partial.classifier.local_rows(grad_w)
+                torch.testing.assert_close(got_w, want_w, rtol=1e-12, atol=1e-12, msg=f"{at} grad w")
+                want_state, got_state = plain.margin.state_dict(), partial.margin.state_dict()
+                torch.testing.assert_close(got_state, want_state, rtol=1e-12, atol=1e-12, msg=f"{at} state")
+                for head in (plain, partial):
+                    head.zero_grad()
+                    head.after_optimizer_step()
         for variant, want in expected_center.items():
             _, partial = center_heads(*variant)
             partial.classifier.shard(rank, 2)
