@@ -115,6 +115,7 @@ def assert_trained_sampled_centres(model: FaceRecognitionModule, initial: torch.
     assert head.sampled.param not in state and state[head.weight]["momentum_buffer"].shape == head.weight.shape
 
 
+@pytest.mark.slow  # a matrix of every head; tests/heads/test_partial_fc.py checks each margin's math in the fast lane
 @pytest.mark.parametrize("name", HEADS)
 def test_sampled_partial_fc_trains_with_every_head(name):
     if sample_rate(name) == 1.0:
