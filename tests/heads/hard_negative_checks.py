@@ -124,20 +124,6 @@ def assert_partial_fc_sampled(name: str, **margin: Any) -> None:
     torch.testing.assert_close(partial.margin.state_dict(), sub.margin.state_dict(), **TOL)
 
 
-def assert_low_precision_inputs(name: str, **margin: Any) -> None:
-    """float16 and bfloat16 embeddings: the head runs in float32 and gives a finite loss and gradients."""
-    torch.manual_seed(0)
-    head = create_head(name, E, C, **margin)
-    _, x, labels = batch()
-    for dtype in (torch.float16, torch.bfloat16):
-        embeddings = x.to(dtype).requires_grad_()
-        loss = head(embeddings, labels).loss
-        loss.backward()
-        assert loss.dtype == torch.float32 and torch.isfinite(loss)
-        assert torch.isfinite(embeddings.grad).all() and torch.isfinite(head.classifier.weight.grad).all()
-        head.zero_grad()
-
-
 def assert_finite_at_parallel_and_opposite(name: str, **margin: Any) -> None:
     """Embeddings along, opposite and orthogonal to their centre (cos θ_y = ±1, 0): finite loss and gradients."""
     for dtype in (torch.float32, torch.float64):

@@ -176,18 +176,6 @@ def test_sampled_columns_sum_is_rescaled_to_all_classes() -> None:
     assert all(torch.isfinite(value).all() for value in got)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_embeddings(dtype: torch.dtype) -> None:
-    torch.manual_seed(0)
-    head = create_head("adacos", E, C)
-    x = torch.randn(8, E).to(dtype).requires_grad_(True)
-    loss = head(x, torch.arange(8)).loss
-    loss.backward()
-    assert loss.dtype == torch.float32 and torch.isfinite(loss)
-    assert torch.isfinite(x.grad).all() and torch.isfinite(head.classifier.weight.grad).all()
-    assert head.margin.scale.dtype == torch.float32 and torch.isfinite(head.margin.scale)
-
-
 def test_too_few_classes_are_refused() -> None:
     head = create_head("adacos", E, 2)
     with pytest.raises(ValueError, match="adacos needs at least 3 classes"):

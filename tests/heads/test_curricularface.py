@@ -19,7 +19,6 @@ from facerec.heads.margins.hard_negative import arc_target
 from tests.heads.hard_negative_checks import (
     arc,
     assert_finite_at_parallel_and_opposite,
-    assert_low_precision_inputs,
     assert_matches_reference,
     assert_partial_fc_full_rate_exact,
     assert_partial_fc_sampled,
@@ -114,10 +113,6 @@ def test_partial_fc_sampled() -> None:
 
 def test_finite_at_parallel_and_opposite() -> None:
     assert_finite_at_parallel_and_opposite("curricularface")
-
-
-def test_low_precision_inputs() -> None:
-    assert_low_precision_inputs("curricularface")
 
 
 @pytest.mark.parametrize(

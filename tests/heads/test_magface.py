@@ -156,29 +156,6 @@ def test_partial_fc_at_full_rate_equals_the_full_classifier() -> None:
         torch.testing.assert_close(got, want, **TOL)
 
 
-def test_partial_fc_sampled_is_finite() -> None:
-    torch.manual_seed(0)
-    head = create_head("magface", E, 12, classifier={"name": "partial_fc", "sample_rate": 0.5})
-    x = torch.randn(6, E, requires_grad=True)
-    labels = torch.tensor([0, 1, 2, 0, 1, 2])
-    out = head(x, labels)
-    out.loss.backward()
-    assert out.logits.shape == (6, 6)
-    assert torch.isfinite(out.loss) and torch.isfinite(x.grad).all()
-    assert torch.isfinite(head.classifier.trained_centres.grad).all()
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_embeddings(dtype: torch.dtype) -> None:
-    torch.manual_seed(0)
-    head = create_head("magface", E, C, terms={"magface": MagFaceRegularizer()})
-    x = (20.0 * torch.randn(4, E)).to(dtype).requires_grad_(True)
-    loss = head(x, torch.arange(4)).loss
-    loss.backward()
-    assert loss.dtype == torch.float32 and torch.isfinite(loss)
-    assert torch.isfinite(x.grad).all() and torch.isfinite(head.classifier.weight.grad).all()
-
-
 @pytest.mark.parametrize(
     ("build", "name"),
     [

@@ -25,7 +25,6 @@ from facerec.heads import build_head, create_head
 from tests.heads.hard_negative_checks import (
     arc,
     assert_finite_at_parallel_and_opposite,
-    assert_low_precision_inputs,
     assert_matches_reference,
     assert_partial_fc_full_rate_exact,
     assert_partial_fc_sampled,
@@ -116,11 +115,6 @@ def test_partial_fc_sampled(base: str) -> None:
 @pytest.mark.parametrize("base", ["am", "arc"])
 def test_finite_at_parallel_and_opposite(base: str) -> None:
     assert_finite_at_parallel_and_opposite("mv_softmax", base=base)
-
-
-@pytest.mark.parametrize("base", ["am", "arc"])
-def test_low_precision_inputs(base: str) -> None:
-    assert_low_precision_inputs("mv_softmax", base=base)
 
 
 @pytest.mark.parametrize(
