@@ -56,8 +56,9 @@ def top_k_cosine(
             columns = torch.arange(start, start + similar.shape[1], device=device).expand(len(block), -1)
             if skip_self:
                 similar = similar.masked_fill(columns == rows[:, None], -torch.inf)
-            merged_scores = torch.cat([best_scores, similar], dim=1)
-            merged_indices = torch.cat([best_indices, columns], dim=1)
+            block_scores, order = similar.topk(min(width, similar.shape[1]), dim=1)
+            merged_scores = torch.cat([best_scores, block_scores], dim=1)
+            merged_indices = torch.cat([best_indices, columns.gather(1, order)], dim=1)
             best_scores, order = merged_scores.topk(min(width, merged_scores.shape[1]), dim=1)
             best_indices = merged_indices.gather(1, order)
         indices[first : first + len(block)] = best_indices.cpu().numpy()
