@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from facerec.data.__main__ import main
-from tests.helpers import run_entry_point
+from facerec.data.decode import encode_jpeg
+from tests.helpers import SHARED_DATA, run_entry_point
 
 
 @pytest.fixture
@@ -95,4 +96,26 @@ def test_a_failed_embedding_passes_its_message_on(planted, tmp_path, capsys):
     (tmp_path / "model.ckpt").write_bytes(b"not a checkpoint")
     assert main(["audit", str(planted), "--model", str(tmp_path / "model.ckpt"), "--out", str(tmp_path / "o")]) == 2
     assert "embedding with python -m facerec.embed failed" in capsys.readouterr().err
-    assert sys.executable
+
+
+FRAMES = SHARED_DATA / "lfw_folds1-5" / "frames"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FRAMES.is_dir(), reason=f"real LFW frames not found: {FRAMES}")
+def test_audit_of_raw_photos_lists_those_without_a_face(smoke_checkpoint, tmp_path):
+    root = tmp_path / "photos"
+    for person, numbers in (("Abel_Pacheco", (1, 4)), ("Akhmed_Zakayev", (1, 3))):
+        (root / person).mkdir(parents=True)
+        for number in numbers:
+            shutil.copyfile(FRAMES / person / f"{person}_{number:04d}.jpg", root / person / f"{number}.jpg")
+    (root / "Akhmed_Zakayev" / "blank.jpg").write_bytes(encode_jpeg(np.full((250, 250, 3), 128, np.uint8)))
+    out = tmp_path / "audit"
+    run_entry_point(
+        "-m", "facerec.data", "audit", str(root), "--model", str(smoke_checkpoint), "--out", str(out), "--detect",
+        "--device", "cpu",
+    )  # fmt: skip
+    report = json.loads((out / "audit.json").read_text())
+    assert report["undetectable"] == ["Akhmed_Zakayev/blank.jpg"] and report["corrupt"] == []
+    detection = json.loads((out / "detection.json").read_text())
+    assert any(problem["path"].endswith("blank.jpg") for problem in detection["problems"])
