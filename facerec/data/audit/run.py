@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from facerec.data.audit.findings import (
     Centres,
@@ -137,6 +138,8 @@ def pixel_digest(path: Path) -> str:
 def embed_files(files: list[Path], embedder: Embedder, out: Path) -> dict[str, np.ndarray]:
     """Embeds ``files`` once with ``python -m facerec.embed`` into ``out/embeddings.npz``; returns path -> (E,) row.
 
+    Its progress and summary go to standard output; its standard error is kept for the message of a failure.
+
     With ``detect`` a photo without a kept face has no row (``out/detection.json`` says why).
 
     Raises:
@@ -145,19 +148,12 @@ def embed_files(files: list[Path], embedder: Embedder, out: Path) -> dict[str, n
     with tempfile.TemporaryDirectory() as folder:
         listing = Path(folder) / "images.txt"
         listing.write_text("".join(f"{file.resolve()}\n" for file in files), encoding="utf-8")
-        command = [
-            sys.executable,
-            "-m",
-            "facerec.embed",
-            str(embedder.model),
-            str(listing),
-            "--out",
-            str(out / EMBEDDINGS),
-        ]
+        command = [sys.executable, "-m", "facerec.embed", str(embedder.model), str(listing)]
+        command += ["--out", str(out / EMBEDDINGS)]
         command += ["--batch-size", str(embedder.batch_size), "--workers", str(embedder.workers)]
         command += ["--device", embedder.device] if embedder.device else []
         command += ["--detect", "--report", str(out / DETECTION_JSON)] if embedder.detect else []
-        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        result = subprocess.run(command, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     if result.returncode != 0:
         message = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.returncode}"]
         raise ValueError(f"embedding with python -m facerec.embed failed: {message[0]}")
@@ -309,7 +305,8 @@ def summary(report: dict[str, Any]) -> str:
 
 
 def _device(embedder: Embedder) -> str:
-    return embedder.device or "cpu"
+    """Where the searches run: ``--device``, else CUDA when available."""
+    return embedder.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _caption(path: str) -> str:
