@@ -1,12 +1,14 @@
-"""``python -m facerec.data``: dataset tools (check, folder2rec, rec2folder, make-pairs, make-search, align)."""
+"""``python -m facerec.data``: dataset tools (check, folder2rec, rec2folder, make-pairs, make-search, align, audit)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from facerec.data import align, tools
+from facerec.data.audit import run as audit_run
 from facerec.data.detection.choice import DEFAULT_MIN_SCORE
 from facerec.data.detection.folder import REPORT_JSON, align_photo_folder
 from facerec.data.detection.mtcnn import FaceDetector
@@ -76,6 +78,18 @@ def _make_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    if args.against_images is not None and args.against is None:
+        raise ValueError("--against-images is an option of --against")
+    embedder = audit_run.Embedder(Path(args.model), args.detect, args.device, args.batch_size, args.workers)
+    thresholds = audit_run.Thresholds(args.near_duplicate, args.label_margin, args.merge, args.overlap)
+    report = audit_run.audit_folder(args.dir, args.out, embedder, thresholds, args.against, args.against_images)
+    print(audit_run.summary(report))
+    picture = f" and {args.out}/{audit_run.PICTURE}" if report["files"]["picture"] else ""
+    print(f"wrote {args.out}/{audit_run.REPORT_JSON}{picture}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser; each sub-command stores its handler in ``run``."""
     parser = argparse.ArgumentParser(prog="python -m facerec.data", description=__doc__)
@@ -138,6 +152,36 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--unenrolled", type=float, default=0.25, help="fraction of identities left out of gallery")
     search.add_argument("--seed", type=int, default=0)
     search.set_defaults(run=_make_search)
+    audit = commands.add_parser(
+        "audit", help="duplicates, label errors, identity merges, unreadable images, overlap with a verification set"
+    )
+    audit.add_argument("dir", help="identity folder")
+    audit.add_argument("--model", required=True, help="training checkpoint (.ckpt) or ONNX export (.onnx)")
+    audit.add_argument("--out", required=True, help="new or empty folder for audit.json, worst.png, embeddings.npz")
+    audit.add_argument(
+        "--against", type=Path, metavar="PAIRS", help="a verification pairs.txt: overlap with its people"
+    )
+    audit.add_argument("--against-images", type=Path, metavar="DIR", help="its images (default: the file's folder)")
+    audit.add_argument("--detect", action="store_true", help="raw photos: detect and align each face (MTCNN) first")
+    audit.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    audit.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    audit.add_argument("--workers", type=int, default=2, help="image decoding processes (not with --detect)")
+    defaults = audit_run.Thresholds()
+    limits = audit.add_argument_group("thresholds (cosines of L2-normalised embeddings)")
+    limits.add_argument("--near-duplicate", type=float, default=defaults.near_duplicate, help="default %(default)s")
+    limits.add_argument(
+        "--label-margin",
+        type=float,
+        default=defaults.label_margin,
+        help="closest other identity minus own identity (default %(default)s)",
+    )
+    limits.add_argument(
+        "--merge", type=float, default=defaults.merge, help="two identities' centres (default %(default)s)"
+    )
+    limits.add_argument(
+        "--overlap", type=float, default=defaults.overlap, help="identity and verification person (default %(default)s)"
+    )
+    audit.set_defaults(run=_audit)
     return parser
 
 
