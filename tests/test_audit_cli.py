@@ -92,6 +92,7 @@ def test_audit_refuses_a_missing_folder(tmp_path, capsys):
     assert "identity folder not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the audit starts python -m facerec.embed
 def test_a_failed_embedding_passes_its_message_on(planted, tmp_path, capsys):
     (tmp_path / "model.ckpt").write_bytes(b"not a checkpoint")
     assert main(["audit", str(planted), "--model", str(tmp_path / "model.ckpt"), "--out", str(tmp_path / "o")]) == 2
