@@ -53,8 +53,8 @@ class MarginInput:
         labels: (B,) int64 column of each sample's class, −1 where another rank holds it (Partial FC).
         norms: (B,) ‖x‖ of the embeddings; differentiable (norm-aware margins: AdaFace, MagFace).
         columns: Reductions over every rank's columns (:class:`ClassColumns`).
-        centre_norms: (n,) ‖w_j‖ of each column's centre, differentiable (linear softmax logits); None
-            with several sub-centres per class.
+        centres: (n, E) each column's centre, differentiable (read by :meth:`centre_norms`); None with
+            several sub-centres per class.
         bias: (n,) per-column bias when the head has one (``softmax``), else None.
     """
 
@@ -62,8 +62,12 @@ class MarginInput:
     labels: Tensor
     norms: Tensor
     columns: ClassColumns
-    centre_norms: Tensor | None
+    centres: Tensor | None
     bias: Tensor | None = None
+
+    def centre_norms(self) -> Tensor | None:
+        """(n,) ‖w_j‖ of each column's centre, differentiable (linear softmax logits); computed on demand."""
+        return None if self.centres is None else self.centres.norm(dim=1)
 
     @property
     def held(self) -> Tensor:
@@ -90,8 +94,9 @@ class MarginInput:
         return mask
 
     def with_target(self, values: Tensor, target: Tensor) -> Tensor:
-        """(B, n) ``values`` with each held sample's class column replaced by ``target`` (B,)."""
-        return torch.where(self.target_mask(), target.unsqueeze(1).to(values.dtype), values)
+        """(B, n) ``values`` with each held sample's class column replaced by ``target`` (B,); a copy."""
+        rows = self.held.nonzero().squeeze(1)
+        return values.index_put((rows, self.labels[rows]), target[rows].to(values.dtype))
 
 
 class Margin(nn.Module, ABC):

@@ -115,7 +115,7 @@ class FullClassifier(nn.Module):
             labels=labels,
             norms=embeddings.norm(dim=1),
             columns=columns,
-            centre_norms=centres.norm(dim=1) if self.rows_per_class == 1 else None,
+            centres=centres if self.rows_per_class == 1 else None,
             bias=bias,
         )
 

@@ -26,7 +26,8 @@ class Softmax(Margin):
 
     def forward(self, inputs: MarginInput) -> Tensor:
         """(B, n) linear logits."""
-        if inputs.centre_norms is None:
+        centre_norms = inputs.centre_norms()
+        if centre_norms is None:
             raise ValueError("the softmax margin takes one centre per class; set head.subcenters=1")
-        logits = inputs.norms.unsqueeze(1) * inputs.cos * inputs.centre_norms.unsqueeze(0)
+        logits = inputs.norms.unsqueeze(1) * inputs.cos * centre_norms.unsqueeze(0)
         return logits if inputs.bias is None else logits + inputs.bias.unsqueeze(0)
