@@ -4,6 +4,10 @@ included), batches of different sizes per rank.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -15,11 +19,28 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+_PLANNED: ContextVar[tuple[int, int] | None] = ContextVar("planned_rank", default=None)
+
+
+@contextmanager
+def planned_rank(rank: int, world_size: int) -> Iterator[None]:
+    """Within the block, :func:`rank_and_world_size` answers ``(rank, world_size)`` while no process group exists.
+
+    For building a model before the trainer starts the group (Lightning's launchers), so that model-parallel
+    parts (Partial FC) allocate only this rank's share.
+    """
+    token = _PLANNED.set((rank, world_size))
+    try:
+        yield
+    finally:
+        _PLANNED.reset(token)
+
+
 def rank_and_world_size() -> tuple[int, int]:
-    """``(rank, world size)`` of the default process group, ``(0, 1)`` without one."""
+    """``(rank, world size)`` of the default process group; else the :func:`planned_rank`, else ``(0, 1)``."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return _PLANNED.get() or (0, 1)
 
 
 def all_reduce(tensor: Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> Tensor:

@@ -18,6 +18,6 @@ def class_count_error(head_classes: int, data_classes: int) -> ValueError:
     return ValueError(
         f"the head has {head_classes} classes but the training data has {data_classes} identities. "
         "A checkpoint resumes only on its own identities; to fine-tune on new ones with a new head, export "
-        "the embedding network (torch.save(FaceRecognitionModule.load_from_checkpoint(CKPT).net.state_dict(), "
+        "the embedding network (torch.save(FaceRecognitionModule.load_embedding_net(CKPT).net.state_dict(), "
         "'net.pth')) and start a new run from it: python train.py backbone.checkpoint_path=net.pth (no ckpt_path)"
     )

@@ -335,7 +335,7 @@ def load_model(path: str | Path, flip: bool | None = None, device: str | torch.d
     if path.suffix.lower() != ".ckpt":
         raise ValueError(f"{path}: expected a training checkpoint (.ckpt) or an ONNX export (.onnx)")
 
-    module = FaceRecognitionModule.load_from_checkpoint(path, map_location="cpu")  # checks the file first
+    module = FaceRecognitionModule.load_embedding_net(path)  # checks the file first; never loads class centres
     hparams = module.hparams
     embedder = FaceEmbedder(
         module.net, hparams.input_size, hparams.get("input_crop"), hparams.flip_test if flip is None else flip

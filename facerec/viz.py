@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--out", default="embeddings.png", help="PNG to write")
     parser.add_argument("--max-identities", type=int, default=10)
     args = parser.parse_args(argv)
-    model = FaceRecognitionModule.load_from_checkpoint(args.ckpt_path, map_location="cpu")
+    model = FaceRecognitionModule.load_embedding_net(args.ckpt_path)
     size, crop = model.hparams.input_size, model.hparams.get("input_crop")
     embed = partial(embed_identity_folder, model.net, image_size=size, max_identities=args.max_identities, crop=crop)
     panels = [("training", *embed(args.root, format=args.format))]

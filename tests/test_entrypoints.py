@@ -63,11 +63,13 @@ def test_wandb_runs_offline_without_account_or_prompt(data_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(500)
 def test_two_process_ddp_matches_single_process_evaluation(data_dir, tmp_path):
+    """With Partial FC: each rank writes its centres beside the checkpoint, which eval.py never reads."""
     run_entry_point(
-        "train.py", "experiment=smoke", "trainer=ddp_sim", "trainer.max_epochs=1",
+        "train.py", "experiment=smoke", "trainer=ddp_sim", "trainer.max_epochs=1", "classifier=partial_fc",
         log_dir=tmp_path / "logs", data_dir=data_dir, timeout=400,
     )  # fmt: skip
     run = run_dir(tmp_path / "logs")
+    assert len(list((run / "checkpoints").glob("last.ckpt.centres/*/rank*.pt"))) == 2
     evaluate_in_process(
         "data=synthetic_mini", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
         f"metrics_file={tmp_path / 'single.json'}", output_dir=tmp_path / "eval", data_dir=data_dir,

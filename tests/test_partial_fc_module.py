@@ -8,12 +8,12 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
 from facerec.heads import PartialFC, margin_class
-from facerec.heads.classifiers.partial_fc_checkpoint import CHECKPOINT_KEY
-from facerec.module import FaceRecognitionModule
+from facerec.heads.classifiers.partial_fc_checkpoint import CHECKPOINT_KEY, consolidate, shard_directory
+from facerec.module import FaceRecognitionModule, ShardedCentresDDPStrategy
+from facerec.run.consolidate import main as consolidate_main
 from tests.helpers import (
     free_port,
     head_parts,
@@ -136,14 +136,14 @@ def _two_process_worker(rank: int, port: int, root: Path) -> None:
     join_as_torchrun_rank(rank, port)
     torch.set_num_threads(1)
     for name in HEADS:
-        strategy = DDPStrategy(process_group_backend="gloo")
+        strategy = ShardedCentresDDPStrategy(process_group_backend="gloo")
         model, initial = train_sampled(name, devices=2, strategy=strategy, default_root_dir=root)
         shard = model.head.classifier
         assert_trained_sampled_centres(model, initial[shard.class_start * shard.rows_per_class :][: len(shard.weight)])
         torch.save(dict(model.net.named_parameters()), root / f"{name}_partial_fc_rank{rank}.pt")
         torch.manual_seed(0)
         full = smoke_model(f"head={name}", num_classes=6)
-        strategy = DDPStrategy(process_group_backend="gloo")
+        strategy = ShardedCentresDDPStrategy(process_group_backend="gloo")
         quiet_trainer(2, devices=2, strategy=strategy, default_root_dir=root).fit(full, train_dataloaders=loader(6))
         torch.save(dict(full.named_parameters()), root / f"{name}_full_rank{rank}.pt")
 
@@ -194,3 +194,79 @@ def test_checkpoints_written_before_heads_were_composed_load(tmp_path, overrides
     with pytest.raises(ValueError, match="cannot resume training"):
         trainer(2, tmp_path).fit(smoke_model(*overrides, num_classes=6), train_dataloaders=loader(6),
                                  ckpt_path=tmp_path / "old.ckpt")  # fmt: skip
+
+
+SAMPLED = (*PARTIAL_FC[:2], "classifier.sample_rate=0.5")
+NUM_CLASSES = 7  # shards of 4 + 3 (W = 2), 7 (W = 1), 3 + 2 + 2 (W = 3)
+
+
+class RestoredRows(L.Callback):
+    """At the start of training (after a resume), checks this rank's centres and momentum against the rows of
+    ``expected`` (a checkpoint holding every centre)."""
+
+    def __init__(self, expected: dict) -> None:
+        self.expected = expected
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: FaceRecognitionModule) -> None:
+        classifier = pl_module.head.classifier
+        rows = slice(classifier.class_start, classifier.class_end)
+        slot = self.expected[CHECKPOINT_KEY]["optimizer_slot"]
+        momentum = self.expected["optimizer_states"][slot[0]]["state"][slot[1]]["momentum_buffer"]
+        assert torch.equal(classifier.weight.detach(), self.expected["state_dict"][WEIGHT][rows])
+        assert torch.equal(trainer.optimizers[0].state[classifier.weight]["momentum_buffer"], momentum[rows])
+
+
+def whole_centres(path: Path) -> dict:
+    """The checkpoint at ``path`` with its centres (consolidated from shard files if it has them)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if "shards" in checkpoint[CHECKPOINT_KEY]:
+        consolidate(checkpoint, path)
+    return checkpoint
+
+
+def resume_at(world_size: int, source: Path | None, target: Path, steps: int) -> None:
+    """Trains the sampled Partial FC smoke model to ``steps`` on ``world_size`` processes (gloo when > 1), resuming
+    from ``source`` (its rows checked on every rank), and saves ``target``."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = smoke_model(*SAMPLED, num_classes=NUM_CLASSES)
+    if world_size > 1:
+        options = {"devices": world_size, "strategy": ShardedCentresDDPStrategy(process_group_backend="gloo")}
+    else:
+        options = {}
+    callbacks = [RestoredRows(whole_centres(source))] if source else []
+    fit = quiet_trainer(steps, callbacks=callbacks, default_root_dir=target.parent, **options)
+    fit.fit(model, train_dataloaders=loader(NUM_CLASSES), ckpt_path=source)
+    fit.save_checkpoint(target)
+
+
+def _resume_worker(rank: int, port: int, world_size: int, source: Path | None, target: Path, steps: int) -> None:
+    join_as_torchrun_rank(rank, port, world_size)
+    resume_at(world_size, source, target, steps)
+
+
+@pytest.mark.slow
+def test_sharded_checkpoints_resume_at_another_world_size(tmp_path):
+    """2 gloo ranks write shard files; one process resumes them (an ordinary file), which 3 ranks resume; every
+    rank starts from exactly its rows of centres and momentum; evaluation reads only the embedding network."""
+    spawn(_resume_worker, free_port(), 2, None, tmp_path / "w2.ckpt", 2, nprocs=2)
+    written = torch.load(tmp_path / "w2.ckpt", map_location="cpu", weights_only=True)
+    assert WEIGHT not in written["state_dict"] and written[CHECKPOINT_KEY]["shards"]["world_size"] == 2
+    assert len(list(shard_directory(tmp_path / "w2.ckpt").glob("*/rank*.pt"))) == 2
+    resume_at(1, tmp_path / "w2.ckpt", tmp_path / "w1.ckpt", 4)
+    assert torch.load(tmp_path / "w1.ckpt", weights_only=True)["state_dict"][WEIGHT].shape == (NUM_CLASSES, 16)
+    spawn(_resume_worker, free_port(), 3, tmp_path / "w1.ckpt", tmp_path / "w3.ckpt", 6, nprocs=3)
+    sharded = whole_centres(tmp_path / "w3.ckpt")
+    assert sharded["global_step"] == 6 and sharded["state_dict"][WEIGHT].shape == (NUM_CLASSES, 16)
+    net = FaceRecognitionModule.load_embedding_net(tmp_path / "w3.ckpt")
+    assert net.head is None
+    assert all(torch.equal(value, sharded["state_dict"][f"net.{key}"]) for key, value in net.net.state_dict().items())
+
+    one_file = tmp_path / "one.ckpt"
+    assert consolidate_main([str(tmp_path / "w3.ckpt"), str(one_file)]) == 0
+    written = torch.load(one_file, weights_only=True)
+    assert CHECKPOINT_KEY in written and "shards" not in written[CHECKPOINT_KEY]
+    assert torch.equal(written["state_dict"][WEIGHT], sharded["state_dict"][WEIGHT])
+    assert consolidate_main([str(tmp_path / "w3.ckpt"), str(one_file)]) == 2, "DST exists"
+    assert consolidate_main([str(one_file), str(tmp_path / "again.ckpt")]) == 2, "not sharded"
+    assert not (tmp_path / "again.ckpt").exists()

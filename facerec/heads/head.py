@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -168,11 +169,14 @@ class Head(nn.Module):
         """Lets the classifier store world-size-independent state (``prefix``: the head's state-dict prefix)."""
         self.classifier.on_save_checkpoint(f"{prefix}classifier.", checkpoint, optimizers)
 
-    def on_load_checkpoint(self, prefix: str, checkpoint: dict, resuming: bool = False) -> None:
+    def on_load_checkpoint(
+        self, prefix: str, checkpoint: dict, resuming: bool = False, source: Path | None = None
+    ) -> None:
         """Before the weights are loaded: renames an old head's weights (:mod:`~facerec.heads.legacy`; ValueError
-        when ``resuming`` its training), then lets the classifier slice its state (Partial FC)."""
+        when ``resuming`` its training), then lets the classifier take its rows (Partial FC; ``source``: the
+        checkpoint file, beside which sharded centres lie)."""
         upgrade_checkpoint(prefix, checkpoint, resuming)
-        self.classifier.on_load_checkpoint(f"{prefix}classifier.", checkpoint)
+        self.classifier.on_load_checkpoint(f"{prefix}classifier.", checkpoint, source)
 
 
 def describe_head(head: nn.Module) -> str:

@@ -2,5 +2,6 @@
 
 from facerec.module.face_module import FaceRecognitionModule
 from facerec.module.schedule import WarmupDecay
+from facerec.module.strategy import ShardedCentresDDPStrategy
 
-__all__ = ["FaceRecognitionModule", "WarmupDecay"]
+__all__ = ["FaceRecognitionModule", "ShardedCentresDDPStrategy", "WarmupDecay"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,13 @@ from facerec.heads import build_head
 from facerec.heads.legacy import current_config
 from facerec.models import build_embedding_net, embed_with_mirror
 from facerec.models.backbone import WEIGHT_SOURCES
+from facerec.models.checkpoint import load_strict
 from facerec.module.checkpoint import read_training_checkpoint
 from facerec.module.schedule import current_schedule
+from facerec.module.strategy import ShardedCentresDDPStrategy
+
+_LOADING: ContextVar[Path | None] = ContextVar("loading_checkpoint", default=None)
+"""The file :meth:`FaceRecognitionModule.load_from_checkpoint` is reading (its sharded centres lie beside it)."""
 
 
 def _plain(config: Mapping | None) -> dict | None:
@@ -68,6 +75,7 @@ class FaceRecognitionModule(L.LightningModule):
         class_names: Identity names in label order.
         flip_test: Evaluation embedding = net(x) + net(mirror(x)).
         compile: ``torch.compile`` the backbone.
+        with_head: Build the head (not saved; False: an embedding network only, see :meth:`load_embedding_net`).
 
     Raises:
         ValueError: ``class_names`` length differs from ``num_classes``.
@@ -87,6 +95,7 @@ class FaceRecognitionModule(L.LightningModule):
         class_names: list[str] | None = None,
         flip_test: bool = True,
         compile: bool = False,
+        with_head: bool = True,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -112,7 +121,7 @@ class FaceRecognitionModule(L.LightningModule):
         self.net = build_embedding_net(backbone, self.hparams.neck, embedding_size, tuple(input_size))
         if compile:
             self.net.backbone = torch.compile(self.net.backbone)
-        self.head = build_head(self.hparams.head, embedding_size, num_classes)
+        self.head = build_head(self.hparams.head, embedding_size, num_classes) if with_head else None
 
     @classmethod
     def load_from_checkpoint(
@@ -122,9 +131,32 @@ class FaceRecognitionModule(L.LightningModule):
         (FileNotFoundError, CheckpointError); ``kwargs`` override hyper-parameters (e.g. ``flip_test``).
         """
         read_training_checkpoint(checkpoint_path)
-        return super().load_from_checkpoint(
-            checkpoint_path, map_location=map_location, strict=strict, weights_only=True, **kwargs
-        )
+        token = _LOADING.set(Path(checkpoint_path))
+        try:
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location=map_location, strict=strict, weights_only=True, **kwargs
+            )
+        finally:
+            _LOADING.reset(token)
+
+    @classmethod
+    def load_embedding_net(cls, checkpoint_path: str | Path, **overrides: Any) -> FaceRecognitionModule:
+        """The checkpoint's model without its head, on the CPU in eval mode: for evaluation, inference and export.
+
+        Reads only the embedding network's weights (the file is memory-mapped): class centres are never loaded
+        nor created, whether the checkpoint holds them or its shard files do. ``overrides`` replace
+        hyper-parameters (e.g. ``flip_test``).
+
+        Raises:
+            FileNotFoundError, CheckpointError: As :func:`~facerec.module.checkpoint.read_training_checkpoint`.
+        """
+        checkpoint = read_training_checkpoint(checkpoint_path)
+        arguments = inspect.signature(cls.__init__).parameters
+        hparams = {k: v for k, v in {**checkpoint["hyper_parameters"], **overrides}.items() if k in arguments}
+        model = cls(**hparams, with_head=False)
+        net = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+        load_strict(model.net, net, checkpoint_path)
+        return model.eval()
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) in [-1, 1] -> (B, E) un-normalised embeddings."""
@@ -156,8 +188,21 @@ class FaceRecognitionModule(L.LightningModule):
         return batch
 
     def setup(self, stage: str) -> None:
-        """Lets the head set up this rank (Partial FC shard); DDP ignores sharded parameters."""
+        """Lets the head set up this rank (Partial FC shard); DDP ignores sharded parameters.
+
+        Raises:
+            ValueError: Sharded centres under a strategy that would not checkpoint them (not ``trainer=ddp``'s).
+        """
+        if self.head is None:  # an embedding network being evaluated
+            return
         sharded = self.head.setup_distributed(self.trainer.global_rank, self.trainer.world_size)
+        if sharded and self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, ShardedCentresDDPStrategy):
+            raise ValueError(
+                f"classifier=partial_fc across {self.trainer.world_size} processes needs facerec's DDP strategy, "
+                f"which checkpoints each rank's class centres (trainer=ddp or trainer=ddp_sim; in your own trainer "
+                f"config: strategy: {{_target_: facerec.module.ShardedCentresDDPStrategy}}); "
+                f"not {type(self.trainer.strategy).__name__}"
+            )
         if sharded:
             self._ddp_params_and_buffers_to_ignore = [f"head.{name}" for name in sharded]
 
@@ -172,7 +217,9 @@ class FaceRecognitionModule(L.LightningModule):
         saved = checkpoint.get("hyper_parameters", {}).get("num_classes", self.hparams.num_classes)
         if saved != self.hparams.num_classes:
             raise class_count_error(saved, self.hparams.num_classes)
-        self.head.on_load_checkpoint("head.", checkpoint, resuming=self._trainer is not None)
+        resuming = self._trainer is not None
+        source = self._trainer.ckpt_path if resuming else _LOADING.get()
+        self.head.on_load_checkpoint("head.", checkpoint, resuming=resuming, source=source)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch

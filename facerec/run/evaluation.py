@@ -60,7 +60,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
 def load_model_to_evaluate(cfg: DictConfig) -> tuple[FaceRecognitionModule, list[int], Any]:
     """The checkpoint's model (on the CPU) and the input size and crop to evaluate it at."""
-    model = FaceRecognitionModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", flip_test=cfg.flip_test)
+    model = FaceRecognitionModule.load_embedding_net(cfg.ckpt_path, flip_test=cfg.flip_test)
     image_size, crop = evaluation_input(cfg.data, model.hparams, cfg.ckpt_path)
     return model, image_size, crop
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from facerec.callbacks import RunConfigRecord
 from facerec.callbacks.interrupt import interrupt_exit_status
 from facerec.data.pixels import pixel_rows
+from facerec.distributed import planned_rank
 from facerec.eval.baseline import raw_pixel_metrics
 from facerec.module.checkpoint import read_training_checkpoint
 from facerec.module.face_module import without_weight_sources
@@ -57,9 +58,10 @@ def _train(cfg: DictConfig, ckpt_path: str | None, checkpoint: dict | None) -> f
     if ckpt_path:  # the checkpoint holds the weights: don't re-read backbone.pth or timm's cache
         cfg.backbone = without_weight_sources(cfg.backbone)
     set_sweep_group(cfg)
-    model = instantiate(cfg.model, num_classes=len(class_names), class_names=class_names, _recursive_=False)
     callbacks = [*instantiate_all(cfg.get("callbacks")), RunConfigRecord(run_config, run_id)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")))
+    with planned_rank(trainer.global_rank, trainer.world_size):  # Partial FC creates only this rank's centres
+        model = instantiate(cfg.model, num_classes=len(class_names), class_names=class_names, _recursive_=False)
     for logger in trainer.loggers:
         logger.log_hyperparams(run_config)
     _write_classes(Path(cfg.paths.output_dir) / "classes.json", class_names)

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from facerec.heads import CenterLoss, Head, PartialFC, build_head, create_head, list_margins
-from facerec.heads.classifiers.partial_fc_checkpoint import CHECKPOINT_KEY, shard_checkpoint
+from facerec.heads.classifiers.partial_fc_checkpoint import CHECKPOINT_KEY, take_rows
 from facerec.heads.classifiers.sharded_clipping import clip_grad_norm_sharded_
 from tests.helpers import free_port, spawn
 
@@ -360,8 +360,8 @@ def test_sampling_keeps_the_batch_classes_and_rate_of_the_shard():
 
 def test_shards_are_contiguous_and_cover_every_class():
     head = PartialFC(E, 10, rank=2, world_size=4)
-    assert [head.class_range(k, 4) for k in range(4)] == [(0, 3), (3, 6), (6, 9), (9, 10)]
-    assert head.weight.shape == (3, E)
+    assert [head.class_range(k, 4) for k in range(4)] == [(0, 3), (3, 6), (6, 8), (8, 10)]  # insightface's sizes
+    assert head.weight.shape == (2, E)
     with pytest.raises(ValueError, match="already sharded for rank 2 of 4"):
         head.shard(0, 2)
 
@@ -411,9 +411,9 @@ def test_a_consolidated_checkpoint_reshards_for_another_world_size():
     checkpoint = {
         "state_dict": {"head.classifier.weight": full.clone()},
         "optimizer_states": [{"state": {3: {"momentum_buffer": momentum.clone()}}}],
-        CHECKPOINT_KEY: {"optimizer_slot": (0, 3)},
+        CHECKPOINT_KEY: {"optimizer_slot": (0, 3), "sampled_rows": False},
     }
-    shard_checkpoint(PartialFC(E, C, rank=1, world_size=2), "head.classifier.", checkpoint)
+    take_rows(PartialFC(E, C, rank=1, world_size=2), "head.classifier.", checkpoint)
     assert torch.equal(checkpoint["state_dict"]["head.classifier.weight"], full[4:])
     assert torch.equal(checkpoint["optimizer_states"][0]["state"][3]["momentum_buffer"], momentum[4:])
 
@@ -422,15 +422,15 @@ def test_checkpoint_errors_say_how_to_proceed():
     head = PartialFC(E, C, rank=0, world_size=2)
     key = "head.classifier.weight"
     with pytest.raises(ValueError, match="holds 5 centre rows but this head needs 7"):
-        shard_checkpoint(head, "head.classifier.", {"state_dict": {key: torch.randn(5, E)}})
+        take_rows(head, "head.classifier.", {"state_dict": {key: torch.randn(5, E)}})
     plain = {"state_dict": {key: torch.randn(C, E)}, "optimizer_states": [{"state": {}}]}
     with pytest.raises(ValueError, match="resume it with classifier=full"):
-        shard_checkpoint(head, "head.classifier.", plain)
+        take_rows(head, "head.classifier.", plain)
     plain = {"state_dict": {key: torch.randn(C, E)}, "optimizer_states": [{"state": {}}]}
     every_row = {**plain, CHECKPOINT_KEY: {"optimizer_slot": (0, 0)}}  # r = 1, or facerec before sampled rows
     sampled = PartialFC(E, C, sample_rate=0.5)
     with pytest.raises(ValueError, match=r"no slot for the sampled centres. Resume it with classifier.sample_rate 1.0"):
-        shard_checkpoint(sampled, "head.classifier.", copy.deepcopy(every_row))
+        take_rows(sampled, "head.classifier.", copy.deepcopy(every_row))
     with_rows = {**plain, CHECKPOINT_KEY: {"optimizer_slot": (0, 0), "sampled_rows": True}}
     with pytest.raises(ValueError, match="Resume it with classifier.sample_rate below 1"):
-        shard_checkpoint(PartialFC(E, C), "head.classifier.", copy.deepcopy(with_rows))
+        take_rows(PartialFC(E, C), "head.classifier.", copy.deepcopy(with_rows))

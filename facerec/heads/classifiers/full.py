@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +85,11 @@ class FullClassifier(nn.Module):
         linear_init: bool = False,
     ) -> None:
         super().__init__()
+        self._set_layout(embedding_size, num_classes, rows_per_class, bias)
+        self.weight = nn.Parameter(initial_centres(num_classes * rows_per_class, embedding_size, bias, linear_init))
+
+    def _set_layout(self, embedding_size: int, num_classes: int, rows_per_class: int, bias: bool) -> None:
+        """Checks and stores the centres' layout (before any centre is allocated)."""
         check_range("subcenters", rows_per_class, 1)
         if bias and rows_per_class > 1:
             raise ValueError("a per-class bias (softmax) takes one centre per class; set head.subcenters=1")
@@ -91,7 +97,6 @@ class FullClassifier(nn.Module):
         self.num_classes = num_classes
         self.rows_per_class = rows_per_class
         self.has_bias = bias
-        self.weight = nn.Parameter(initial_centres(num_classes * rows_per_class, embedding_size, bias, linear_init))
 
     @property
     def centres(self) -> Tensor:
@@ -148,5 +153,5 @@ class FullClassifier(nn.Module):
     def on_save_checkpoint(self, prefix: str, checkpoint: dict, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         """Edits a checkpoint being saved (``prefix``: the classifier's state-dict prefix); no-op."""
 
-    def on_load_checkpoint(self, prefix: str, checkpoint: dict) -> None:
-        """Edits a checkpoint before its weights are loaded; no-op."""
+    def on_load_checkpoint(self, prefix: str, checkpoint: dict, source: Path | None = None) -> None:
+        """Edits a checkpoint read from ``source`` before its weights are loaded; no-op."""

@@ -5,8 +5,8 @@ With r = 1 loss and gradients equal the full classifier's on the global batch; n
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -15,8 +15,9 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from facerec.distributed import all_reduce, gather_rows, gather_rows_with_grad, rank_and_world_size, scale_grad
 from facerec.heads.checks import check_range
 from facerec.heads.classifiers.full import FullClassifier
-from facerec.heads.classifiers.partial_fc_checkpoint import consolidate_checkpoint, shard_checkpoint
+from facerec.heads.classifiers.partial_fc_checkpoint import prepare_save, take_rows
 from facerec.heads.classifiers.sampled_rows import SampledRows
+from facerec.heads.classifiers.seeded_rows import draw_seed, seeded_centre_rows
 from facerec.heads.classifiers.sharded_clipping import clip_grad_norm_sharded_
 from facerec.heads.margin import MarginInput
 
@@ -76,13 +77,27 @@ class ShardedColumns:
         return _DistributedCrossEntropy.apply(logits, labels)
 
 
+def shard_range(num_classes: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``[start, end)`` of the classes rank ``rank`` of ``world_size`` holds, sized as insightface's Partial FC:
+    ``C // W`` classes each, one more for the first ``C mod W`` ranks."""
+    per_rank, extra = divmod(num_classes, world_size)
+    start = per_rank * rank + min(rank, extra)
+    return start, start + per_rank + int(rank < extra)
+
+
 class PartialFC(FullClassifier):
     """Class centres sharded across ranks, negatives sampled (``classifier=partial_fc``), for any margin.
 
-    With C classes on W ranks, rank k holds classes ``[k·n, min((k+1)·n, C))``, ``n = ⌈C/W⌉``;
-    :attr:`weight` is that shard, the full matrix until :meth:`shard`. Each step gathers all ranks'
-    embeddings (with gradient) and labels, keeps the shard's classes present in the global batch plus
-    random others up to ``⌈r·shard⌉``, and gives the margin the global batch against those columns
+    With C classes on W ranks, rank k holds the classes of :func:`shard_range` (insightface's split) and
+    creates only their centres: rows are drawn block by block from generators seeded from one draw of torch's
+    default generator (:mod:`~facerec.heads.classifiers.seeded_rows`), so the same seed gives the same centres
+    at any world size. The rank is the process group's, else the one planned by
+    :func:`facerec.distributed.planned_rank` (``train.py`` builds the model inside it), else 0 of 1.
+    :attr:`weight` is that shard.
+
+    Each step gathers all ranks' embeddings (with gradient) and labels, keeps the shard's classes present in
+    the global batch plus random others up to ``int(r·shard)`` (drawn on the CPU as insightface does, so a
+    seed samples the same classes on any device), and gives the margin the global batch against those columns
     (so batch statistics equal a single process'). Logits are (B_global, n_sampled), not class-indexed
     (:attr:`full_logits` False); the loss is the global-batch mean, equal on all ranks. Extra loss terms
     (center loss, centres replicated) use each rank's own samples (:meth:`batch_mean`).
@@ -98,20 +113,21 @@ class PartialFC(FullClassifier):
         head.after_optimizer_step()
         optimizer.zero_grad()
 
-    Checkpoints hold the centres unsharded (:mod:`~facerec.heads.classifiers.partial_fc_checkpoint`), so a
-    run resumes at any world size; gradient clipping by norm uses the whole gradient
-    (:mod:`~facerec.heads.classifiers.sharded_clipping`).
+    One process checkpoints every centre in the checkpoint; several write one shard file each beside it, and
+    any world size resumes either (:mod:`~facerec.heads.classifiers.partial_fc_checkpoint`). Gradient
+    clipping by norm uses the whole gradient (:mod:`~facerec.heads.classifiers.sharded_clipping`).
 
     Args:
         embedding_size, num_classes, rows_per_class, bias, linear_init: As
             :class:`~facerec.heads.classifiers.full.FullClassifier`.
         sample_rate: r in (0, 1], share of the shard's classes used per step (batch classes always kept).
-        rank: This process' rank; default: the process group's, 0 without one.
-        world_size: Number of ranks; default: the process group's, 1 without one.
+        rank: This process' rank; default: see above.
+        world_size: Number of ranks; default: see above.
 
     Attributes:
         embedding_grad_scale: Factor on the gradient to this rank's embeddings: 1 (exact global-batch
             gradient), or the world size after :meth:`setup_distributed` (undoes DDP's averaging).
+        init_seed: Seed of the initial centres (drawn at construction).
 
     Raises:
         ValueError: ``sample_rate`` outside (0, 1], or a rank's shard would be empty.
@@ -131,22 +147,41 @@ class PartialFC(FullClassifier):
         world_size: int | None = None,
     ) -> None:
         check_range("classifier.sample_rate", sample_rate, 0.0, 1.0, low_open=True)
-        super().__init__(embedding_size, num_classes, rows_per_class, bias, linear_init)
+        nn.Module.__init__(self)  # not FullClassifier's: it would create every centre
+        self._set_layout(embedding_size, num_classes, rows_per_class, bias)
         self.sample_rate = sample_rate
-        self.sampled = SampledRows(self.weight) if sample_rate < 1.0 else None
-        self.rank, self.world_size = 0, 1
-        self.class_start, self.class_end = 0, self.num_classes
+        self.linear_init = linear_init
+        self.init_seed = draw_seed()
         self.embedding_grad_scale = 1.0
         default_rank, default_world = rank_and_world_size()
-        self.shard(default_rank if rank is None else rank, default_world if world_size is None else world_size)
+        rank = default_rank if rank is None else rank
+        world_size = default_world if world_size is None else world_size
+        self.rank, self.world_size, (self.class_start, self.class_end) = rank, world_size, self._range(rank, world_size)
+        rows = seeded_centre_rows(
+            self.init_seed, *self._rows(self.class_start, self.class_end), embedding_size, bias, linear_init
+        )
+        self.weight = nn.Parameter(rows)
+        self.sampled = SampledRows(self.weight) if sample_rate < 1.0 else None
+
+    def _range(self, rank: int, world_size: int) -> tuple[int, int]:
+        """:func:`shard_range`; ValueError if it is empty."""
+        start, end = shard_range(self.num_classes, rank, world_size)
+        if start >= end:
+            raise ValueError(
+                f"partial FC: {self.num_classes} classes leave rank {rank} of {world_size} no class; "
+                "use fewer processes than classes"
+            )
+        return start, end
+
+    def _rows(self, class_start: int, class_end: int) -> tuple[int, int]:
+        return class_start * self.rows_per_class, class_end * self.rows_per_class
 
     def class_range(self, rank: int, world_size: int) -> tuple[int, int]:
-        """``[start, end)`` of the classes rank ``rank`` of ``world_size`` holds."""
-        per_rank = math.ceil(self.num_classes / world_size)
-        return min(rank * per_rank, self.num_classes), min((rank + 1) * per_rank, self.num_classes)
+        """``[start, end)`` of the classes rank ``rank`` of ``world_size`` holds (:func:`shard_range`)."""
+        return shard_range(self.num_classes, rank, world_size)
 
     def shard(self, rank: int, world_size: int) -> None:
-        """Keeps only this rank's slice of the centres; call before building the optimizer.
+        """Keeps only rank ``rank``'s slice of the centres this head holds whole (built for one process).
 
         Raises:
             ValueError: Already sharded differently, or the shard would be empty.
@@ -156,36 +191,36 @@ class PartialFC(FullClassifier):
         if self.world_size != 1:
             raise ValueError(
                 f"partial FC centres are already sharded for rank {self.rank} of {self.world_size}; "
-                f"build a new head to shard for rank {rank} of {world_size}"
+                f"build the model in each process (Lightning's default launcher, or inside "
+                f"facerec.distributed.planned_rank) to shard for rank {rank} of {world_size}"
             )
-        start, end = self.class_range(rank, world_size)
-        if start >= end:
-            raise ValueError(
-                f"partial FC: {self.num_classes} classes leave rank {rank} of {world_size} no class; "
-                "use fewer processes than classes"
-            )
-        rows = self.weight.data[start * self.rows_per_class : end * self.rows_per_class].clone()
-        self.weight = nn.Parameter(rows)
+        start, end = self._range(rank, world_size)
+        low, high = self._rows(start, end)
+        self.weight = nn.Parameter(self.weight.data[low:high].clone())
         self.rank, self.world_size, self.class_start, self.class_end = rank, world_size, start, end
 
     def sample(self, labels: Tensor) -> tuple[Tensor | None, Tensor]:
-        """Picks this rank's classes for a step from the global batch's labels (B,).
+        """Picks this rank's classes for a step from the global batch's labels (B,), as insightface does.
+
+        With r < 1: the shard's classes in the batch; if there are at most ``max(1, int(r·shard))`` of them,
+        the rest up to that count are the top of ``torch.rand(shard)`` drawn from torch's default CPU generator
+        (insightface's rule: the same classes for a seed on any device).
 
         Returns:
-            ``classes``: sorted (n,) shard-local indices (None: whole shard); ``local_labels``: (B,)
+            ``classes``: sorted (n,) shard-local indices (None: whole shard, r = 1); ``local_labels``: (B,)
             each label's position in them, −1 for other ranks' classes.
         """
         local = labels - self.class_start
         on_shard = (labels >= self.class_start) & (labels < self.class_end)
-        shard_size = self.class_end - self.class_start
-        num_sample = math.ceil(self.sample_rate * shard_size)
-        if num_sample >= shard_size:
+        if self.sampled is None:
             return None, torch.where(on_shard, local, -1)
+        shard_size = self.class_end - self.class_start
+        num_sample = max(1, int(self.sample_rate * shard_size))
         positives = torch.unique(local[on_shard])
-        if positives.numel() >= num_sample:
+        if positives.numel() > num_sample:
             classes = positives
         else:
-            score = torch.rand(shard_size, device=labels.device)
+            score = torch.rand(shard_size).to(labels.device)
             score[positives] = 2.0
             classes = score.topk(num_sample).indices.sort().values
         return classes, torch.where(on_shard, torch.searchsorted(classes, local.clamp_min(0)), -1)
@@ -250,23 +285,14 @@ class PartialFC(FullClassifier):
         return True
 
     def on_save_checkpoint(self, prefix: str, checkpoint: dict, optimizers: Sequence[torch.optim.Optimizer]) -> None:
-        """Stores centres and their optimizer state unsharded, resumable at any world size (collective)."""
-        consolidate_checkpoint(self, prefix, checkpoint, list(optimizers))
+        """One process: keeps every centre in ``checkpoint``; sharded: leaves this rank's rows for the strategy
+        to write beside it (:func:`~facerec.heads.classifiers.partial_fc_checkpoint.prepare_save`)."""
+        prepare_save(self, prefix, checkpoint, list(optimizers))
 
-    def on_load_checkpoint(self, prefix: str, checkpoint: dict) -> None:
-        """Slices this rank's centres and optimizer state out of a consolidated checkpoint."""
-        shard_checkpoint(self, prefix, checkpoint)
-
-    def full_rows(self, shard: Tensor) -> Tensor:
-        """All ranks' slices of a per-row tensor, concatenated in class order (collective)."""
-        return gather_rows(shard)
+    def on_load_checkpoint(self, prefix: str, checkpoint: dict, source: Path | None = None) -> None:
+        """Puts this rank's centres and optimizer state into a checkpoint read from ``source``, of any world size."""
+        take_rows(self, prefix, checkpoint, source)
 
     def local_rows(self, full: Tensor) -> Tensor:
-        """This rank's slice of a full (C·K, ...) per-row tensor; ValueError if it has not C·K rows."""
-        expected = self.num_classes * self.rows_per_class
-        if full.shape[0] != expected:
-            raise ValueError(
-                f"partial FC: the checkpoint holds {full.shape[0]} centre rows but this head needs {expected} "
-                f"({self.num_classes} classes); resume with the training data and head it was trained with"
-            )
-        return full[self.class_start * self.rows_per_class : self.class_end * self.rows_per_class].clone()
+        """This rank's slice of a full (C·K, ...) per-row tensor."""
+        return full[slice(*self._rows(self.class_start, self.class_end))].clone()
