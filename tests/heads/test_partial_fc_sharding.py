@@ -175,7 +175,6 @@ def test_shards_of_one_world_size_resume_at_another(tmp_path, written, read):
         rows = slice(*classifier.class_range(rank, read))
         assert torch.equal(loaded["state_dict"][KEY], centres[rows])
         assert torch.equal(loaded["optimizer_states"][0]["state"][2]["momentum_buffer"], momentum[rows])
-        assert torch.equal(loaded["state_dict"]["net.weight"], torch.load(path, weights_only=True)["state_dict"]["net.weight"])
 
 
 def test_consolidate_gives_what_one_process_writes(tmp_path):
