@@ -103,8 +103,9 @@ def test_preset_carries_the_published_recipe(name, presets):
     assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.9, pytest.approx(facts["weight_decay"]))
     assert plain(cfg.scheduler).items() >= facts["schedule"].items()
     assert cfg.scheduler._target_ == "facerec.module.WarmupDecay"
-    trainer = {key: cfg.trainer.get(key) for key in (*facts["length"], "precision", "strategy")}
-    assert trainer == {**facts["length"], "precision": facts["precision"], "strategy": "ddp"}
+    trainer = {key: cfg.trainer.get(key) for key in (*facts["length"], "precision")}
+    assert trainer == {**facts["length"], "precision": facts["precision"]}
+    assert cfg.trainer.strategy._target_ == "facerec.module.ShardedCentresDDPStrategy"  # DDP, centres sharded
     assert (cfg.trainer.accelerator, cfg.trainer.sync_batchnorm) == ("gpu", False)
 
 

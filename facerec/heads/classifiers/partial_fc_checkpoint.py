@@ -185,14 +185,18 @@ class ShardedRows:
             raise CheckpointError(f"{file} cannot be read as a centre shard: {str(error).splitlines()[0]}") from None
 
     def read(self, name: str, start: int, end: int) -> Tensor:
-        """Rows ``[start, end)`` of tensor ``name`` (``"weight"`` or ``"optimizer.<state>"``), copied to memory."""
-        parts = []
+        """Rows ``[start, end)`` of tensor ``name`` (``"weight"`` or ``"optimizer.<state>"``), copied to memory
+        (only those rows: the files stay memory-mapped)."""
+        rows = None
         for file, (low, high) in zip(self.files, self.ranges, strict=True):
             if high <= start or low >= end:
                 continue
             tensor = self._load(file)["tensors"][name]
-            parts.append(tensor[max(start, low) - low : min(end, high) - low].clone())
-        return torch.cat(parts)
+            if rows is None:
+                rows = tensor.new_empty((end - start, *tensor.shape[1:]))
+            first, last = max(start, low), min(end, high)
+            rows[first - start : last - start] = tensor[first - low : last - low]
+        return rows
 
 
 def _check_rows(found: int, classifier: ShardedCentres) -> None:
