@@ -160,6 +160,7 @@ class Row:
     setting: str = ""
 
     def cells(self) -> tuple[str, ...]:
+        """The five cells, escaped for a Markdown table."""
         return tuple(
             str(cell).replace("|", "\\|").replace("\n", " ")
             for cell in (self.measurement, self.facerec, self.bare, self.ratio, self.setting)
@@ -204,6 +205,7 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 
 def _rate(value: float, unit: str = "img/s") -> str:
+    """``value`` rounded, with thousands separators and ``unit``."""
     return f"{value:,.0f} {unit}"
 
 
@@ -231,7 +233,8 @@ def training(run: Run, compiled: bool) -> list[Row]:
     backend = "" if not compiled or torch.device(run.device).type == "cuda" else " (backend=eager on the CPU)"
     setting = (
         f"{sizes.model[0].split('=')[1]} + ArcFace, {sizes.image_size}², batch {sizes.batch_size}, {run.precision}, "
-        f"channels-last, SGD, median of {sizes.train_steps} steps"
+        f"channels-last, SGD, {step_overhead.NUM_CLASSES} classes, callbacks + csv logger, "
+        f"median of {sizes.train_steps} steps"
     )
     name = f"training step, {'torch.compile' + backend if compiled else 'eager'}"
     return [Row(name, _rate(lightning), _rate(bare), f"{lightning / bare:.3f}", setting)]
@@ -250,7 +253,8 @@ def verification(run: Run) -> list[Row]:
     )
     setting = (
         f"{images:,} images ({sizes.image_size}²), {len(datamodule.val_sets[0]):,} pairs, "
-        f"batch {sizes.eval_batch_size}, {run.precision}, best of {sizes.eval_repeats}"
+        f"batch {sizes.eval_batch_size}, {datamodule.loader_options['num_workers']} workers, {run.precision}, "
+        f"best of {sizes.eval_repeats}"
     )
     return [Row("verification", _rate(images / callback), _rate(images / bare), f"{bare / callback:.3f}", setting)]
 
@@ -270,6 +274,7 @@ class BareSoftmax(torch.nn.Module):
         return SimpleNamespace(loss=F.cross_entropy(self.scale * logits, labels))
 
     def param_groups(self) -> list[dict]:
+        """One group: the centres."""
         return [{"params": [self.centres]}]
 
     def before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -448,7 +453,7 @@ def run_section(title: str, run: Run, start: float, failed: list[str]) -> list[R
 def main(argv: list[str] | None = None) -> int:
     """Runs every section within the budget, prints and writes the table; 1 if any section failed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--tiny", action="store_true", help="a dry run on tiny sizes (seconds on the CPU)")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
     args = parser.parse_args(argv)
