@@ -50,10 +50,10 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GOAL = 3.0
 
 
-def recipe_config() -> DictConfig:
-    """The composed ``experiment=quickstart`` training config."""
+def recipe_config(*overrides: str) -> DictConfig:
+    """The composed ``experiment=quickstart`` training config, ``overrides`` added."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=["experiment=quickstart"])
+        return compose(config_name="train", overrides=["experiment=quickstart", *overrides])
 
 
 def loader_throughput(

@@ -32,22 +32,28 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from benchmarks.step_overhead import autocast_dtype
 from facerec.callbacks import VerificationCallback
+from facerec.data import FaceDataModule
+from facerec.module.face_module import FaceRecognitionModule
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GOAL = 0.9
+LFW_SIZED = (
+    "data.synthetic.heldout_identities=600",
+    "data.synthetic.heldout_images_per_identity=10",
+    "data.synthetic.pairs_per_fold=300",
+)
 
 
-def build(data_dir: Path, batch_size: int):
-    """The smoke model (no flip TTA) and a datamodule over a generated verification set."""
+def build(data_dir: Path, batch_size: int, *overrides: str) -> tuple[FaceRecognitionModule, FaceDataModule]:
+    """The smoke model (no flip TTA) and a datamodule over a verification set generated as ``overrides`` say."""
     overrides = [
         "experiment=smoke",
         f"paths.data_dir={data_dir}",
         "model.flip_test=false",
         f"data.eval_batch_size={batch_size}",
-        "data.synthetic.heldout_identities=600",
-        "data.synthetic.heldout_images_per_identity=10",
-        "data.synthetic.pairs_per_fold=300",
+        *overrides,
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
@@ -58,10 +64,13 @@ def build(data_dir: Path, batch_size: int):
     return model.eval(), datamodule
 
 
-def callback_seconds(model, datamodule, run_dir: Path) -> float:
-    """Seconds of one ``trainer.validate`` with the verification callback."""
+def callback_seconds(
+    model: FaceRecognitionModule, datamodule: FaceDataModule, run_dir: Path, device: str, precision: str
+) -> float:
+    """Seconds of one ``trainer.validate`` with the verification callback on ``device`` at ``precision``."""
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=device,
+        precision=precision,
         logger=False,
         callbacks=[VerificationCallback()],
         default_root_dir=str(run_dir),
@@ -74,13 +83,29 @@ def callback_seconds(model, datamodule, run_dir: Path) -> float:
     return time.perf_counter() - start
 
 
-def bare_seconds(model, datamodule) -> float:
-    """Seconds of ``model(x)`` over the validation DataLoader under ``torch.inference_mode``."""
+def bare_seconds(model: FaceRecognitionModule, datamodule: FaceDataModule, device: str, precision: str) -> float:
+    """Seconds of ``model(x)`` over the validation DataLoader under ``torch.inference_mode`` (and autocast for
+    ``precision``), on ``device``."""
+    model = model.to(device)
+    dtype = autocast_dtype(precision)
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
         for images, _ in datamodule.val_dataloader()[0]:
-            model(images)
+            model(images.to(device))
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+def best_seconds(
+    model: FaceRecognitionModule, datamodule: FaceDataModule, run_dir: Path, repeats: int, device: str, precision: str
+) -> tuple[float, float]:
+    """Best seconds of the callback path and of the bare loop over ``repeats`` runs each, after a warm-up of both."""
+    callback_seconds(model, datamodule, run_dir, device, precision)
+    bare_seconds(model, datamodule, device, precision)
+    callback = min(callback_seconds(model, datamodule, run_dir, device, precision) for _ in range(repeats))
+    bare = min(bare_seconds(model, datamodule, device, precision) for _ in range(repeats))
+    return callback, bare
 
 
 def main() -> None:
@@ -93,12 +118,9 @@ def main() -> None:
     logging.getLogger("lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory() as tmp:
-        model, datamodule = build(Path(tmp) / "data", args.batch_size)
+        model, datamodule = build(Path(tmp) / "data", args.batch_size, *LFW_SIZED)
         images = len(datamodule.val_sets[0].images)
-        callback_seconds(model, datamodule, Path(tmp) / "run")
-        bare_seconds(model, datamodule)
-        callback = min(callback_seconds(model, datamodule, Path(tmp) / "run") for _ in range(args.repeats))
-        bare = min(bare_seconds(model, datamodule) for _ in range(args.repeats))
+        callback, bare = best_seconds(model, datamodule, Path(tmp) / "run", args.repeats, "cpu", "32-true")
     ratio = bare / callback
     pairs = len(datamodule.val_sets[0])
     setting = f"batch {args.batch_size}, {args.threads} threads, best of {args.repeats}"

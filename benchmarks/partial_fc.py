@@ -74,10 +74,16 @@ def _peak(device: torch.device) -> int:
 
 def measure(num_classes: int, sample_rate: float | None, args: argparse.Namespace) -> tuple[float, float]:
     """Median step milliseconds and peak extra MiB for one head; ``sample_rate=None``: full softmax."""
-    device = torch.device(args.device)
     torch.manual_seed(0)
     classifier = {"name": "full"} if sample_rate is None else {"name": "partial_fc", "sample_rate": sample_rate}
-    head = create_head("arcface", args.embedding_size, num_classes, classifier=classifier).to(device)
+    head = create_head("arcface", args.embedding_size, num_classes, classifier=classifier).to(args.device)
+    return measure_head(head, num_classes, args)
+
+
+def measure_head(head: torch.nn.Module, num_classes: int, args: argparse.Namespace) -> tuple[float, float]:
+    """:func:`measure` of ``head``: a facerec head, or a module with the same ``param_groups``,
+    ``before_optimizer_step`` and ``after_optimizer_step`` and whose output has a ``loss``."""
+    device = torch.device(args.device)
     optimizer = torch.optim.SGD(head.param_groups(), lr=0.1, momentum=0.9)
     embeddings = torch.randn(args.batch_size, args.embedding_size, device=device)
     labels = torch.randint(0, num_classes, (args.batch_size,), device=device)
