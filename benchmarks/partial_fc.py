@@ -149,7 +149,7 @@ def scale_worker(rank: int, port: int, args: argparse.Namespace, folder: Path) -
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=args.world)
     torch.set_num_threads(max(1, torch.get_num_threads() // args.world))
     try:
-        create_head("arcface", 2, 2, classifier={"name": "partial_fc"})  # imports and code pages: not counted
+        create_head("arcface", 2, args.world, classifier={"name": "partial_fc"})  # imports, code pages: not counted
         gc.collect()
         base = _reset_peak(device)
         torch.manual_seed(0)

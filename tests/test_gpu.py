@@ -1,4 +1,5 @@
-"""On a CUDA GPU: fp16-mixed and bf16-mixed training steps, channels-last inputs, ``model.compile=true``, 1:N search.
+"""On a CUDA GPU: fp16-mixed and bf16-mixed training steps, channels-last inputs, ``model.compile=true``, 1:N search,
+Partial FC sampling.
 
 Every test here is marked ``gpu``: skipped with the reason where ``torch.cuda.is_available()`` is false, run with
 ``pytest -m gpu`` on a machine with CUDA. The 2-process NCCL DDP equality test is the ``nccl`` case of
@@ -15,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from facerec.eval.search import search
+from facerec.heads import PartialFC
 from tests.helpers import quiet_trainer, smoke_model, without_tf32
 
 pytestmark = pytest.mark.gpu
@@ -154,3 +156,15 @@ def test_search_on_cuda_equals_the_cpu(float32):
     on_cuda = search(probes, gallery, gallery_labels, probe_labels, device="cuda", **options)
     assert (on_cuda.ranks == on_cpu.ranks).all() and (on_cuda.topk_indices == on_cpu.topk_indices).all()
     assert abs(on_cuda.topk_scores - on_cpu.topk_scores).max() < 1e-5
+
+
+def test_partial_fc_samples_the_same_classes_on_cuda_as_on_the_cpu():
+    """Sampling draws on torch's default CPU generator (insightface's rule): the same seed, the same classes."""
+    classifier = PartialFC(8, 10_000, sample_rate=0.1, rank=1, world_size=3)
+    labels = torch.randint(0, 10_000, (64,))
+    torch.manual_seed(5)
+    on_cpu = classifier.sample(labels)
+    torch.manual_seed(5)
+    on_cuda = classifier.to("cuda").sample(labels.cuda())
+    for cpu, cuda in zip(on_cpu, on_cuda, strict=True):
+        assert torch.equal(cuda.cpu(), cpu)

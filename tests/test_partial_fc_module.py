@@ -260,6 +260,8 @@ def test_sharded_checkpoints_resume_at_another_world_size(tmp_path):
     assert sharded["global_step"] == 6 and sharded["state_dict"][WEIGHT].shape == (NUM_CLASSES, 16)
     net = FaceRecognitionModule.load_embedding_net(tmp_path / "w3.ckpt")
     assert net.head is None
+    whole = FaceRecognitionModule.load_from_checkpoint(tmp_path / "w3.ckpt")  # e.g. to fine-tune: every centre
+    assert torch.equal(whole.head.classifier.weight.detach(), sharded["state_dict"][WEIGHT])
     assert all(torch.equal(value, sharded["state_dict"][f"net.{key}"]) for key, value in net.net.state_dict().items())
 
     one_file = tmp_path / "one.ckpt"

@@ -149,6 +149,7 @@ def test_scale_is_restored_from_a_state_dict() -> None:
 
 def test_partial_fc_at_full_rate_equals_the_full_classifier() -> None:
     full, partial = adacos_head(), adacos_head(classifier={"name": "partial_fc", "sample_rate": 1.0})
+    partial.load_state_dict(full.state_dict())  # the same centres (Partial FC draws its own per block)
     for x, labels in batches():
         for got, want in zip(step(partial, x, labels), step(full, x, labels), strict=True):
             torch.testing.assert_close(got, want, **TOL)

@@ -146,6 +146,7 @@ def test_margin_gradient_flows_through_the_clipped_magnitude() -> None:
 
 def test_partial_fc_at_full_rate_equals_the_full_classifier() -> None:
     full, partial = magface_head(), magface_head(classifier={"name": "partial_fc", "sample_rate": 1.0})
+    partial.load_state_dict(full.state_dict())  # the same centres (Partial FC draws its own per block)
     x, labels = batch()
     results = []
     for head in (full, partial):
