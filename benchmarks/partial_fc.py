@@ -54,13 +54,15 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"{field} missing from /proc/self/status")
 
 
-def _reset_peak(device: torch.device) -> int:
-    """Resets the peak counter; returns the current usage in bytes."""
+def _reset_peak(device: torch.device, trim: bool = False) -> int:
+    """Resets the peak counter; returns the current usage in bytes. ``trim``: on the CPU, first return freed heap
+    pages to the system (``malloc_trim``), so that the RSS is what is held (the scale benchmark)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         return torch.cuda.memory_allocated()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap pages back to the system: the RSS is what is held
+    if trim:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     (PROC / "clear_refs").write_text("5")
     return _rss_kib("VmRSS:") * 1024
 
@@ -131,7 +133,7 @@ def _step(head: torch.nn.Module, optimizer: torch.optim.Optimizer, args: argpars
 def _phase(device: torch.device, base: int, work) -> tuple[float, float]:
     """Runs ``work()``; its seconds and this process' peak memory above ``base`` bytes (MiB) meanwhile."""
     gc.collect()
-    _reset_peak(device)
+    _reset_peak(device, trim=True)
     start = time.perf_counter()
     work()
     if device.type == "cuda":
@@ -151,7 +153,7 @@ def scale_worker(rank: int, port: int, args: argparse.Namespace, folder: Path) -
     try:
         create_head("arcface", 2, args.world, classifier={"name": "partial_fc"})  # imports, code pages: not counted
         gc.collect()
-        base = _reset_peak(device)
+        base = _reset_peak(device, trim=True)
         torch.manual_seed(0)
         holder = {}
 

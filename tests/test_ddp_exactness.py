@@ -17,8 +17,8 @@ the gradient norm hard (the centres' gradient alone has a norm in the hundreds),
 compute over all shards. ``partial_fc_center`` shards ArcFace's centres while the center loss' ``sgd``
 centres stay replicated: their gradient, computed from each rank's samples, must average to the
 global batch's.
-The checkpoint is saved at the end of training, while the model is still on its device: Lightning moves it to
-the CPU after ``fit``, where NCCL cannot gather the Partial FC shards.
+The checkpoint is saved at the end of training, while the model is still on its device (Lightning moves it to
+the CPU after ``fit``); with Partial FC each rank writes its centres beside it.
 
 The verification metric, gathered over 2 gloo processes (the sampler padding one), scores like one process.
 """
@@ -34,12 +34,13 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from facerec.callbacks import NonFiniteLossGuard
 from facerec.eval.metric import VerificationMetric
+from facerec.heads.classifiers.partial_fc_checkpoint import consolidate, is_sharded
+from facerec.module import ShardedCentresDDPStrategy
 from tests.helpers import free_port, join_as_torchrun_rank, smoke_model, spawn, without_tf32
 
 
@@ -105,7 +106,7 @@ def train(name: str, devices: int, root: Path, accumulate: int = 1, backend: str
     loader = DataLoader(dataset, batch_size=GLOBAL_BATCH // devices // accumulate, sampler=sampler)
     trainer = L.Trainer(
         accelerator=ACCELERATORS[backend], devices=devices, max_steps=STEPS,
-        strategy=DDPStrategy(process_group_backend=backend) if devices > 1 else "auto",
+        strategy=ShardedCentresDDPStrategy(process_group_backend=backend) if devices > 1 else "auto",
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         limit_val_batches=0, default_root_dir=root, use_distributed_sampler=False,
         gradient_clip_val=run.gradient_clip_val, accumulate_grad_batches=accumulate,
@@ -152,13 +153,16 @@ def test_two_processes_end_identical_and_equal_one_process(two_process_run, name
     root, backend = two_process_run
     ranks = [torch.load(root / f"{name}_rank{r}.pt", map_location="cpu", weights_only=True) for r in range(2)]
     single = train(name, 1, tmp_path, backend=backend)
-    whole = torch.load(root / f"{name}_2.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    checkpoint = torch.load(root / f"{name}_2.ckpt", map_location="cpu", weights_only=True)
+    if is_sharded(checkpoint):  # Partial FC: each rank wrote its centres beside the file
+        consolidate(checkpoint, root / f"{name}_2.ckpt")
+    whole = checkpoint["state_dict"]
     expected = {key: value.cpu() for key, value in single.lightning_module.state_dict().items()}
     skips = int(RUNS[name].nan_sample is not None)
     assert [int(rank.pop("skipped")) for rank in ranks] == [skips, skips] and skipped_steps(single) == skips
     if name.startswith("partial_fc"):
         shards = torch.cat([ranks[0]["head.classifier.weight"], ranks[1]["head.classifier.weight"]])
-        assert torch.equal(whole["head.classifier.weight"], shards), "checkpoint holds the gathered centres"
+        assert torch.equal(whole["head.classifier.weight"], shards), "the checkpoint's shards are the ranks' centres"
         for rank in ranks:
             rank["head.classifier.weight"] = shards
     for key in expected:

@@ -192,18 +192,20 @@ def _two_ranks(rank: int, port: int) -> None:
     the union of their sampled columns, rescaled."""
     torch.set_num_threads(1)
     full = adacos_head()
+    partial = adacos_head(classifier={"name": "partial_fc"})  # one process' head, sharded below
+    sampled = adacos_head(classifier={"name": "partial_fc", "sample_rate": 0.5})
+    for head in (partial, sampled):
+        head.load_state_dict(full.state_dict())  # the same centres
     expected = [step(full, x, labels) for x, labels in batches()]
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         mine = slice(4 * rank, 4 * rank + 4)
-        partial = adacos_head(classifier={"name": "partial_fc"})
         partial.classifier.shard(rank, 2)
         rows = slice(partial.classifier.class_start, partial.classifier.class_end)
         for (x, labels), want in zip(batches(), expected, strict=True):
             loss, _, grad_x, grad_w, scale = step(partial, x[mine], labels[mine])
             for got, value in ((loss, want[0]), (grad_x, want[2][mine]), (grad_w, want[3][rows]), (scale, want[4])):
                 torch.testing.assert_close(got, value, **TOL)
-        sampled = adacos_head(classifier={"name": "partial_fc", "sample_rate": 0.5})
         sampled.classifier.shard(rank, 2)
         torch.manual_seed(rank)
         x, labels = batches()[0]

@@ -150,7 +150,6 @@ class PartialFC(FullClassifier):
         nn.Module.__init__(self)  # not FullClassifier's: it would create every centre
         self._set_layout(embedding_size, num_classes, rows_per_class, bias)
         self.sample_rate = sample_rate
-        self.linear_init = linear_init
         self.init_seed = draw_seed()
         self.embedding_grad_scale = 1.0
         default_rank, default_world = rank_and_world_size()
