@@ -12,7 +12,7 @@ import pytest
 
 from facerec.data.__main__ import main
 from facerec.data.decode import encode_jpeg
-from tests.helpers import SHARED_DATA, run_entry_point
+from tests.helpers import SHARED_DATA
 
 
 @pytest.fixture
@@ -29,15 +29,18 @@ def files_under(root: Path) -> dict[str, bytes]:
     return {path.relative_to(root).as_posix(): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
-@pytest.mark.slow
-def test_audit_reports_every_kind_and_writes_the_picture(planted, smoke_checkpoint, synthetic_heldout, tmp_path):
+@pytest.mark.slow  # the audit starts python -m facerec.embed (the command's own main runs in this process)
+def test_audit_reports_every_kind_and_writes_the_picture(
+    planted, smoke_checkpoint, synthetic_heldout, tmp_path, capsys
+):
     before = files_under(planted)
     out = tmp_path / "audit"
-    result = run_entry_point(
-        "-m", "facerec.data", "audit", str(planted), "--model", str(smoke_checkpoint), "--out", str(out),
+    assert main([
+        "audit", str(planted), "--model", str(smoke_checkpoint), "--out", str(out),
         "--against", str(synthetic_heldout / "pairs.txt"), "--against-images", str(synthetic_heldout / "images"),
         "--device", "cpu", "--workers", "0", "--overlap", "0.99", "--merge", "0.99",
-    )  # fmt: skip
+    ]) == 0  # fmt: skip
+    stdout = capsys.readouterr().out
     report = json.loads((out / "audit.json").read_text())
     assert [entry["path"] for entry in report["corrupt"]] == ["hid00002/broken.jpg"]
     assert report["exact_duplicates"] == [
@@ -49,7 +52,7 @@ def test_audit_reports_every_kind_and_writes_the_picture(planted, smoke_checkpoi
     for item in report["overlap"]:
         best.setdefault(item["person"], item)
     assert {person: item["identity"] for person, item in best.items()} == {person: person for person in best}
-    assert report["counts"]["corrupt"] == 1 and "exact_duplicates | 1" in result.stdout
+    assert report["counts"]["corrupt"] == 1 and "exact_duplicates | 1" in stdout
     assert (out / "worst.png").stat().st_size > 0 and (out / "embeddings.npz").is_file()
     assert files_under(planted) == before
 
@@ -102,7 +105,7 @@ def test_a_failed_embedding_passes_its_message_on(planted, tmp_path, capsys):
 FRAMES = SHARED_DATA / "lfw_folds1-5" / "frames"
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # the audit starts python -m facerec.embed
 @pytest.mark.skipif(not FRAMES.is_dir(), reason=f"real LFW frames not found: {FRAMES}")
 def test_audit_of_raw_photos_lists_those_without_a_face(smoke_checkpoint, tmp_path):
     root = tmp_path / "photos"
@@ -112,10 +115,8 @@ def test_audit_of_raw_photos_lists_those_without_a_face(smoke_checkpoint, tmp_pa
             shutil.copyfile(FRAMES / person / f"{person}_{number:04d}.jpg", root / person / f"{number}.jpg")
     (root / "Akhmed_Zakayev" / "blank.jpg").write_bytes(encode_jpeg(np.full((250, 250, 3), 128, np.uint8)))
     out = tmp_path / "audit"
-    run_entry_point(
-        "-m", "facerec.data", "audit", str(root), "--model", str(smoke_checkpoint), "--out", str(out), "--detect",
-        "--device", "cpu",
-    )  # fmt: skip
+    arguments = ["audit", str(root), "--model", str(smoke_checkpoint), "--out", str(out), "--detect", "--device", "cpu"]
+    assert main(arguments) == 0
     report = json.loads((out / "audit.json").read_text())
     assert report["undetectable"] == ["Akhmed_Zakayev/blank.jpg"] and report["corrupt"] == []
     detection = json.loads((out / "detection.json").read_text())

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,12 +24,27 @@ def test_train_writes_checkpoint_metrics_and_classes(smoke_run):
     assert checkpoint["hyper_parameters"]["class_names"] == [f"id{i:05d}" for i in range(8)]
 
 
+@pytest.fixture(scope="module")
+def entry_point_runs(smoke_run, data_dir, tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """The ``eval.py`` run and the ``train.py logger=wandb`` run of the two tests below, started at the same time
+    (each is mostly its imports, which overlap on two cores); name -> (its log dir, its completed process)."""
+    eval_logs, wandb_logs = tmp_path_factory.mktemp("eval_logs"), tmp_path_factory.mktemp("wandb_logs")
+    env = {"WANDB_API_KEY": "", "WANDB_MODE": "", "HOME": str(wandb_logs / "home")}
+    with ThreadPoolExecutor(2) as pool:
+        evaluation = pool.submit(
+            run_entry_point, "eval.py", "data=synthetic_mini", f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}",
+            log_dir=eval_logs, data_dir=data_dir,
+        )  # fmt: skip
+        wandb = pool.submit(
+            run_entry_point, "train.py", "experiment=smoke", "logger=wandb", "trainer.max_epochs=1",
+            log_dir=wandb_logs, data_dir=data_dir, env=env, timeout=240,
+        )  # fmt: skip
+        return {"eval": (eval_logs, evaluation.result()), "wandb": (wandb_logs, wandb.result())}
+
+
 @pytest.mark.slow
-def test_eval_reproduces_the_training_callback_exactly_into_the_run_dir(smoke_run, data_dir, tmp_path):
-    result = run_entry_point(
-        "eval.py", "data=synthetic_mini", f"ckpt_path={smoke_run / 'checkpoints' / 'last.ckpt'}",
-        log_dir=tmp_path, data_dir=data_dir,
-    )  # fmt: skip
+def test_eval_reproduces_the_training_callback_exactly_into_the_run_dir(smoke_run, entry_point_runs):
+    tmp_path, result = entry_point_runs["eval"]
     assert "accuracy" in result.stdout
     assert read_metrics(run_dir(tmp_path, "eval") / "metrics.json") == read_metrics(smoke_run / "metrics.json")
 
@@ -50,12 +68,8 @@ def test_softmax_head_trains_end_to_end(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_wandb_runs_offline_without_account_or_prompt(data_dir, tmp_path):
-    env = {"WANDB_API_KEY": "", "WANDB_MODE": "", "HOME": str(tmp_path / "home")}
-    run_entry_point(
-        "train.py", "experiment=smoke", "logger=wandb", "trainer.max_epochs=1",
-        log_dir=tmp_path, data_dir=data_dir, env=env, timeout=240,
-    )  # fmt: skip
+def test_wandb_runs_offline_without_account_or_prompt(entry_point_runs):
+    tmp_path, _ = entry_point_runs["wandb"]
     offline_runs = list((run_dir(tmp_path) / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and any(offline_runs[0].glob("*.wandb"))
 

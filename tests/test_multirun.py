@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -12,14 +16,42 @@ from facerec.run.tables import print_table
 from tests.helpers import compose_config, run_entry_point
 
 
+def optuna_installed() -> bool:
+    return importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
+
+
+@pytest.fixture(scope="module")
+def sweeps(smoke_run, data_dir, tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """The ``train.py -m`` sweeps of the two sweep tests below, started at the same time (their imports and jobs
+    overlap on two cores); name -> (its log dir, its completed process). ``smoke_run`` wrote the data first."""
+    commands = {
+        "ddp": (
+            "experiment=smoke", "trainer=ddp_sim", "trainer.max_epochs=1", "monitor=val/synthetic/accuracy",
+            "head=arcface,cosface",
+        ),
+        "optuna": (
+            "hparams_search=arcface_optuna", "experiment=smoke", "trainer.max_epochs=1", "hydra.sweeper.n_trials=2",
+        ),
+    }  # fmt: skip
+    if not optuna_installed():
+        del commands["optuna"]
+    logs = {name: tmp_path_factory.mktemp(f"{name}_sweep") for name in commands}
+
+    def paths(name: str) -> tuple[str, str]:
+        return f"paths.log_dir={logs[name]}", f"paths.data_dir={data_dir}"
+
+    with ThreadPoolExecutor(len(commands)) as pool:
+        futures = {
+            name: pool.submit(run_entry_point, "train.py", "-m", *paths(name), *overrides, timeout=600)
+            for name, overrides in commands.items()
+        }
+        return {name: (logs[name], future.result()) for name, future in futures.items()}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(700)
-def test_multirun_of_two_ddp_jobs_writes_a_summary(data_dir, tmp_path):
-    result = run_entry_point(
-        "train.py", "-m", f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}",
-        "experiment=smoke", "trainer=ddp_sim", "trainer.max_epochs=1", "monitor=val/synthetic/accuracy",
-        "head=arcface,cosface", timeout=600,
-    )  # fmt: skip
+def test_multirun_of_two_ddp_jobs_writes_a_summary(sweeps):
+    tmp_path, result = sweeps["ddp"]
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
     summary = json.loads((sweep / "multirun_summary.json").read_text())
     assert [job["overrides"].split()[-1] for job in summary["jobs"]] == ["head=arcface", "head=cosface"]
@@ -76,13 +108,9 @@ def test_optuna_search_preset_composes():
 
 @pytest.mark.slow
 @pytest.mark.timeout(700)
-def test_optuna_search_runs_trials_on_the_monitored_accuracy(data_dir, tmp_path):
+def test_optuna_search_runs_trials_on_the_monitored_accuracy(request):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    run_entry_point(
-        "train.py", "-m", f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}",
-        "hparams_search=arcface_optuna", "experiment=smoke", "trainer.max_epochs=1", "hydra.sweeper.n_trials=2",
-        timeout=600,
-    )  # fmt: skip
+    tmp_path, _ = request.getfixturevalue("sweeps")["optuna"]
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
     best = OmegaConf.load(sweep / "optimization_results.yaml")
     assert 0.0 <= best["best_value"] <= 1.0

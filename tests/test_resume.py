@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -30,27 +31,51 @@ def start_train(output_dir: Path, data_dir: Path, *overrides: str) -> subprocess
     return start_process(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.is_file():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"{path} never appeared\n{process.communicate()[0][-4000:]}")
-        time.sleep(0.02)
-
-
 def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
 
 
+class Interrupted(NamedTuple):
+    run: Path  # its run directory
+    returncode: int
+    output: str  # standard output and error
+
+
+# name -> (overrides, the checkpoint file whose appearance triggers the signal, the signal)
+INTERRUPTS = {
+    # last.ckpt is written after epoch_000.ckpt, so that one is complete
+    "sigkill": (DETERMINISTIC, "last.ckpt", signal.SIGKILL),
+    "sigterm": (("experiment=smoke", "trainer.max_epochs=1000"), "epoch_000.ckpt", signal.SIGTERM),
+    "sigint": (("experiment=smoke", "trainer.max_epochs=1000"), "epoch_000.ckpt", signal.SIGINT),
+}
+
+
+@pytest.fixture(scope="module")
+def interrupted(smoke_run, data_dir, tmp_path_factory) -> dict[str, Interrupted]:
+    """The ``train.py`` runs of ``INTERRUPTS``, started together (each is mostly its imports, which overlap on two
+    cores); each gets its signal once its checkpoint file appears. ``smoke_run`` wrote the synthetic data first."""
+    root = tmp_path_factory.mktemp("interrupted")
+    processes = {name: start_train(root / name, data_dir, *overrides) for name, (overrides, _, _) in INTERRUPTS.items()}
+    waiting, deadline = set(INTERRUPTS), time.monotonic() + 180
+    while waiting:
+        for name in sorted(waiting):
+            _, file, signum = INTERRUPTS[name]
+            process = processes[name]
+            if (root / name / "checkpoints" / file).is_file():
+                process.send_signal(signum)
+                waiting.remove(name)
+            elif process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"{root / name / 'checkpoints' / file} never appeared\n{process.communicate()[0][-4000:]}")
+        time.sleep(0.02)
+    outputs = {name: process.communicate(timeout=120)[0] for name, process in processes.items()}
+    return {name: Interrupted(root / name, processes[name].returncode, outputs[name]) for name in INTERRUPTS}
+
+
 @pytest.mark.slow
-def test_resume_after_sigkill_equals_an_uninterrupted_run(data_dir, tmp_path):
+def test_resume_after_sigkill_equals_an_uninterrupted_run(interrupted, data_dir, tmp_path):
     train(compose_config(*DETERMINISTIC, output_dir=tmp_path / "reference", data_dir=data_dir))
-    killed = start_train(tmp_path / "killed", data_dir, *DETERMINISTIC)
-    checkpoints = tmp_path / "killed" / "checkpoints"
-    wait_for(checkpoints / "last.ckpt", killed)  # written after epoch_000.ckpt, so that one is complete
-    killed.send_signal(signal.SIGKILL)
-    killed.communicate()
+    checkpoints = interrupted["sigkill"].run / "checkpoints"
     train(
         compose_config(
             *DETERMINISTIC,
@@ -67,40 +92,36 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(data_dir, tmp_path):
         assert torch.equal(value, resumed[key]), key
 
 
-def interrupt_training(run: Path, data_dir: Path, signum: signal.Signals) -> None:
-    """Starts a long smoke run in ``run``, sends ``signum`` after epoch 0, checks it saved and exited 128 + N."""
-    process = start_train(run, data_dir, "experiment=smoke", "trainer.max_epochs=1000")
-    wait_for(run / "checkpoints" / "epoch_000.ckpt", process)
-    process.send_signal(signum)
-    output = process.communicate(timeout=120)[0]
-    assert "checkpoint saved to" in output, output[-4000:]
-    assert process.returncode == 128 + signum, output[-4000:]
+def check_saved_and_exited(run: Interrupted, signum: signal.Signals) -> None:
+    """A long smoke run sent ``signum`` after epoch 0 (``interrupted``) saved and exited 128 + N."""
+    assert "checkpoint saved to" in run.output, run.output[-4000:]
+    assert run.returncode == 128 + signum, run.output[-4000:]
 
 
 @pytest.mark.slow
-def test_sigterm_saves_last_checkpoint_and_ckpt_path_last_resumes_it(data_dir, tmp_path):
-    run = tmp_path / "run"
-    interrupt_training(run, data_dir, signal.SIGTERM)
+def test_sigterm_saves_last_checkpoint_and_ckpt_path_last_resumes_it(interrupted, data_dir):
+    check_saved_and_exited(interrupted["sigterm"], signal.SIGTERM)
+    run = interrupted["sigterm"].run
     assert not (run / "metrics.json").exists()
-    interrupted = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert interrupted["global_step"] > 0
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] > 0
     cfg = compose_config(
         "experiment=smoke",
         "ckpt_path=last",
-        f"trainer.max_epochs={interrupted['epoch'] + 2}",
+        f"trainer.max_epochs={saved['epoch'] + 2}",
         output_dir=run,
         data_dir=data_dir,
     )
     train(cfg)
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] > interrupted["global_step"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] > saved["global_step"]
     assert (run / ".hydra" / "overrides.yaml").read_text() != ""  # the interrupted run's records stay
     assert (run / ".hydra" / "resume_1" / "config.yaml").is_file()
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_last_checkpoint_and_exits_130(data_dir, tmp_path):
-    run = tmp_path / "run"
-    interrupt_training(run, data_dir, signal.SIGINT)
+def test_ctrl_c_saves_last_checkpoint_and_exits_130(interrupted):
+    check_saved_and_exited(interrupted["sigint"], signal.SIGINT)
+    run = interrupted["sigint"].run
     assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] > 0
 
 

@@ -6,6 +6,9 @@ import json
 import os
 import re
 import socket
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -34,23 +37,54 @@ def dead_pid() -> int:
     raise AssertionError("no free process ID")
 
 
+def prepare_live(tmp_path: Path) -> tuple[str, ...]:
+    write_lock(tmp_path / "run", os.getpid())
+    return ("experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}")
+
+
+def prepare_finished(tmp_path: Path) -> tuple[str, ...]:
+    records = tmp_path / "run" / ".hydra"
+    records.mkdir(parents=True)
+    (records / "config.yaml").write_text("first: run\n")
+    (tmp_path / "run" / "metrics.json").write_text("{}")  # it finished
+    return ("experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}")
+
+
+def prepare_unwritable_log(tmp_path: Path) -> tuple[str, ...]:
+    (tmp_path / "run" / "train.log").mkdir(parents=True)
+    return ("experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path}")
+
+
+REFUSALS = {"live": prepare_live, "finished": prepare_finished, "unwritable_log": prepare_unwritable_log}
+
+
+@pytest.fixture(scope="module")
+def refused_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """The ``train.py`` runs of the refusal tests below (``REFUSALS``: each prepares its own directory, then its
+    process starts), run at the same time: each is mostly its imports, which overlap on two cores."""
+    directories = {name: tmp_path_factory.mktemp(name) for name in REFUSALS}
+    commands = {name: prepare(directories[name]) for name, prepare in REFUSALS.items()}
+    with ThreadPoolExecutor(len(commands)) as pool:
+        futures = {
+            name: pool.submit(run_entry_point, "train.py", *arguments, check=False)
+            for name, arguments in commands.items()
+        }
+        return {name: (directories[name], future.result()) for name, future in futures.items()}
+
+
 @pytest.mark.slow
-def test_a_second_run_in_a_live_runs_directory_exits_non_zero_and_changes_nothing(tmp_path):
+def test_a_second_run_in_a_live_runs_directory_exits_non_zero_and_changes_nothing(refused_runs):
+    tmp_path, result = refused_runs["live"]
     run = tmp_path / "run"
-    write_lock(run, os.getpid())
-    result = run_entry_point("train.py", "experiment=smoke", f"hydra.run.dir={run}", check=False)
     assert result.returncode != 0
     assert f"run directory {run} is in use by another run (PID {os.getpid()}" in result.stderr, result.stderr[-3000:]
     assert sorted(path.name for path in run.iterdir() if path.name != "train.log") == [LOCK_NAME]
 
 
 @pytest.mark.slow
-def test_a_new_run_in_a_finished_runs_directory_is_refused_and_its_records_kept(tmp_path):
+def test_a_new_run_in_a_finished_runs_directory_is_refused_and_its_records_kept(refused_runs):
+    tmp_path, result = refused_runs["finished"]
     records = tmp_path / "run" / ".hydra"
-    records.mkdir(parents=True)
-    (records / "config.yaml").write_text("first: run\n")
-    (tmp_path / "run" / "metrics.json").write_text("{}")  # it finished
-    result = run_entry_point("train.py", "experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert result.returncode != 0
     assert "already holds another run (its .hydra/config.yaml): resume it with ckpt_path=last" in result.stderr
     assert (records / "config.yaml").read_text() == "first: run\n"
@@ -87,13 +121,10 @@ def test_default_run_directories_are_named_to_the_microsecond():
 
 
 @pytest.mark.slow
-def test_a_run_dir_whose_log_cannot_be_written_is_named(tmp_path):
+def test_a_run_dir_whose_log_cannot_be_written_is_named(refused_runs):
     """Hydra opens ``<run dir>/train.log`` before the task; a read-only run dir used to end in
     ``Unable to configure handler 'file'``. (A directory in the log's place fails alike, also as root.)"""
-    (tmp_path / "run" / "train.log").mkdir(parents=True)
-    result = run_entry_point(
-        "train.py", "experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}", data_dir=tmp_path, check=False
-    )
+    tmp_path, result = refused_runs["unwritable_log"]
     assert result.returncode == 1
     assert f"cannot write the run log {tmp_path / 'run' / 'train.log'}" in result.stderr
     assert f"the run directory {tmp_path / 'run'} must be writable; choose another with hydra.run.dir=DIR" in (
