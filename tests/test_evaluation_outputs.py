@@ -124,7 +124,7 @@ def test_validation_every_n_epochs_then_after_fit_and_eval_export(data_dir, tmp_
     train(
         compose_config(
             "experiment=smoke", "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2",
-            output_dir=run, data_dir=data_dir,
+            "callbacks.verification.roc_plots=true", output_dir=run, data_dir=data_dir,
         )
     )  # fmt: skip
     assert (run / "roc_synthetic.png").is_file()
