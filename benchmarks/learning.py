@@ -66,6 +66,8 @@ FIRST_HEADS = ("softmax", "center", "cosface", "arcface", "arcface_center", "com
 HEADS = (*FIRST_HEADS, *sorted({p.stem for p in (REPO / "conf" / "head").glob("*.yaml")} - set(FIRST_HEADS)))
 """Every ``conf/head``: the first eight in the order the tables have always shown them, then the others by name."""
 METRICS = ("accuracy", "auc", "tar@far=1e-3")
+TRAIN_FOLDS, TEST_FOLDS = (0, 1, 2), (3, 4)
+"""The development protocol's folds (0-based): people trained on, pairs verified."""
 EIGENFACES = 100
 
 
@@ -102,8 +104,8 @@ def fold_people(pairs_file: Path, folds: Iterable[int]) -> set[str]:
 def make_dev_split(
     lfw: Path,
     work: Path,
-    train_folds: tuple[int, ...] = (0, 1, 2),
-    test_folds: tuple[int, ...] = (3, 4),
+    train_folds: tuple[int, ...] = TRAIN_FOLDS,
+    test_folds: tuple[int, ...] = TEST_FOLDS,
     images: Path | None = None,
 ) -> tuple[Path, Path]:
     """Writes the development protocol under ``work``.
@@ -177,12 +179,12 @@ def verification_root(pairs: Path, images: Path, work: Path, fallback: Path | No
             f"{'' if fallback is None else f'and {fallback} '}(e.g. {', '.join(lacking[:3])}); "
             "name a folder of the same photos with --fallback (e.g. the raw frames, embedded whole)"
         )
-    root = work / "verify"
+    root, absent = work / "verify", set(missing)
     shutil.rmtree(root, ignore_errors=True)
     for path in paths:
         link = root / path
         link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(((fallback if path in missing else images) / path).resolve())
+        link.symlink_to(((fallback if path in absent else images) / path).resolve())
     return root, missing
 
 
@@ -329,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {
         "images": str(images),
         "training_photos_missing": missing_photos(
-            args.lfw / "images", images, fold_people(args.lfw / "pairs.txt", (0, 1, 2))
+            args.lfw / "images", images, fold_people(args.lfw / "pairs.txt", TRAIN_FOLDS)
         ),
         "verification_photos_substituted": substituted,
         "pairs_with_a_substitute": affected_pairs(pairs, substituted),
@@ -339,10 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     if report.is_file():
         data["detection"] = {key: json.loads(report.read_text())[key] for key in ("counts", "seconds")}
     if images != (args.lfw / "images").resolve():
+        substitutes = f"{len(substituted)} from {args.fallback} in {data['pairs_with_a_substitute']} pairs"
         print(
-            f"images: {images}; {len(data['training_photos_missing'])} training photos missing there; "
-            f"{len(substituted)} verification photos from {args.fallback} in "
-            f"{data['pairs_with_a_substitute']} pairs; detection: {data.get('detection', 'no report')}",
+            f"images: {images}; training photos missing there: {len(data['training_photos_missing'])}; "
+            f"verification photos substituted: {substitutes if substituted else 0}; "
+            f"detection: {data.get('detection', 'no report')}",
             flush=True,
         )
     size, crop = tuple(cfg.data.image_size), cfg.data.crop
