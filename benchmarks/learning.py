@@ -23,6 +23,14 @@ Usage::
     python -m benchmarks.learning --heads cosface,softmax --seeds 0,1 --top 1
     python -m benchmarks.learning --quick trainer.max_epochs=2   # extra train.py overrides
     python -m benchmarks.learning --out DIR              # continues an interrupted benchmark in DIR
+    python -m benchmarks.learning --images ALIGNED --fallback LFW/frames   # other crops of the same photos
+
+``--images DIR`` trains and verifies on another folder of the same relative paths, such as the output of
+``python -m facerec.data align LFW/frames DIR --detect``. A training photo missing there (no face kept) is
+left out of training and counted. A verification photo missing there is an error unless ``--fallback`` names
+a folder of the same paths to take it from: the raw frames give what ``data.val_sets.NAME.detect=true`` does
+with a photo without a face (it is embedded whole). Either way every pair is verified, and the substituted
+photos and their pairs are counted; so is ``DIR/detection_report.json``'s summary when it is there.
 
 The table is printed and written to ``<out>/learning.md`` and ``<out>/learning.json``.
 """
@@ -58,6 +66,8 @@ FIRST_HEADS = ("softmax", "center", "cosface", "arcface", "arcface_center", "com
 HEADS = (*FIRST_HEADS, *sorted({p.stem for p in (REPO / "conf" / "head").glob("*.yaml")} - set(FIRST_HEADS)))
 """Every ``conf/head``: the first eight in the order the tables have always shown them, then the others by name."""
 METRICS = ("accuracy", "auc", "tar@far=1e-3")
+TRAIN_FOLDS, TEST_FOLDS = (0, 1, 2), (3, 4)
+"""The development protocol's folds (0-based): people trained on, pairs verified."""
 EIGENFACES = 100
 
 
@@ -92,7 +102,11 @@ def fold_people(pairs_file: Path, folds: Iterable[int]) -> set[str]:
 
 
 def make_dev_split(
-    lfw: Path, work: Path, train_folds: tuple[int, ...] = (0, 1, 2), test_folds: tuple[int, ...] = (3, 4)
+    lfw: Path,
+    work: Path,
+    train_folds: tuple[int, ...] = TRAIN_FOLDS,
+    test_folds: tuple[int, ...] = TEST_FOLDS,
+    images: Path | None = None,
 ) -> tuple[Path, Path]:
     """Writes the development protocol under ``work``.
 
@@ -101,6 +115,8 @@ def make_dev_split(
         work: Output folder.
         train_folds: Folds (0-based) whose people are trained on.
         test_folds: Folds whose pairs are verified.
+        images: The images to train on, laid out as ``lfw/images`` (its default); a person without a folder
+            there (no photo of theirs kept) is not linked.
 
     Returns:
         ``(train_root, pairs_file)``: ``train_root/<Name>`` links to the images of every person of
@@ -122,15 +138,75 @@ def make_dev_split(
     regrouped = [f"10\t{per_fold}"]
     for k in range(10):
         regrouped += same[k * per_fold : (k + 1) * per_fold] + different[k * per_fold : (k + 1) * per_fold]
+    images = lfw / "images" if images is None else images
     train_root = work / "train"
     train_root.mkdir(parents=True, exist_ok=True)
     for person in sorted(train_people):
         link = train_root / person
-        if not link.exists():
-            link.symlink_to((lfw / "images" / person).resolve(), target_is_directory=True)
+        if not link.exists() and (images / person).is_dir():
+            link.symlink_to((images / person).resolve(), target_is_directory=True)
     dev_pairs = work / "pairs_dev.txt"
     dev_pairs.write_text("\n".join(regrouped) + "\n")
     return train_root, dev_pairs
+
+
+def verification_root(pairs: Path, images: Path, work: Path, fallback: Path | None = None) -> tuple[Path, list[str]]:
+    """The folder the pairs are verified on: ``images``, or ``work/verify`` when photos are missing there.
+
+    Args:
+        pairs: The pairs file.
+        images: Root of the pairs' relative image paths.
+        work: Output folder.
+        fallback: A folder of the same relative paths that a photo missing under ``images`` is taken from.
+
+    Returns:
+        ``(root, substituted)``: ``images`` and ``[]`` when every photo is there; otherwise ``work/verify``,
+        whose ``<Name>/<file>`` link to ``images`` or, for the ``substituted`` paths, to ``fallback``.
+
+    Raises:
+        FileNotFoundError: Photos are missing under ``images`` and ``fallback`` is ``None`` or lacks them.
+    """
+    protocol = read_pairs(pairs)
+    paths = list(dict.fromkeys(protocol.left + protocol.right))
+    missing = [path for path in paths if not (images / path).is_file()]
+    if not missing:
+        return images, []
+    lacking = [path for path in missing if fallback is None or not (fallback / path).is_file()]
+    if lacking:
+        affected = sum(affected_pairs(pairs, lacking).values())
+        raise FileNotFoundError(
+            f"{len(lacking)} photos of {affected} pairs of {pairs} are missing under {images} "
+            f"{'' if fallback is None else f'and {fallback} '}(e.g. {', '.join(lacking[:3])}); "
+            "name a folder of the same photos with --fallback (e.g. the raw frames, embedded whole)"
+        )
+    root, absent = work / "verify", set(missing)
+    shutil.rmtree(root, ignore_errors=True)
+    for path in paths:
+        link = root / path
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(((fallback if path in absent else images) / path).resolve())
+    return root, missing
+
+
+def affected_pairs(pairs: Path, photos: Iterable[str]) -> dict[str, int]:
+    """How many same and different pairs of ``pairs`` use one of ``photos``."""
+    protocol, photos = read_pairs(pairs), set(photos)
+    used = [
+        same
+        for left, right, same in zip(protocol.left, protocol.right, protocol.issame, strict=True)
+        if left in photos or right in photos
+    ]
+    return {"same": sum(used), "different": len(used) - sum(used)}
+
+
+def missing_photos(reference: Path, images: Path, people: Iterable[str]) -> list[str]:
+    """The photos of ``people`` under ``reference`` (``<Name>/<file>``) that ``images`` lacks."""
+    return [
+        f"{person}/{photo.name}"
+        for person in sorted(people)
+        for photo in sorted((reference / person).glob("*"))
+        if photo.is_file() and not (images / person / photo.name).is_file()
+    ]
 
 
 def recipe_config(overrides: list[str]):
@@ -216,10 +292,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: logs/benchmarks/learning/<time>)"
     )
+    parser.add_argument(
+        "--images", type=Path, default=None, help="images to train and verify on, same paths (default: LFW/images)"
+    )
+    parser.add_argument(
+        "--fallback", type=Path, default=None, help="folder of the same paths for verification photos --images lacks"
+    )
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides, e.g. trainer.max_epochs=2")
     args = parser.parse_args(argv)
     if not (args.lfw / "pairs.txt").is_file() or not (args.lfw / "images").is_dir():
         parser.error(f"{args.lfw} needs images/ and pairs.txt (the shared LFW folds: ../shared/data/lfw_folds1-5)")
+    images = (args.images or args.lfw / "images").resolve()
+    if not images.is_dir():
+        parser.error(f"--images {images} is not a folder")
     out = args.out or REPO / "logs" / "benchmarks" / "learning" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out = out.resolve()
     seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -230,10 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown heads {unknown}; choose from {', '.join(HEADS)}")
 
-    train_root, pairs = make_dev_split(args.lfw, out)
+    train_root, pairs = make_dev_split(args.lfw, out, images=images)
     training = scan_identity_folder(train_root)
     kept = [files for files in training.images if len(files) >= 2]
-    val_set = load_pairs_set("lfw_dev", pairs, args.lfw / "images")
+    verify_root, substituted = verification_root(pairs, images, out, args.fallback)
+    val_set = load_pairs_set("lfw_dev", pairs, verify_root)
     shared = {path.split("/")[0] for path in read_pairs(pairs).left + read_pairs(pairs).right} & set(
         training.class_names
     )
@@ -242,6 +328,26 @@ def main(argv: list[str] | None = None) -> int:
         f"verify: {len(val_set)} pairs ({pairs}); people in both: {len(shared)}",
         flush=True,
     )
+    data = {
+        "images": str(images),
+        "training_photos_missing": missing_photos(
+            args.lfw / "images", images, fold_people(args.lfw / "pairs.txt", TRAIN_FOLDS)
+        ),
+        "verification_photos_substituted": substituted,
+        "pairs_with_a_substitute": affected_pairs(pairs, substituted),
+        "fallback": None if args.fallback is None else str(args.fallback.resolve()),
+    }
+    report = images / "detection_report.json"
+    if report.is_file():
+        data["detection"] = {key: json.loads(report.read_text())[key] for key in ("counts", "seconds")}
+    if images != (args.lfw / "images").resolve():
+        substitutes = f"{len(substituted)} from {args.fallback} in {data['pairs_with_a_substitute']} pairs"
+        print(
+            f"images: {images}; training photos missing there: {len(data['training_photos_missing'])}; "
+            f"verification photos substituted: {substitutes if substituted else 0}; "
+            f"detection: {data.get('detection', 'no report')}",
+            flush=True,
+        )
     size, crop = tuple(cfg.data.image_size), cfg.data.crop
     training_images = [path for files in kept for path in files]
     pixels, training_pixels = pixel_rows(val_set.images, size, crop), pixel_rows(training_images, size, crop)
@@ -254,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     runs: dict[str, list[Run]] = {}
     for head in heads:
-        run = train(Run(head, seeds[0]), train_root, pairs, args.lfw / "images", out, args.overrides)
+        run = train(Run(head, seeds[0]), train_root, pairs, verify_root, out, args.overrides)
         print(f"{head} seed {seeds[0]}: {run.metrics or run.error} ({run.seconds / 60:.1f} min)", flush=True)
         runs[head] = [run]
     if not args.quick and len(seeds) > 1:
@@ -262,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         repeated = ranked[: args.top] + [h for h in heads if h == recipe_head and h not in ranked[: args.top]]
         for head in repeated:
             for seed in seeds[1:]:
-                run = train(Run(head, seed), train_root, pairs, args.lfw / "images", out, args.overrides)
+                run = train(Run(head, seed), train_root, pairs, verify_root, out, args.overrides)
                 print(f"{head} seed {seed}: {run.metrics or run.error} ({run.seconds / 60:.1f} min)", flush=True)
                 runs[head].append(run)
     ranked = sorted(runs, key=lambda h: (-len(runs[h]), -summarise(runs[h])["accuracy"]))
@@ -277,7 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "learning.md").write_text(markdown + "\n")
     (out / "learning.json").write_text(
         json.dumps(
-            {"table": rows, "runs": {head: [vars(run) for run in head_runs] for head, head_runs in runs.items()}},
+            {
+                "table": rows,
+                "runs": {head: [vars(run) for run in head_runs] for head, head_runs in runs.items()},
+                "data": data,
+            },
             indent=2,
         )
     )

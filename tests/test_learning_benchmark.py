@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
+from benchmarks.learning import (
+    affected_pairs,
+    fold_people,
+    make_dev_split,
+    missing_photos,
+    recipe_config,
+    verification_root,
+)
 from benchmarks.learning import main as learning_main
-from benchmarks.learning import make_dev_split, recipe_config
 from facerec.data.pixels import pixel_rows
 from facerec.data.synthetic import SyntheticSpec, generate
 from facerec.data.training.folder import scan_identity_folder
@@ -40,6 +48,40 @@ def test_dev_split_trains_on_folds_1_to_3_and_regroups_folds_4_5_into_10_balance
         zip(original.left[30:], original.right[30:], original.issame[30:], strict=True)
     )
     assert dev.issame == [True, False] * 10
+
+
+def test_other_crops_leave_out_missing_training_photos_and_substitute_missing_pair_photos(tiny_lfw, tmp_path):
+    """``--images``: photos without a kept face never silently drop a pair; they are counted."""
+    aligned = tmp_path / "aligned"
+    shutil.copytree(tiny_lfw / "images", aligned)
+    trained = sorted(fold_people(tiny_lfw / "pairs.txt", (0, 1, 2)))
+    shutil.rmtree(aligned / trained[0])  # no face kept in any photo of this person
+    lost = sorted((aligned / trained[1]).iterdir())[0]
+    lost.unlink()
+    train_root, pairs_file = make_dev_split(tiny_lfw, tmp_path / "work", images=aligned)
+    assert sorted(path.name for path in train_root.iterdir()) == trained[1:]
+    assert (train_root / trained[1]).resolve() == (aligned / trained[1]).resolve()
+    assert missing_photos(tiny_lfw / "images", aligned, trained) == [
+        f"{trained[0]}/{path.name}" for path in sorted((tiny_lfw / "images" / trained[0]).iterdir())
+    ] + [f"{trained[1]}/{lost.name}"]
+
+    dev = read_pairs(pairs_file)
+    aligned = tmp_path / "aligned_all_but_one"  # the tiny folds share people: only a verification photo lost
+    shutil.copytree(tiny_lfw / "images", aligned)
+    unaligned = dev.left[0]  # a same pair's photo, in further pairs too
+    (aligned / unaligned).unlink()
+    with pytest.raises(FileNotFoundError, match="1 photos of .* pairs .* --fallback"):
+        verification_root(pairs_file, aligned, tmp_path / "work")
+    root, substituted = verification_root(pairs_file, aligned, tmp_path / "work", fallback=tiny_lfw / "images")
+    assert root == tmp_path / "work" / "verify" and substituted == [unaligned]
+    assert (root / unaligned).resolve() == (tiny_lfw / "images" / unaligned).resolve()
+    assert (root / dev.right[0]).resolve() == (aligned / dev.right[0]).resolve()
+    assert len(load_pairs_set("lfw_dev", pairs_file, root)) == 20  # every pair verified
+    uses = [
+        same for left, right, same in zip(dev.left, dev.right, dev.issame, strict=True) if unaligned in (left, right)
+    ]
+    assert affected_pairs(pairs_file, substituted) == {"same": sum(uses), "different": len(uses) - sum(uses)}
+    assert verification_root(pairs_file, tiny_lfw / "images", tmp_path / "work") == (tiny_lfw / "images", [])
 
 
 @pytest.mark.slow  # the benchmark runs train.py as a process
