@@ -127,7 +127,6 @@ class PartialFC(FullClassifier):
     Attributes:
         embedding_grad_scale: Factor on the gradient to this rank's embeddings: 1 (exact global-batch
             gradient), or the world size after :meth:`setup_distributed` (undoes DDP's averaging).
-        init_seed: Seed of the initial centres (drawn at construction).
 
     Raises:
         ValueError: ``sample_rate`` outside (0, 1], or a rank's shard would be empty.
@@ -150,14 +149,13 @@ class PartialFC(FullClassifier):
         nn.Module.__init__(self)  # not FullClassifier's: it would create every centre
         self._set_layout(embedding_size, num_classes, rows_per_class, bias)
         self.sample_rate = sample_rate
-        self.init_seed = draw_seed()
         self.embedding_grad_scale = 1.0
         default_rank, default_world = rank_and_world_size()
         rank = default_rank if rank is None else rank
         world_size = default_world if world_size is None else world_size
         self.rank, self.world_size, (self.class_start, self.class_end) = rank, world_size, self._range(rank, world_size)
         rows = seeded_centre_rows(
-            self.init_seed, *self._rows(self.class_start, self.class_end), embedding_size, bias, linear_init
+            draw_seed(), *self._rows(self.class_start, self.class_end), embedding_size, bias, linear_init
         )
         self.weight = nn.Parameter(rows)
         self.sampled = SampledRows(self.weight) if sample_rate < 1.0 else None
@@ -174,6 +172,11 @@ class PartialFC(FullClassifier):
 
     def _rows(self, class_start: int, class_end: int) -> tuple[int, int]:
         return class_start * self.rows_per_class, class_end * self.rows_per_class
+
+    @property
+    def row_range(self) -> tuple[int, int]:
+        """``[start, end)`` of this shard's rows in the whole (C·K, E) centre matrix."""
+        return self._rows(self.class_start, self.class_end)
 
     def class_range(self, rank: int, world_size: int) -> tuple[int, int]:
         """``[start, end)`` of the classes rank ``rank`` of ``world_size`` holds (:func:`shard_range`)."""
@@ -294,4 +297,4 @@ class PartialFC(FullClassifier):
 
     def local_rows(self, full: Tensor) -> Tensor:
         """This rank's slice of a full (C·K, ...) per-row tensor."""
-        return full[slice(*self._rows(self.class_start, self.class_end))].clone()
+        return full[slice(*self.row_range)].clone()

@@ -39,8 +39,10 @@ class ShardedCentres(Protocol):
     rank: int
     num_classes: int
     rows_per_class: int
-    class_start: int
-    class_end: int
+
+    @property
+    def row_range(self) -> tuple[int, int]:
+        """``[start, end)`` of this shard's rows in the whole centre matrix."""
 
 
 def shard_directory(checkpoint_path: str | Path) -> Path:
@@ -65,10 +67,6 @@ def _centre_state(checkpoint: dict) -> dict | None:
     if slot is None or not checkpoint.get("optimizer_states"):
         return None
     return checkpoint["optimizer_states"][slot[0]]["state"].setdefault(slot[1], {})
-
-
-def _row_range(classifier: ShardedCentres) -> tuple[int, int]:
-    return classifier.class_start * classifier.rows_per_class, classifier.class_end * classifier.rows_per_class
 
 
 def prepare_save(
@@ -96,7 +94,7 @@ def prepare_save(
     state = _centre_state(checkpoint) or {}
     for name in [key for key, value in state.items() if is_per_row(value, len(classifier.weight))]:
         tensors[f"{OPTIMIZER_PREFIX}{name}"] = state.pop(name)
-    start, end = _row_range(classifier)
+    start, end = classifier.row_range
     checkpoint[SHARD_KEY] = {
         "rank": classifier.rank,
         "world_size": classifier.world_size,
@@ -155,9 +153,9 @@ class ShardedRows:
         self.rows = int(shards["rows"])
         self.names = list(shards["names"])
         self.files = [self.folder / f"rank{rank:05d}.pt" for rank in range(int(shards["world_size"]))]
+        self.shards = [self._load(file) for file in self.files]  # memory-mapped: rows are read when copied
         self.ranges = []
-        for file in self.files:
-            shard = self._load(file)
+        for file, shard in zip(self.files, self.shards, strict=True):
             if shard.get("format") != SHARD_FORMAT or shard.get("save_id") != shards["save_id"]:
                 raise CheckpointError(
                     f"{file} belongs to another save than {checkpoint_path} (save {shards['save_id']}): the "
@@ -188,10 +186,10 @@ class ShardedRows:
         """Rows ``[start, end)`` of tensor ``name`` (``"weight"`` or ``"optimizer.<state>"``), copied to memory
         (only those rows: the files stay memory-mapped)."""
         rows = None
-        for file, (low, high) in zip(self.files, self.ranges, strict=True):
+        for shard, (low, high) in zip(self.shards, self.ranges, strict=True):
             if high <= start or low >= end:
                 continue
-            tensor = self._load(file)["tensors"][name]
+            tensor = shard["tensors"][name]
             if rows is None:
                 rows = tensor.new_empty((end - start, *tensor.shape[1:]))
             first, last = max(start, low), min(end, high)
@@ -237,7 +235,7 @@ def take_rows(classifier: ShardedCentres, prefix: str, checkpoint: dict, source:
         CheckpointError: Its shard files are missing, mixed or incomplete.
     """
     key = f"{prefix}{WEIGHT}"
-    start, end = _row_range(classifier)
+    start, end = classifier.row_range
     if not is_sharded(checkpoint):
         full = checkpoint["state_dict"][key]
         _check_rows(full.shape[0], classifier)
